@@ -1,0 +1,100 @@
+// HTTP and HTTPS listeners on every bind_host. HTTPS asks for a client
+// certificate and checks it against ssl_ca_file, but does not require one:
+// routes decide (see trusted-client.ts). Shutdown lets in-flight requests end
+// within a bound, then cuts what is left.
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import type { SecureVersion } from 'node:tls';
+import type { Express } from 'express';
+import type { GlobalSettings } from '../settings/global.ts';
+
+export type ListenerKind = 'http' | 'https';
+
+export interface Listener {
+  kind: ListenerKind;
+  server: http.Server;
+  address: string;
+}
+
+function tlsOptions(global: GlobalSettings): https.ServerOptions {
+  const disabled = new Set(global.tls_disabled_versions);
+  // TLS 1.0 and 1.1 are always off, as in smart-proxy; '1.2' may be disabled too.
+  const minVersion: SecureVersion = disabled.has('1.2') ? 'TLSv1.3' : 'TLSv1.2';
+  const ciphers = global.ssl_disabled_ciphers.length > 0 ? ['DEFAULT', ...global.ssl_disabled_ciphers.map((c) => `!${c}`)].join(':') : undefined;
+  return {
+    key: readFileSync(global.ssl_private_key!),
+    cert: readFileSync(global.ssl_certificate!),
+    ca: readFileSync(global.ssl_ca_file!),
+    requestCert: true,
+    rejectUnauthorized: false,
+    minVersion,
+    ...(ciphers ? { ciphers } : {}),
+  };
+}
+
+function listen(server: http.Server, port: number, host: string | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ port, host }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+/** Bind every listener; any bind error closes those already bound and throws. */
+export async function startListeners(global: GlobalSettings, apps: Partial<Record<ListenerKind, Express>>): Promise<Listener[]> {
+  const plan: Array<{ kind: ListenerKind; port: number }> = [];
+  if (global.http_port !== undefined && apps.http) plan.push({ kind: 'http', port: global.http_port });
+  if (global.ssl_certificate && apps.https) plan.push({ kind: 'https', port: global.https_port });
+  const listeners: Listener[] = [];
+  try {
+    for (const { kind, port } of plan) {
+      for (const bind of global.bind_host) {
+        const server = kind === 'https' ? https.createServer(tlsOptions(global), apps.https) : http.createServer(apps.http);
+        server.keepAliveTimeout = 65_000;
+        const host = bind === '*' ? undefined : bind;
+        try {
+          await listen(server, port, host);
+        } catch (err) {
+          throw new Error(`cannot listen for ${kind} on ${bind}:${port}: ${(err as Error).message}`);
+        }
+        const a = server.address() as AddressInfo;
+        listeners.push({ kind, server, address: `${kind}://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}` });
+      }
+    }
+  } catch (err) {
+    await stopListeners(listeners, 0);
+    throw err;
+  }
+  return listeners;
+}
+
+/** Stop accepting; let in-flight requests finish for up to `graceSeconds`; then cut. */
+export async function stopListeners(listeners: Listener[], graceSeconds: number): Promise<{ forced: boolean }> {
+  let forced = false;
+  const closed = listeners.map(
+    ({ server }) =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      }),
+  );
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<void>((resolve) => {
+    timer = setTimeout(() => {
+      forced = true;
+      for (const { server } of listeners) server.closeAllConnections();
+      resolve();
+    }, graceSeconds * 1000);
+  });
+  // Idle keep-alive sockets that become idle after close() started must go too.
+  const sweeper = setInterval(() => listeners.forEach(({ server }) => server.closeIdleConnections()), 100);
+  await Promise.race([Promise.all(closed), deadline]);
+  clearTimeout(timer);
+  clearInterval(sweeper);
+  await Promise.all(closed);
+  return { forced };
+}

@@ -1,0 +1,99 @@
+// The plugin contract. A plugin is a folder under plugins/ whose index.ts
+// default-exports `definePlugin({...})`, in the shape of smart-proxy's DSL:
+// name, version, default settings (and their schema), validation, exposed
+// settings, capabilities, requirements, and named setup/start/stop hooks.
+import type { Router, RequestHandler, Request } from 'express';
+import type { Logger } from '../logging/logger.ts';
+import type { GlobalSettings } from '../settings/global.ts';
+import type { PropertySchema } from '../settings/schema.ts';
+import type { ClientIdentity } from '../http/identity.ts';
+import type { LogBuffer } from '../logging/buffer.ts';
+
+export type PluginState = 'uninitialized' | 'starting' | 'running' | 'disabled' | 'failed';
+export type Enabled = boolean | 'http' | 'https';
+export type PluginSettings = Readonly<Record<string, unknown>>;
+
+export interface PluginStatus {
+  name: string;
+  version: string;
+  state: PluginState;
+  httpEnabled: boolean;
+  httpsEnabled: boolean;
+  /** Why the plugin failed, in smart-proxy's wording. */
+  message?: string;
+  exposedSettings: Record<string, unknown>;
+  capabilities: string[];
+}
+
+/** What a plugin can see of the daemon it runs in. */
+export interface DaemonView {
+  readonly version: string;
+  readonly logBuffer: LogBuffer;
+  plugins(): PluginStatus[];
+}
+
+export interface PluginContext<S extends PluginSettings = PluginSettings> {
+  readonly name: string;
+  /** The plugin's settings: defaults merged with its file, validated, frozen. */
+  readonly settings: S;
+  readonly global: GlobalSettings;
+  /** A child logger whose records carry `plugin: <name>`. */
+  readonly logger: Logger;
+  /** Mounted at /<name> on the listeners `enabled` allows. */
+  readonly router: Router;
+  /** Mounted at the listener root, after the root API (e.g. /v2/ for a registry). */
+  readonly rootRouter: Router;
+  readonly daemon: DaemonView;
+  /** Authorization helpers of the daemon, so plugins never re-implement them. */
+  readonly auth: {
+    /** Trusted host + verified client certificate, or 403 JSON. */
+    trustedClient: RequestHandler;
+    /** Who the client is, from what the daemon verified itself. */
+    identity(req: Request): ClientIdentity;
+  };
+  /** The value a required plugin's setup returned. */
+  dependency<T = unknown>(name: string): T;
+}
+
+export interface PluginDefinition<S extends PluginSettings = PluginSettings> {
+  name: string;
+  version: string;
+  /** `enabled` when the settings file does not say; smart-proxy's default is false. */
+  defaultEnabled?: Enabled;
+  /** JSON Schema per key; `default` values are the plugin's default settings. */
+  settings?: Record<string, PropertySchema>;
+  /** Keys that must have a non-empty value (smart-proxy: a nil default). */
+  required?: string[];
+  /** Checks across keys; throw an Error whose message names the key. */
+  validate?(settings: S, global: GlobalSettings): void;
+  /** Settings published in /v2/features. */
+  exposeSettings?: string[];
+  /** Strings, or functions evaluated only while running. */
+  capabilities?: Array<string | ((settings: S) => string | string[])>;
+  /** Other plugins this one needs, with a version requirement ('~> 1.2', '>= 1.0'). */
+  requires?: Record<string, string>;
+  /** Open resources and add routes; the return value is offered to dependents. */
+  setup?(ctx: PluginContext<S>): unknown;
+  /** Start background services; runs after every setup of its dependencies. */
+  start?(ctx: PluginContext<S>): void | Promise<void>;
+  /** Release what setup/start took; called in reverse start order. */
+  stop?(ctx: PluginContext<S>): void | Promise<void>;
+}
+
+const NAME = /^[a-z][a-z0-9_]*$/;
+
+export function definePlugin<S extends PluginSettings>(def: PluginDefinition<S>): PluginDefinition<S> {
+  return def;
+}
+
+/** Structural check of a module's default export; returns a problem or undefined. */
+export function checkDefinition(value: unknown): string | undefined {
+  if (!value || typeof value !== 'object') return 'does not default-export a plugin definition';
+  const def = value as Partial<PluginDefinition>;
+  if (typeof def.name !== 'string' || !NAME.test(def.name)) return `has an invalid name ${JSON.stringify(def.name)} (lower case, digits and _)`;
+  if (typeof def.version !== 'string' || !/^\d+(\.\d+){0,2}([-+].*)?$/.test(def.version)) return `has an invalid version ${JSON.stringify(def.version)}`;
+  for (const hook of ['setup', 'start', 'stop', 'validate'] as const) {
+    if (def[hook] !== undefined && typeof def[hook] !== 'function') return `has a ${hook} that is not a function`;
+  }
+  return undefined;
+}
