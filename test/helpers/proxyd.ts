@@ -1,0 +1,157 @@
+// Starts the real daemon (bin/proxyd) as a child process with settings written
+// for the test, on ports picked at run time on 127.0.0.1, and stops it after.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import YAML from 'yaml';
+
+export const ROOT = resolve(import.meta.dirname, '../..');
+export const PROXYD = join(ROOT, 'bin/proxyd');
+export const PROXYCTL = join(ROOT, 'bin/proxyctl');
+export const FIXTURE_PLUGINS = join(ROOT, 'test/fixtures/plugins');
+
+/** Ask the OS for a free port on 127.0.0.1. */
+export function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = net.createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => res(port));
+    });
+  });
+}
+
+export interface ProxydOptions {
+  /** Global settings; written with smart-proxy symbol keys. */
+  settings?: Record<string, unknown>;
+  /** settings.d/<name>.yml contents, by plugin name. */
+  plugins?: Record<string, Record<string, unknown>>;
+  /** Load the fixture plugins of test/fixtures/plugins (default true). */
+  fixtures?: boolean;
+  http?: boolean;
+  https?: boolean;
+  /** Extra environment for the daemon. */
+  env?: Record<string, string>;
+}
+
+export interface RunningProxyd {
+  proc: ChildProcess;
+  dir: string;
+  settingsFile: string;
+  httpUrl: string;
+  httpsUrl: string;
+  /** Every stdout line so far (JSON log records). */
+  lines: string[];
+  stderr(): string;
+  /** Resolves with the first log record whose msg matches. */
+  waitForLog(pattern: RegExp, timeoutMs?: number): Promise<Record<string, unknown>>;
+  /** Send a signal; resolves with the exit code. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+  exited: Promise<number | null>;
+}
+
+/** Write a settings file with `:key:` symbol keys, as smart-proxy's are written. */
+export function writeSettings(file: string, data: Record<string, unknown>): void {
+  const symbolKeyed = Object.fromEntries(Object.entries(data).map(([k, v]) => [`:${k}`, v]));
+  writeFileSync(file, `---\n${YAML.stringify(symbolKeyed)}`);
+}
+
+export async function startProxyd(opts: ProxydOptions = {}): Promise<RunningProxyd> {
+  const dir = mkdtempSync(join(tmpdir(), 'proxyd-test-'));
+  const settingsDir = join(dir, 'settings.d');
+  mkdirSync(settingsDir);
+  const httpPort = await freePort();
+  const httpsPort = await freePort();
+  const settings: Record<string, unknown> = {
+    bind_host: ['127.0.0.1'],
+    log_file: 'STDOUT',
+    log_level: 'DEBUG',
+    settings_directory: settingsDir,
+    ...(opts.fixtures === false ? {} : { plugin_directories: [FIXTURE_PLUGINS] }),
+    ...(opts.http === false ? {} : { http_port: httpPort }),
+    ...(opts.https ? { https_port: httpsPort } : {}),
+    ...opts.settings,
+  };
+  for (const [name, values] of Object.entries(opts.plugins ?? {})) writeSettings(join(settingsDir, `${name}.yml`), values);
+  const settingsFile = join(dir, 'settings.yml');
+  writeSettings(settingsFile, settings);
+  return launch([PROXYD, '--settings', settingsFile], { dir, settingsFile, httpPort, httpsPort, env: opts.env });
+}
+
+export function launch(
+  argv: string[],
+  o: { dir: string; settingsFile: string; httpPort: number; httpsPort: number; env?: Record<string, string>; cwd?: string },
+): Promise<RunningProxyd> {
+  const proc = spawn(process.execPath, argv, { cwd: o.cwd ?? o.dir, env: { ...process.env, PROXYD_SETTINGS: '', ...o.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines: string[] = [];
+  let err = '';
+  const waiters: Array<() => void> = [];
+  let buf = '';
+  proc.stdout!.on('data', (d: Buffer) => {
+    buf += d.toString();
+    const parts = buf.split('\n');
+    buf = parts.pop()!;
+    lines.push(...parts);
+    waiters.forEach((w) => w());
+  });
+  proc.stderr!.on('data', (d: Buffer) => {
+    err += d.toString();
+  });
+  const exited = new Promise<number | null>((res) => proc.on('exit', (code) => {
+    waiters.forEach((w) => w());
+    res(code);
+  }));
+  const waitForLog = (pattern: RegExp, timeoutMs = 20_000) =>
+    new Promise<Record<string, unknown>>((res, rej) => {
+      const check = () => {
+        for (const line of lines) {
+          try {
+            const rec = JSON.parse(line) as Record<string, unknown>;
+            if (pattern.test(String(rec.msg))) return finish(() => res(rec));
+          } catch {
+            // not a log record
+          }
+        }
+        if (proc.exitCode !== null) finish(() => rej(new Error(`proxyd exited (${proc.exitCode}) before logging ${pattern}: ${err}`)));
+      };
+      const timer = setTimeout(() => finish(() => rej(new Error(`no log line ${pattern} within ${timeoutMs} ms; stderr: ${err}`))), timeoutMs);
+      const finish = (f: () => void) => {
+        clearTimeout(timer);
+        waiters.splice(waiters.indexOf(check), 1);
+        f();
+      };
+      waiters.push(check);
+      check();
+    });
+  const running: RunningProxyd = {
+    proc,
+    dir: o.dir,
+    settingsFile: o.settingsFile,
+    httpUrl: `http://127.0.0.1:${o.httpPort}`,
+    httpsUrl: `https://127.0.0.1:${o.httpsPort}`,
+    lines,
+    stderr: () => err,
+    waitForLog,
+    stop: (signal = 'SIGTERM') => {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+      return exited;
+    },
+    exited,
+  };
+  return waitForLog(/Smart proxy has launched/).then(() => running);
+}
+
+/** Run a command to completion; resolves with its exit code and output. */
+export function run(argv: string[], env: Record<string, string> = {}, cwd = ROOT): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((res) => {
+    const proc = spawn(process.execPath, argv, { cwd, env: { ...process.env, PROXYD_SETTINGS: '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    proc.on('exit', (code) => res({ code, stdout, stderr }));
+  });
+}
