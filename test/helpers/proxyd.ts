@@ -12,6 +12,25 @@ export const PROXYD = join(ROOT, 'bin/proxyd');
 export const PROXYCTL = join(ROOT, 'bin/proxyctl');
 export const FIXTURE_PLUGINS = join(ROOT, 'test/fixtures/plugins');
 
+/**
+ * The environment for programs under test: tap's loader hooks (NODE_OPTIONS)
+ * are removed so bin/ scripts run exactly as users run them.
+ */
+export function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, PROXYD_SETTINGS: '', ...extra };
+  delete env.NODE_OPTIONS;
+  for (const key of Object.keys(env)) if (key.startsWith('TAP') || key.startsWith('_TAP')) delete env[key];
+  return env;
+}
+
+/**
+ * Spawn node with `argv`. tap's process tracker re-adds its loader to
+ * NODE_OPTIONS inside spawn(); `env -u` drops it again just before exec.
+ */
+export function spawnNode(argv: string[], options: { cwd: string; env: NodeJS.ProcessEnv }): ChildProcess {
+  return spawn('env', ['-u', 'NODE_OPTIONS', process.execPath, ...argv], { ...options, stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
 /** Ask the OS for a free port on 127.0.0.1. */
 export function freePort(): Promise<number> {
   return new Promise((res, rej) => {
@@ -85,7 +104,7 @@ export function launch(
   argv: string[],
   o: { dir: string; settingsFile: string; httpPort: number; httpsPort: number; env?: Record<string, string>; cwd?: string },
 ): Promise<RunningProxyd> {
-  const proc = spawn(process.execPath, argv, { cwd: o.cwd ?? o.dir, env: { ...process.env, PROXYD_SETTINGS: '', ...o.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawnNode(argv, { cwd: o.cwd ?? o.dir, env: childEnv(o.env) });
   const lines: string[] = [];
   let err = '';
   const waiters: Array<() => void> = [];
@@ -147,11 +166,11 @@ export function launch(
 /** Run a command to completion; resolves with its exit code and output. */
 export function run(argv: string[], env: Record<string, string> = {}, cwd = ROOT): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((res) => {
-    const proc = spawn(process.execPath, argv, { cwd, env: { ...process.env, PROXYD_SETTINGS: '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawnNode(argv, { cwd, env: childEnv(env) });
     let stdout = '';
     let stderr = '';
-    proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    proc.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+    proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     proc.on('exit', (code) => res({ code, stdout, stderr }));
   });
 }

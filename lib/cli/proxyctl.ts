@@ -1,0 +1,72 @@
+// proxyctl: the operator's command line for a running proxyd.
+// Exit codes: 0 healthy / done, 1 degraded, 2 unreachable or failed, 64 usage.
+import { Command, CommanderError, Option } from 'commander';
+import { VERSION } from '../daemon.ts';
+import { DEFAULT_SETTINGS_FILE, loadGlobalSettings, locateSettings } from '../settings/global.ts';
+import { daemonTarget, type DaemonTarget } from './daemon-client.ts';
+import { collectStatus, EXIT, renderStatus } from './status.ts';
+
+interface GlobalOpts {
+  settings?: string;
+  url?: string;
+  timeout: number;
+  json?: boolean;
+}
+
+const program = new Command('proxyctl')
+  .description('Operate a running proxyd: status, features')
+  .version(VERSION)
+  .option('-s, --settings <file>', `proxyd's global settings file (default: $PROXYD_SETTINGS, else ${DEFAULT_SETTINGS_FILE}, else embedded defaults)`)
+  .option('-u, --url <url>', "the daemon's URL (default: from the settings file)")
+  .addOption(new Option('-t, --timeout <seconds>', 'request timeout').default(10).argParser((v) => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n <= 0) throw new CommanderError(64, 'proxyctl.timeout', `--timeout must be a positive number of seconds, got '${v}'`);
+    return n;
+  }))
+  .option('--json', 'machine-readable output')
+  .addHelpText('after', '\nExit codes: 0 healthy, 1 degraded (a plugin is not running), 2 daemon unreachable or request failed, 64 usage error.')
+  .exitOverride()
+  .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
+function target(cmd: Command): DaemonTarget {
+  const o = cmd.optsWithGlobals<GlobalOpts>();
+  const global = loadGlobalSettings(locateSettings(o.settings));
+  return daemonTarget(global, { url: o.url, timeoutMs: o.timeout * 1000 });
+}
+
+function print(cmd: Command, json: unknown, text: string): void {
+  process.stdout.write(cmd.optsWithGlobals<GlobalOpts>().json ? `${JSON.stringify(json, null, 2)}\n` : `${text}\n`);
+}
+
+program
+  .command('status')
+  .description("daemon reachability, version, and each plugin's state, listeners and failure message")
+  .option('--json', 'machine-readable output')
+  .action(async (_opts, cmd: Command) => {
+    const report = await collectStatus(target(cmd));
+    print(cmd, report, renderStatus(report));
+    process.exitCode = EXIT[report.status];
+  });
+
+program
+  .command('features')
+  .description('the running features, as Foreman sees them (GET /features)')
+  .option('--json', 'machine-readable output')
+  .action(async (_opts, cmd: Command) => {
+    const t = target(cmd);
+    const res = await t.http.get('/features');
+    if (res.status !== 200) throw new Error(`GET ${t.url}/features answered ${res.status}`);
+    print(cmd, res.data, (res.data as string[]).join('\n'));
+  });
+
+try {
+  await program.parseAsync();
+} catch (err) {
+  if (err instanceof CommanderError) {
+    // --help and --version exit 0; usage mistakes get 64 (EX_USAGE).
+    process.exitCode = err.exitCode === 0 ? 0 : 64;
+  } else {
+    process.stderr.write(`proxyctl: ${(err as Error).message}\n`);
+    process.exitCode = EXIT.unreachable;
+  }
+}
