@@ -86,8 +86,11 @@ export class Daemon {
   /** Stop accepting, let in-flight requests finish (bounded), stop plugins in reverse order. */
   stop(reason: string): Promise<void> {
     this.stopping ??= (async () => {
-      this.logger.info(`${reason}: stopping; waiting up to ${this.global.shutdown_timeout} s for in-flight requests`);
-      const { forced } = await stopListeners(this.listeners, this.global.shutdown_timeout);
+      // Close the listening sockets first, then say so: whoever reads the line
+      // can rely on new connections being refused.
+      const drained = stopListeners(this.listeners, this.global.shutdown_timeout);
+      this.logger.info(`${reason}: stopping; no longer accepting connections; waiting up to ${this.global.shutdown_timeout} s for in-flight requests`);
+      const { forced } = await drained;
       if (forced) this.logger.warn('in-flight requests did not finish in time and were cut');
       await this.plugins.stopAll();
       this.logger.info('proxyd stopped');

@@ -7,19 +7,28 @@ import type { GlobalSettings } from '../settings/global.ts';
 import { sendJsonError } from './errors.ts';
 import { clientIdentity } from './identity.ts';
 
-const resolver = new dns.Resolver({ timeout: 2000, tries: 1 });
+const LOOKUP_TIMEOUT_MS = 3000;
+
+/** A promise that rejects after `ms`: DNS must never hang a request. */
+function bounded<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error('DNS lookup timed out')), ms);
+  });
+  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
+}
 
 async function reverseName(ip: string, forwardVerify: boolean): Promise<{ name?: string; error?: string }> {
-  let names: string[];
-  try {
-    names = await resolver.reverse(ip);
-  } catch {
-    names = ip === '127.0.0.1' || ip === '::1' ? ['localhost'] : [];
-  }
+  // getnameinfo follows the system's order (/etc/hosts, then DNS) and returns
+  // the canonical name; dns.reverse skips /etc/hosts' first name.
+  const names = await bounded(dns.lookupService(ip, 0), LOOKUP_TIMEOUT_MS).then(
+    ({ hostname }) => (hostname && hostname !== ip ? [hostname] : []),
+    () => [] as string[],
+  );
   const name = names[0]?.toLowerCase();
   if (!name) return { error: `unable to resolve hostname for ip address ${ip}` };
   if (forwardVerify) {
-    const addresses = await dns.lookup(name, { all: true }).catch(() => []);
+    const addresses = await bounded(dns.lookup(name, { all: true }), LOOKUP_TIMEOUT_MS).catch(() => []);
     if (!addresses.some((a) => a.address.replace(/^::ffff:/, '') === ip)) {
       return { error: `untrusted client has no matching forward DNS lookup - ${name} (${ip})` };
     }
