@@ -1,6 +1,6 @@
 // proxyctl: the operator's command line for a running proxyd.
 // Exit codes: 0 healthy / done, 1 degraded, 2 unreachable or failed, 64 usage.
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { VERSION } from '../daemon.ts';
 import { DEFAULT_SETTINGS_FILE, loadGlobalSettings, locateSettings } from '../settings/global.ts';
 import { daemonTarget, type DaemonTarget } from './daemon-client.ts';
@@ -20,7 +20,7 @@ const program = new Command('proxyctl')
   .option('-u, --url <url>', "the daemon's URL (default: from the settings file)")
   .addOption(new Option('-t, --timeout <seconds>', 'request timeout').default(10).argParser((v) => {
     const n = Number(v);
-    if (!Number.isFinite(n) || n <= 0) throw new CommanderError(64, 'proxyctl.timeout', `--timeout must be a positive number of seconds, got '${v}'`);
+    if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('--timeout must be a positive number of seconds.');
     return n;
   }))
   .option('--json', 'machine-readable output')
