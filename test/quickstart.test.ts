@@ -1,8 +1,7 @@
 // The README's quickstart, as a new user pastes it: `bin/proxyd` with no
 // settings file runs on its embedded defaults (127.0.0.1:8000), `curl
 // /features` answers, and `bin/proxyctl status` exits 0.
-import { existsSync } from 'node:fs';
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,9 +20,14 @@ function portInUse(port: number): Promise<boolean> {
   });
 }
 
-t.test('proxyd on embedded defaults, then proxyctl status', async (t) => {
-  if (existsSync('/etc/proxyd/settings.yml')) return t.skip('/etc/proxyd/settings.yml exists: the embedded defaults do not apply');
-  if (await portInUse(8000)) return t.skip('port 8000 is taken by another program');
+// The embedded defaults apply only without a system settings file, and need port 8000.
+const skip = existsSync('/etc/proxyd/settings.yml')
+  ? '/etc/proxyd/settings.yml exists: the embedded defaults do not apply'
+  : (await portInUse(8000))
+    ? 'port 8000 is taken by another program'
+    : false;
+
+t.test('proxyd on embedded defaults, then proxyctl status', { skip }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'proxyd-quickstart-'));
   const p = await launch([PROXYD], { dir, settingsFile: '', httpPort: 8000, httpsPort: 8443, cwd: ROOT });
   t.teardown(() => p.stop());

@@ -33,25 +33,36 @@ if (opts.check) {
   process.exit(0);
 }
 
-let daemon: Daemon;
+// Handlers go in before start-up so that a signal arriving while plugins start
+// (or just after the "launched" line) still gets a graceful stop.
+let daemon: Daemon | undefined;
+let pending: NodeJS.Signals | undefined;
+let signals = 0;
+
+function onStopSignal(signal: NodeJS.Signals): void {
+  if (!daemon) {
+    pending ??= signal;
+    return;
+  }
+  if (++signals > 1) {
+    daemon.logger.warn(`${signal} again: exiting without waiting`);
+    daemon.logging.flush();
+    process.exit(1);
+  }
+  void daemon.stop(signal).then(() => process.exit(0));
+}
+
+process.on('SIGTERM', onStopSignal);
+process.on('SIGINT', onStopSignal);
+process.on('SIGUSR1', () => {
+  if (!daemon) return;
+  daemon.logging.reopen();
+  daemon.logger.info('SIGUSR1: log file reopened');
+});
+
 try {
   daemon = await Daemon.start(global);
 } catch (err) {
   startupError(err);
 }
-
-let signals = 0;
-for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-  process.on(signal, () => {
-    if (++signals > 1) {
-      daemon.logger.warn(`${signal} again: exiting without waiting`);
-      daemon.logging.flush();
-      process.exit(1);
-    }
-    void daemon.stop(signal).then(() => process.exit(0));
-  });
-}
-process.on('SIGUSR1', () => {
-  daemon.logging.reopen();
-  daemon.logger.info('SIGUSR1: log file reopened');
-});
+if (pending) onStopSignal(pending);
