@@ -33,10 +33,17 @@ function satisfiesOne(version: Triple, clause: string): boolean {
     case '<': return c < 0;
     case '=': case '==': return c === 0;
     case '^': {
-      const upper: Triple = target[0] > 0 ? [target[0] + 1, 0, 0] : target[1] > 0 ? [0, target[1] + 1, 0] : [0, 0, target[2] + 1];
+      // npm: the first non-zero part written is fixed; parts not written are free.
+      const n = segments(m[2]!);
+      const upper: Triple =
+        target[0] > 0 || n === 1 ? [target[0] + 1, 0, 0] : target[1] > 0 || n === 2 ? [0, target[1] + 1, 0] : [0, 0, target[2] + 1];
       return c >= 0 && compare(version, upper) < 0;
     }
-    case '~': return c >= 0 && compare(version, [target[0], target[1] + 1, 0]) < 0;
+    case '~': {
+      // npm: '~1' is 1.x, '~1.2' and '~1.2.3' are 1.2.x.
+      const upper: Triple = segments(m[2]!) === 1 ? [target[0] + 1, 0, 0] : [target[0], target[1] + 1, 0];
+      return c >= 0 && compare(version, upper) < 0;
+    }
     default: {
       // Ruby '~> 1.2' allows >= 1.2, < 2.0; '~> 1.2.3' allows >= 1.2.3, < 1.3.0.
       const upper: Triple = segments(m[2]!) >= 3 ? [target[0], target[1] + 1, 0] : [target[0] + 1, 0, 0];

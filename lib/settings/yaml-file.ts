@@ -21,7 +21,8 @@ function normaliseValue(value: unknown): unknown {
 
 /** Parse YAML text into a flat settings object; errors name the file and line. */
 export function parseSettings(text: string, file: string): RawSettings {
-  const doc = YAML.parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  // YAML 1.1, as Ruby's Psych reads smart-proxy's files: `yes`/`no` are booleans.
+  const doc = YAML.parseDocument(text, { prettyErrors: true, uniqueKeys: true, version: '1.1' });
   if (doc.errors.length > 0) {
     const err = doc.errors[0]!;
     const line = err.linePos?.[0]?.line;
@@ -48,7 +49,11 @@ export function readSettingsFile(file: string): RawSettings {
     text = readFileSync(file, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    const why = code === 'ENOENT' ? 'does not exist' : code === 'EACCES' ? 'is not readable (permission denied)' : `cannot be read (${code ?? String(err)})`;
+    const why =
+      code === 'ENOENT' ? 'does not exist'
+      : code === 'EACCES' ? 'is not readable (permission denied)'
+      : code === 'EISDIR' ? 'is a directory, not a settings file: it cannot be read'
+      : `cannot be read (${code ?? String(err)})`;
     throw new SettingsError(file, undefined, why, code === 'ENOENT' ? 'ENOENT' : undefined);
   }
   return parseSettings(text, file);
