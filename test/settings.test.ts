@@ -391,6 +391,8 @@ t.test('version requirements (satisfies)', async (t) => {
   });
 
   t.test('an invalid requirement throws', async (t) => {
+    t.notOk(satisfies('2.0.0', '!= 2.0'), "'!= 2.0' excludes 2.0.0");
+    t.ok(satisfies('2.0.1', '>= 1, != 2.0'), "'>= 1, != 2.0' accepts 2.0.1");
     t.throws(() => satisfies('1.0.0', 'banana'), /invalid version requirement/);
     t.throws(() => satisfies('1.0.0', '>= one'), /invalid version requirement/);
     t.throws(() => satisfies('1.0.0', '>= 1.0,'), /invalid version requirement/);

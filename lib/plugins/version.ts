@@ -20,7 +20,7 @@ function segments(v: string): number {
 }
 
 function satisfiesOne(version: Triple, clause: string): boolean {
-  const m = /^(~>|\^|~|>=|<=|>|<|=|==)?\s*(\S+)$/.exec(clause.trim());
+  const m = /^(~>|\^|~|>=|<=|!=|>|<|==|=)?\s*(\S+)$/.exec(clause.trim());
   if (!m) throw new Error(`invalid version requirement '${clause}'`);
   const op = m[1] ?? '=';
   const target = parseVersion(m[2]!);
@@ -32,6 +32,7 @@ function satisfiesOne(version: Triple, clause: string): boolean {
     case '>': return c > 0;
     case '<': return c < 0;
     case '=': case '==': return c === 0;
+    case '!=': return c !== 0;
     case '^': {
       // npm: the first non-zero part written is fixed; parts not written are free.
       const n = segments(m[2]!);
