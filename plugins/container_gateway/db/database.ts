@@ -1,0 +1,183 @@
+// The gateway's SQLite cache: repositories, users, token checksums, hosts, and
+// who may read what. WAL, a busy timeout, foreign keys, migrations at open;
+// every replacement runs in one transaction so readers never see a gap.
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import { MIGRATIONS } from './migrations.ts';
+
+export interface RepositoryEntry {
+  name: string;
+  authRequired: boolean;
+}
+
+export interface Repository {
+  id: number;
+  name: string;
+  authRequired: boolean;
+}
+
+/** Who is asking, as far as the catalog is concerned. */
+export type Viewer = { kind: 'host'; uuid: string } | { kind: 'user'; name: string } | { kind: 'anonymous' };
+
+export class GatewayDb {
+  readonly db: Database.Database;
+
+  constructor(path: string, busyTimeoutMs: number) {
+    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+    this.db = new Database(path, { timeout: busyTimeoutMs });
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('foreign_keys = ON');
+    this.db.pragma('synchronous = NORMAL');
+    this.migrate();
+  }
+
+  private migrate(): void {
+    const version = this.db.pragma('user_version', { simple: true }) as number;
+    if (version > MIGRATIONS.length) throw new Error(`database schema version ${version} is newer than this gateway (${MIGRATIONS.length})`);
+    for (let v = version; v < MIGRATIONS.length; v++) {
+      this.db.transaction(() => {
+        this.db.exec(MIGRATIONS[v]!);
+        this.db.pragma(`user_version = ${v + 1}`);
+      }).immediate();
+    }
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  repository(name: string): Repository | undefined {
+    const row = this.db.prepare('SELECT id, name, auth_required FROM repositories WHERE name = ?').get(name) as { id: number; name: string; auth_required: number } | undefined;
+    return row && { id: row.id, name: row.name, authRequired: row.auth_required === 1 };
+  }
+
+  /** Repository rule of the original gateway (§5), for a known viewer. */
+  canRead(viewer: Viewer, name: string): boolean {
+    const repo = this.repository(name);
+    if (!repo) return false;
+    if (!repo.authRequired) return true;
+    if (viewer.kind === 'user') {
+      return this.db.prepare('SELECT 1 FROM repositories_users ru JOIN users u ON u.id = ru.user_id WHERE ru.repository_id = ? AND u.name = ?').get(repo.id, viewer.name) !== undefined;
+    }
+    if (viewer.kind === 'host') {
+      return this.db.prepare('SELECT 1 FROM hosts_repositories hr JOIN hosts h ON h.id = hr.host_id WHERE hr.repository_id = ? AND h.uuid = ?').get(repo.id, viewer.uuid) !== undefined;
+    }
+    return false;
+  }
+
+  /** Names the viewer may see, sorted, after `last` (exclusive), at most `limit`. */
+  visible(viewer: Viewer, opts: { last?: string; limit: number; contains?: string }): string[] {
+    const filters = ['r.name > ?'];
+    const params: unknown[] = [opts.last ?? ''];
+    if (opts.contains) {
+      filters.push("instr(r.name, ?) > 0");
+      params.push(opts.contains);
+    }
+    let access = 'r.auth_required = 0';
+    if (viewer.kind === 'user') {
+      access += ' OR EXISTS (SELECT 1 FROM repositories_users ru JOIN users u ON u.id = ru.user_id WHERE ru.repository_id = r.id AND u.name = ?)';
+      params.unshift(viewer.name);
+    } else if (viewer.kind === 'host') {
+      access += ' OR EXISTS (SELECT 1 FROM hosts_repositories hr JOIN hosts h ON h.id = hr.host_id WHERE hr.repository_id = r.id AND h.uuid = ?)';
+      params.unshift(viewer.uuid);
+    }
+    const sql = `SELECT r.name FROM repositories r WHERE (${access}) AND ${filters.join(' AND ')} ORDER BY r.name LIMIT ?`;
+    return (this.db.prepare(sql).pluck().all(...params, opts.limit) as string[]);
+  }
+
+  /** Full replacement of the repository set: upsert by name, delete the missing (mappings of kept ones survive). */
+  replaceRepositories(entries: RepositoryEntry[]): void {
+    const upsert = this.db.prepare('INSERT INTO repositories (name, auth_required) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET auth_required = excluded.auth_required');
+    this.db.transaction(() => {
+      for (const e of entries) upsert.run(e.name, e.authRequired ? 1 : 0);
+      this.db.prepare('DELETE FROM repositories WHERE name NOT IN (SELECT value FROM json_each(?))').run(JSON.stringify(entries.map((e) => e.name)));
+    }).immediate();
+  }
+
+  private userId(name: string): number {
+    this.db.prepare('INSERT INTO users (name) VALUES (?) ON CONFLICT(name) DO NOTHING').run(name);
+    return (this.db.prepare('SELECT id FROM users WHERE name = ?').pluck().get(name) as number);
+  }
+
+  private hostId(uuid: string): number {
+    this.db.prepare('INSERT INTO hosts (uuid) VALUES (?) ON CONFLICT(uuid) DO NOTHING').run(uuid);
+    return (this.db.prepare('SELECT id FROM hosts WHERE uuid = ?').pluck().get(uuid) as number);
+  }
+
+  private linkUser(userId: number, names: string[]): void {
+    this.db.prepare('DELETE FROM repositories_users WHERE user_id = ?').run(userId);
+    this.db
+      .prepare('INSERT OR IGNORE INTO repositories_users (repository_id, user_id) SELECT id, ? FROM repositories WHERE auth_required = 1 AND name IN (SELECT value FROM json_each(?))')
+      .run(userId, JSON.stringify(names));
+  }
+
+  private linkHost(hostId: number, names: string[]): void {
+    this.db.prepare('DELETE FROM hosts_repositories WHERE host_id = ?').run(hostId);
+    this.db
+      .prepare('INSERT OR IGNORE INTO hosts_repositories (host_id, repository_id) SELECT ?, id FROM repositories WHERE auth_required = 1 AND name IN (SELECT value FROM json_each(?))')
+      .run(hostId, JSON.stringify(names));
+  }
+
+  /** user_repository_mapping: full replacement; users are created as needed. Only auth_required entries matter. */
+  replaceUserMappings(mapping: Map<string, RepositoryEntry[]>): void {
+    this.db.transaction(() => {
+      this.db.prepare('DELETE FROM repositories_users').run();
+      for (const [user, entries] of mapping) this.linkUser(this.userId(user), entries.filter((e) => e.authRequired).map((e) => e.name));
+    }).immediate();
+  }
+
+  /** The user's readable repositories, as Katello listed them at login. */
+  setUserRepositories(user: string, names: string[]): void {
+    this.db.transaction(() => this.linkUser(this.userId(user), names)).immediate();
+  }
+
+  /** update_hosts: full replacement of the known hosts. */
+  replaceHosts(uuids: string[]): void {
+    const insert = this.db.prepare('INSERT INTO hosts (uuid) VALUES (?) ON CONFLICT(uuid) DO NOTHING');
+    this.db.transaction(() => {
+      for (const uuid of uuids) insert.run(uuid);
+      this.db.prepare('DELETE FROM hosts WHERE uuid NOT IN (SELECT value FROM json_each(?))').run(JSON.stringify(uuids));
+    }).immediate();
+  }
+
+  /** host_repository_mapping: full replacement; hosts not known are skipped. */
+  replaceHostMappings(mapping: Map<string, RepositoryEntry[]>): void {
+    this.db.transaction(() => {
+      this.db.prepare('DELETE FROM hosts_repositories').run();
+      for (const [uuid, entries] of mapping) {
+        const id = this.db.prepare('SELECT id FROM hosts WHERE uuid = ?').pluck().get(uuid) as number | undefined;
+        if (id !== undefined) this.linkHost(id, entries.filter((e) => e.authRequired).map((e) => e.name));
+      }
+    }).immediate();
+  }
+
+  /** update_host_repositories (and a host's catalog fetched from Katello): create the host, replace its list. */
+  setHostRepositories(uuid: string, names: string[]): void {
+    this.db.transaction(() => this.linkHost(this.hostId(uuid), names)).immediate();
+  }
+
+  hostKnown(uuid: string): boolean {
+    return this.db.prepare('SELECT 1 FROM hosts WHERE uuid = ?').get(uuid) !== undefined;
+  }
+
+  users(): string[] {
+    return this.db.prepare('SELECT name FROM users ORDER BY name').pluck().all() as string[];
+  }
+
+  /** Store a token's checksum; drop expired tokens and any older copy, in one transaction. */
+  storeToken(checksum: string, expireAtMs: number, user: string): void {
+    this.db.transaction(() => {
+      this.db.prepare('DELETE FROM authentication_tokens WHERE token_checksum = ? OR expire_at <= ?').run(checksum, Date.now());
+      this.db.prepare('INSERT INTO authentication_tokens (token_checksum, expire_at, user_id) VALUES (?, ?, ?)').run(checksum, expireAtMs, this.userId(user));
+    }).immediate();
+  }
+
+  /** The owner of an unexpired token with this checksum. */
+  tokenOwner(checksum: string): string | undefined {
+    return this.db
+      .prepare('SELECT u.name FROM authentication_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_checksum = ? AND t.expire_at > ?')
+      .pluck()
+      .get(checksum, Date.now()) as string | undefined;
+  }
+}

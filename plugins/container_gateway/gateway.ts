@@ -1,0 +1,116 @@
+// What every registry route shares: settings, the database, the upstreams,
+// and the access decisions of container-gateway.md §5.
+import type { Request, Response } from 'express';
+import type { Logger } from '../../lib/logging/logger.ts';
+import type { PluginContext } from '../../lib/plugins/types.ts';
+import { identifyClient, type RegistryClient } from './auth/client.ts';
+import { GatewayDb, type Viewer } from './db/database.ts';
+import { RegistryError } from './errors.ts';
+import type { GatewaySettings } from './settings.ts';
+import { HttpUpstream } from './upstream/http-upstream.ts';
+import { KatelloClient, repositoriesOf } from './upstream/katello.ts';
+
+export class Gateway {
+  readonly db: GatewayDb;
+  readonly pulp: HttpUpstream;
+  readonly katello: KatelloClient | undefined;
+  readonly logger: Logger;
+  private readonly contentApps = new Map<string, HttpUpstream>();
+  /** Unknown host UUIDs recently asked of Katello (defect 19: don't ask on every request). */
+  private readonly hostLookups = new Map<string, number>();
+
+  constructor(
+    readonly settings: GatewaySettings,
+    readonly ctx: PluginContext,
+  ) {
+    this.logger = ctx.logger;
+    this.db = new GatewayDb(settings.sqlite_db_path, settings.sqlite_timeout);
+    this.pulp = new HttpUpstream(settings.pulp_endpoint, this.timeouts(), this.tls(), settings.upstream_max_sockets);
+    const foreman = ctx.global.foreman_url;
+    this.katello = foreman
+      ? new KatelloClient(foreman, settings.katello_registry_path, { ca: ctx.global.foreman_ssl_ca, timeoutMs: settings.upstream_response_timeout * 1000 })
+      : undefined;
+  }
+
+  timeouts() {
+    const s = this.settings;
+    return { connectMs: s.upstream_connect_timeout * 1000, responseMs: s.upstream_response_timeout * 1000, idleMs: s.upstream_idle_timeout * 1000 };
+  }
+
+  tls() {
+    const s = this.settings;
+    return { ca: s.pulp_client_ssl_ca, cert: s.pulp_client_ssl_cert, key: s.pulp_client_ssl_key };
+  }
+
+  /** An upstream for a redirect target (Pulp's content app), pooled per origin. */
+  contentApp(origin: string): HttpUpstream {
+    let up = this.contentApps.get(origin);
+    if (!up) {
+      up = new HttpUpstream(origin, this.timeouts(), this.tls(), this.settings.upstream_max_sockets);
+      this.contentApps.set(origin, up);
+    }
+    return up;
+  }
+
+  close(): void {
+    this.pulp.close();
+    for (const up of this.contentApps.values()) up.close();
+    this.db.close();
+  }
+
+  requireKatello(): KatelloClient {
+    if (!this.katello) throw new RegistryError('UNAVAILABLE', 'no main server is configured (foreman_url is unset)');
+    return this.katello;
+  }
+
+  client(req: Request): RegistryClient {
+    return identifyClient(req, this.ctx.auth.identity(req), this.db, this.settings.trusted_proxies);
+  }
+
+  /** A host seen for the first time: fetch its catalog from Katello (at most once per host_lookup_interval). */
+  async learnHost(uuid: string): Promise<void> {
+    if (this.db.hostKnown(uuid) || !this.katello) return;
+    const last = this.hostLookups.get(uuid);
+    if (last !== undefined && Date.now() - last < this.settings.host_lookup_interval * 1000) return;
+    this.hostLookups.set(uuid, Date.now());
+    try {
+      const reply = await this.katello.hostCatalog(uuid);
+      if (reply.status !== 200) {
+        this.logger.warn(`catalog of host ${uuid} from Katello answered ${reply.status}`);
+        return;
+      }
+      this.db.setHostRepositories(uuid, repositoriesOf(reply));
+      this.hostLookups.delete(uuid);
+    } catch (err) {
+      this.logger.warn(`catalog of host ${uuid} could not be fetched: ${(err as Error).message}`);
+    }
+  }
+
+  /** The client-facing origin, for token realms and Link headers. */
+  origin(req: Request): string {
+    return (this.settings.registry_url ?? `${req.protocol}://${req.get('host') ?? 'localhost'}`).replace(/\/$/, '');
+  }
+
+  /** 401 or hidden-repository answers carry the Bearer challenge. */
+  challenge(req: Request, res: Response, scope?: string): void {
+    const origin = this.origin(req);
+    const service = new URL(origin).host;
+    res.set('WWW-Authenticate', `Bearer realm="${origin}/v2/token",service="${service}"${scope ? `,scope="${scope}"` : ''}`);
+  }
+
+  /** May this client read the repository? Hidden and unknown look the same: 404 NAME_UNKNOWN. */
+  async authorize(req: Request, res: Response, name: string): Promise<RegistryClient> {
+    const client = this.client(req);
+    if (client.kind === 'invalid') {
+      this.challenge(req, res, `repository:${name}:pull`);
+      throw new RegistryError('UNAUTHORIZED', 'the token is unknown or expired: log in again');
+    }
+    if (client.kind === 'host') await this.learnHost(client.uuid);
+    const viewer: Viewer = client.kind === 'anonymous' ? { kind: 'anonymous' } : client;
+    if (!this.db.canRead(viewer, name)) {
+      this.challenge(req, res, `repository:${name}:pull`);
+      throw new RegistryError('NAME_UNKNOWN', 'Repository name unknown', { name });
+    }
+    return client;
+  }
+}

@@ -1,0 +1,49 @@
+// The container gateway: the registry that podman, skopeo and docker talk to
+// on a smart proxy. Pulls are served from the content backend with access
+// decided from a SQLite cache that Katello keeps current.
+import { definePlugin } from '../../lib/plugins/types.ts';
+import { Gateway } from './gateway.ts';
+import { managementRouter } from './routes/management.ts';
+import { pulpcoreRouter } from './routes/pulpcore.ts';
+import { registryRouter } from './routes/registry.ts';
+import { SETTINGS_SCHEMA, type GatewaySettings } from './settings.ts';
+import { HttpUpstream } from './upstream/http-upstream.ts';
+
+let gateway: Gateway | undefined;
+let pulpcore: HttpUpstream | undefined;
+
+export default definePlugin<GatewaySettings & Record<string, unknown>>({
+  name: 'container_gateway',
+  version: '0.1.0',
+  settings: SETTINGS_SCHEMA,
+  required: ['pulp_endpoint'],
+  validate(s) {
+    if ((s.pulp_client_ssl_cert === undefined) !== (s.pulp_client_ssl_key === undefined)) {
+      throw new Error("setting 'pulp_client_ssl_cert' and 'pulp_client_ssl_key' must be set together");
+    }
+  },
+  setup(ctx) {
+    const g = ctx.global;
+    // As the original: the client TLS towards Pulp defaults to foreman_ssl_*.
+    const settings: GatewaySettings = Object.freeze({
+      ...ctx.settings,
+      pulp_client_ssl_ca: ctx.settings.pulp_client_ssl_ca ?? g.foreman_ssl_ca,
+      pulp_client_ssl_cert: ctx.settings.pulp_client_ssl_cert ?? g.foreman_ssl_cert,
+      pulp_client_ssl_key: ctx.settings.pulp_client_ssl_key ?? g.foreman_ssl_key,
+    });
+    if (!g.foreman_url) ctx.logger.warn('foreman_url is unset: logins (/v2/token) and host lookups are unavailable');
+    gateway = new Gateway(settings, ctx);
+    const registry = registryRouter(gateway);
+    ctx.rootRouter.use(registry);
+    ctx.router.use(registry);
+    ctx.router.use(managementRouter(gateway));
+    pulpcore = new HttpUpstream(settings.pulpcore_api_endpoint, gateway.timeouts(), {}, settings.upstream_max_sockets);
+    ctx.rootRouter.use(pulpcoreRouter(ctx, settings, pulpcore));
+    return gateway;
+  },
+  stop() {
+    pulpcore?.close();
+    gateway?.close();
+    gateway = pulpcore = undefined;
+  },
+});

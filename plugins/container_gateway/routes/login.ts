@@ -1,0 +1,62 @@
+// GET /v2/ (the ping clients read challenges from) and GET /v2/token, which
+// forwards the login to Katello and remembers only the token's checksum.
+import type { Request, Response } from 'express';
+import { basicUser, sha256 } from '../auth/client.ts';
+import { RegistryError } from '../errors.ts';
+import type { Gateway } from '../gateway.ts';
+import { repositoriesOf } from '../upstream/katello.ts';
+
+export function ping(gw: Gateway, req: Request, res: Response): void {
+  const client = gw.client(req);
+  if (client.kind === 'host' || client.kind === 'user' || (client.kind === 'anonymous' && client.token === 'unauthorized')) {
+    res.status(200).json({});
+    return;
+  }
+  gw.challenge(req, res);
+  throw new RegistryError('UNAUTHORIZED');
+}
+
+function scopesOf(req: Request): string[] {
+  const raw = req.query.scope;
+  const list = raw === undefined ? [] : Array.isArray(raw) ? raw : [raw];
+  return list.filter((s): s is string => typeof s === 'string').flatMap((s) => s.split(' ')).filter(Boolean);
+}
+
+export async function token(gw: Gateway, req: Request, res: Response): Promise<void> {
+  const katello = gw.requireKatello();
+  const authorization = req.get('authorization');
+  // Defect 10: without `account`, use the Basic user name.
+  const account = (typeof req.query.account === 'string' && req.query.account) || basicUser(req);
+  const reply = await katello.token(scopesOf(req), account, authorization);
+  if (reply.status !== 200) {
+    res.status(reply.status).type(reply.contentType).send(reply.text);
+    return;
+  }
+  let body: { token?: unknown; expires_in?: unknown; issued_at?: unknown };
+  try {
+    body = JSON.parse(reply.text) as typeof body;
+  } catch {
+    throw new RegistryError('UNAVAILABLE', 'Received a malformed token response from the main server', undefined, 502);
+  }
+  if (typeof body.token !== 'string' || !body.token) throw new RegistryError('UNAVAILABLE', 'Received a malformed token response from the main server', undefined, 502);
+  if (body.token === 'unauthorized') {
+    gw.challenge(req, res);
+    throw new RegistryError('UNAUTHORIZED');
+  }
+  if (body.token !== 'unauthenticated') {
+    if (!account) throw new RegistryError('UNAVAILABLE', 'the main server issued a token but no account is known', undefined, 502);
+    const issued = Date.parse(typeof body.issued_at === 'string' ? body.issued_at : (reply.date ?? ''));
+    if (Number.isNaN(issued)) throw new RegistryError('UNAVAILABLE', 'Received a token response without an issue time', undefined, 502);
+    const lifetime = typeof body.expires_in === 'number' && body.expires_in > 0 ? body.expires_in : 60;
+    // Defect 5: a revoked token must not live on for Katello's whole lifetime.
+    const expireAt = Math.min(issued + lifetime * 1000, Date.now() + gw.settings.token_max_lifetime * 1000);
+    gw.db.storeToken(sha256(body.token), expireAt, account);
+    const catalog = await katello.userCatalog(account, authorization);
+    if (catalog.status !== 200) {
+      res.status(catalog.status).type(catalog.contentType).send(catalog.text);
+      return;
+    }
+    gw.db.setUserRepositories(account, repositoriesOf(catalog));
+  }
+  res.status(200).type(reply.contentType).send(reply.text);
+}

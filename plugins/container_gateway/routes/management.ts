@@ -1,0 +1,80 @@
+// The management API Katello calls after each capsule sync (katello-api.md §4),
+// behind trusted host + client certificate. Bodies in Rack's nested form
+// encoding (as Foreman sends them) or JSON; each call replaces its list in one
+// transaction. A body that does not parse answers 400 and changes nothing.
+import express, { type Request, type Response, type Router } from 'express';
+import type { Gateway } from '../gateway.ts';
+import { parseHostRepositoryMapping, parseHosts, parseRepositoryList, parseUserRepositoryMapping, PayloadError } from '../management/payloads.ts';
+import { FormParseError, MAX_FORM_BYTES, parseRackForm } from '../management/rack-form.ts';
+
+class BadBody extends Error {}
+
+function parseBody(req: Request): unknown {
+  const type = (req.get('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
+  const text = typeof req.body === 'string' ? req.body : '';
+  if (type === 'application/json') {
+    try {
+      return text.trim() === '' ? {} : (JSON.parse(text) as unknown);
+    } catch (err) {
+      throw new BadBody(`the body is not valid JSON: ${(err as Error).message}`);
+    }
+  }
+  if (type === 'application/x-www-form-urlencoded' || (type === '' && text === '')) return parseRackForm(text);
+  throw new BadBody(`unsupported Content-Type '${type || '(none)'}': send application/x-www-form-urlencoded or application/json`);
+}
+
+function handler(work: (body: unknown) => Record<string, unknown> | void): express.RequestHandler {
+  return (req: Request, res: Response) => {
+    let result: Record<string, unknown> | void;
+    try {
+      result = work(parseBody(req));
+    } catch (err) {
+      if (err instanceof BadBody || err instanceof FormParseError || err instanceof PayloadError) {
+        req.log.warn(`${req.method} ${req.originalUrl} refused: ${err.message}`);
+        res.status(400).json({ error: err.message });
+        return;
+      }
+      throw err;
+    }
+    res.status(200).json(result ?? {});
+  };
+}
+
+export function managementRouter(gw: Gateway): Router {
+  const router = express.Router();
+  const trusted = gw.ctx.auth.trustedClient;
+  // Foreman PUTs with a trailing slash; accept both forms.
+  const put = (path: string, work: (body: unknown) => Record<string, unknown> | void) =>
+    router.put([path, `${path}/`], trusted, express.text({ type: () => true, limit: MAX_FORM_BYTES }), handler(work));
+
+  router.get(['/users', '/users/'], trusted, (_req, res) => {
+    res.json({ users: gw.db.users() });
+  });
+  put('/repository_list', (body) => {
+    const entries = parseRepositoryList(body);
+    gw.db.replaceRepositories(entries);
+    gw.logger.info(`repository list replaced: ${entries.length} repositories`);
+    return { repositories: entries.length };
+  });
+  put('/user_repository_mapping', (body) => {
+    const mapping = parseUserRepositoryMapping(body);
+    gw.db.replaceUserMappings(mapping);
+    return { users: mapping.size };
+  });
+  put('/update_hosts', (body) => {
+    const hosts = parseHosts(body);
+    gw.db.replaceHosts(hosts);
+    return { hosts: hosts.length };
+  });
+  put('/host_repository_mapping', (body) => {
+    const mapping = parseHostRepositoryMapping(body);
+    gw.db.replaceHostMappings(mapping);
+    return { hosts: mapping.size };
+  });
+  put('/update_host_repositories', (body) => {
+    const mapping = parseHostRepositoryMapping(body);
+    for (const [uuid, entries] of mapping) gw.db.setHostRepositories(uuid, entries.filter((e) => e.authRequired).map((e) => e.name));
+    return { hosts: mapping.size };
+  });
+  return router;
+}

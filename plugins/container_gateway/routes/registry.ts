@@ -1,0 +1,101 @@
+// The registry API: one dispatcher over /v2 and /v1, mounted at the listener
+// root and under /container_gateway. Every answer carries
+// Docker-Distribution-API-Version; every error is an OCI error body.
+import express, { type Request, type Response, type Router } from 'express';
+import { RegistryError, sendOciError } from '../errors.ts';
+import type { Gateway } from '../gateway.ts';
+import { UpstreamError } from '../upstream/http-upstream.ts';
+import { catalog, tagsList } from './discovery.ts';
+import { ping, token } from './login.ts';
+import { pullBlob, pullManifest } from './pull.ts';
+import { checkDigest, checkName, checkReference } from './reference.ts';
+import { v1Ping, v1Search } from './v1.ts';
+
+type Handler = (gw: Gateway, req: Request, res: Response, m: RegExpExecArray) => unknown;
+
+interface Route {
+  methods: string[];
+  pattern: RegExp;
+  handler: Handler;
+}
+
+const GET = ['GET', 'HEAD'];
+
+const V2_ROUTES: Route[] = [
+  { methods: GET, pattern: /^\/$/, handler: (gw, req, res) => ping(gw, req, res) },
+  { methods: ['GET'], pattern: /^\/token$/, handler: (gw, req, res) => token(gw, req, res) },
+  { methods: GET, pattern: /^\/_catalog$/, handler: (gw, req, res) => catalog(gw, req, res) },
+  {
+    methods: GET,
+    pattern: /^\/(.+)\/tags\/list$/,
+    handler: async (gw, req, res, m) => {
+      const name = checkName(m[1]!);
+      return tagsList(gw, req, res, await gw.authorize(req, res, name), name);
+    },
+  },
+  {
+    methods: GET,
+    pattern: /^\/(.+)\/manifests\/([^/]+)$/,
+    handler: async (gw, req, res, m) => {
+      const name = checkName(m[1]!);
+      const { reference } = checkReference(decodeURIComponent(m[2]!));
+      return pullManifest(gw, req, res, await gw.authorize(req, res, name), name, reference);
+    },
+  },
+  {
+    methods: GET,
+    pattern: /^\/(.+)\/blobs\/([^/]+)$/,
+    handler: async (gw, req, res, m) => {
+      const name = checkName(m[1]!);
+      const digest = checkDigest(decodeURIComponent(m[2]!));
+      return pullBlob(gw, req, res, await gw.authorize(req, res, name), name, digest);
+    },
+  },
+];
+
+const V1_ROUTES: Route[] = [
+  { methods: GET, pattern: /^\/_ping$/, handler: (gw, req, res) => v1Ping(gw, req, res) },
+  { methods: GET, pattern: /^\/search$/, handler: (gw, req, res) => v1Search(gw, req, res) },
+];
+
+function fail(gw: Gateway, req: Request, res: Response, err: unknown): void {
+  if (err instanceof RegistryError) return sendOciError(res, err);
+  if (err instanceof UpstreamError) {
+    req.log.warn(`content backend: ${err.message}`);
+    if (err.message === 'client went away') return void res.destroy();
+    return sendOciError(res, new RegistryError('UNAVAILABLE', `the content backend failed: ${err.message}`, undefined, err.kind === 'timeout' ? 504 : 502));
+  }
+  req.log.error({ err }, `${req.method} ${req.originalUrl} failed: ${(err as Error).message}`);
+  sendOciError(res, new RegistryError('UNKNOWN', 'internal error'));
+}
+
+function dispatcher(gw: Gateway, routes: Route[]): express.RequestHandler {
+  return async (req, res) => {
+    res.set('Docker-Distribution-API-Version', 'registry/2.0');
+    const path = req.path;
+    let pathMatched = false;
+    for (const route of routes) {
+      const m = route.pattern.exec(path);
+      if (!m) continue;
+      pathMatched = true;
+      if (!route.methods.includes(req.method)) continue;
+      try {
+        await route.handler(gw, req, res, m);
+      } catch (err) {
+        fail(gw, req, res, err);
+      }
+      return;
+    }
+    const isPush = /\/blobs\/uploads\/?/.test(path) || (req.method === 'PUT' && /\/manifests\//.test(path));
+    if (isPush) return sendOciError(res, new RegistryError('UNSUPPORTED', 'Pushing content through this gateway is not supported yet'));
+    if (pathMatched) return sendOciError(res, new RegistryError('UNSUPPORTED', `${req.method} is not supported here`));
+    sendOciError(res, new RegistryError('NAME_UNKNOWN', `no registry route for ${req.method} ${req.baseUrl}${path}`));
+  };
+}
+
+export function registryRouter(gw: Gateway): Router {
+  const router = express.Router();
+  router.use('/v2', dispatcher(gw, V2_ROUTES));
+  router.use('/v1', dispatcher(gw, V1_ROUTES));
+  return router;
+}

@@ -1,0 +1,51 @@
+// Settings of the container gateway: the original plugin's keys plus ours.
+import type { PropertySchema } from '../../lib/settings/schema.ts';
+
+export interface GatewaySettings {
+  readonly pulp_endpoint: string;
+  readonly pulp_registry_path: string;
+  readonly client_endpoint?: string;
+  readonly pulp_client_ssl_ca?: string;
+  readonly pulp_client_ssl_cert?: string;
+  readonly pulp_client_ssl_key?: string;
+  readonly redirect_mode: 'pass' | 'follow';
+  readonly remote_user_header: string;
+  readonly katello_registry_path: string;
+  readonly sqlite_db_path: string;
+  readonly sqlite_timeout: number;
+  readonly registry_url?: string;
+  readonly trusted_proxies: readonly string[];
+  readonly token_max_lifetime: number;
+  readonly upstream_connect_timeout: number;
+  readonly upstream_response_timeout: number;
+  readonly upstream_idle_timeout: number;
+  readonly upstream_max_sockets: number;
+  readonly host_lookup_interval: number;
+  readonly pulpcore_api_endpoint: string;
+}
+
+const seconds = (d: number, what: string): PropertySchema => ({ type: 'number', exclusiveMinimum: 0, default: d, description: `${what} in seconds (more than 0)` });
+const file: PropertySchema = { type: 'string', minLength: 1, fileReadable: true, description: 'the path of a readable file' };
+
+export const SETTINGS_SCHEMA: Record<string, PropertySchema> = {
+  pulp_endpoint: { type: 'string', format: 'url' },
+  pulp_registry_path: { type: 'string', pattern: '^/(.*/)?$', default: '/pulpcore_registry/v2/', description: "a URL path starting and ending with '/'" },
+  client_endpoint: { type: 'string', format: 'url' },
+  pulp_client_ssl_ca: file,
+  pulp_client_ssl_cert: file,
+  pulp_client_ssl_key: file,
+  redirect_mode: { enum: ['pass', 'follow'], default: 'pass', description: 'pass (send the client to the content app) or follow (stream it through the gateway)' },
+  remote_user_header: { type: 'string', pattern: '^[A-Za-z0-9_-]+$', default: 'REMOTE_USER', description: 'an HTTP header name' },
+  katello_registry_path: { type: 'string', pattern: '^/(.*/)?$', default: '/v2/', description: "a URL path starting and ending with '/'" },
+  sqlite_db_path: { type: 'string', minLength: 1, default: '/var/lib/foreman-proxy/container_gateway.db', description: 'a file path' },
+  sqlite_timeout: { type: 'integer', minimum: 0, default: 30000, description: 'milliseconds (0 or more)' },
+  registry_url: { type: 'string', format: 'url' },
+  trusted_proxies: { type: 'array', items: { type: 'string', minLength: 1 }, default: [], description: 'a list of front proxy IP addresses' },
+  token_max_lifetime: seconds(900, 'the longest a token is accepted locally before Katello is asked again'),
+  upstream_connect_timeout: seconds(10, 'connect timeout'),
+  upstream_response_timeout: seconds(60, 'time to the response headers'),
+  upstream_idle_timeout: seconds(60, 'idle time while streaming'),
+  upstream_max_sockets: { type: 'integer', minimum: 1, default: 128, description: 'a number of connections (1 or more)' },
+  host_lookup_interval: seconds(60, 'how long an unknown host UUID is remembered before Katello is asked again'),
+  pulpcore_api_endpoint: { type: 'string', pattern: '^(unix:/.+|https?://.+)$', default: 'unix:/run/pulpcore-api.sock', description: "'unix:/path/to.sock' or an http(s) URL" },
+};

@@ -1,0 +1,147 @@
+// An upstream HTTP(S) server (or unix socket) behind the gateway: a keep-alive
+// pool, connect / response / idle timeouts, and failures turned into typed
+// errors. Bodies are streamed, never buffered whole (except bounded reads).
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import type { Readable } from 'node:stream';
+
+export interface UpstreamTimeouts {
+  connectMs: number;
+  responseMs: number;
+  idleMs: number;
+}
+
+export interface UpstreamTls {
+  ca?: string;
+  cert?: string;
+  key?: string;
+}
+
+export type UpstreamFailure = 'connect' | 'timeout' | 'reset';
+
+export class UpstreamError extends Error {
+  constructor(
+    readonly kind: UpstreamFailure,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'UpstreamError';
+  }
+}
+
+export interface UpstreamRequest {
+  method: string;
+  /** Path and query, starting with '/'. */
+  path: string;
+  headers?: http.OutgoingHttpHeaders;
+  body?: Readable;
+  /** Aborted when the client goes away. */
+  signal?: AbortSignal;
+}
+
+export class HttpUpstream {
+  readonly origin: string;
+  private readonly agent: http.Agent;
+  private readonly base: { protocol: string; hostname?: string; port?: string; socketPath?: string; basePath: string };
+
+  /** `target`: an http(s) URL, or 'unix:/path/to.sock'. */
+  constructor(
+    target: string,
+    private readonly timeouts: UpstreamTimeouts,
+    tls: UpstreamTls = {},
+    maxSockets = 128,
+  ) {
+    const agentOptions = { keepAlive: true, maxSockets, maxFreeSockets: 32, timeout: timeouts.idleMs };
+    if (target.startsWith('unix:')) {
+      this.base = { protocol: 'http:', socketPath: target.slice('unix:'.length), basePath: '' };
+      this.origin = 'http://localhost';
+      this.agent = new http.Agent(agentOptions);
+      return;
+    }
+    const url = new URL(target);
+    this.origin = url.origin;
+    this.base = { protocol: url.protocol, hostname: url.hostname.replace(/^\[|\]$/g, ''), port: url.port, basePath: url.pathname.replace(/\/$/, '') };
+    this.agent =
+      url.protocol === 'https:'
+        ? new https.Agent({
+            ...agentOptions,
+            ...(tls.ca ? { ca: readFileSync(tls.ca) } : {}),
+            ...(tls.cert && tls.key ? { cert: readFileSync(tls.cert), key: readFileSync(tls.key) } : {}),
+          })
+        : new http.Agent(agentOptions);
+  }
+
+  /** Send a request; resolves with the response head (body not yet read). */
+  request(r: UpstreamRequest): Promise<http.IncomingMessage> {
+    const options: http.RequestOptions = {
+      agent: this.agent,
+      method: r.method,
+      path: this.base.basePath + r.path,
+      headers: r.headers,
+      ...(this.base.socketPath ? { socketPath: this.base.socketPath } : { protocol: this.base.protocol, hostname: this.base.hostname, port: this.base.port }),
+    };
+    return new Promise((resolve, reject) => {
+      const req = (this.base.protocol === 'https:' ? https : http).request(options);
+      let settled = false;
+      const fail = (kind: UpstreamFailure, message: string) => {
+        if (!settled) {
+          settled = true;
+          reject(new UpstreamError(kind, message));
+        }
+        req.destroy();
+      };
+      const responseTimer = setTimeout(() => fail('timeout', `no response from ${this.origin} within ${this.timeouts.responseMs} ms`), this.timeouts.responseMs);
+      req.on('socket', (socket) => {
+        if (!socket.connecting) return;
+        const connectTimer = setTimeout(() => fail('timeout', `connecting to ${this.origin} took over ${this.timeouts.connectMs} ms`), this.timeouts.connectMs);
+        socket.once('connect', () => clearTimeout(connectTimer));
+        socket.once('close', () => clearTimeout(connectTimer));
+      });
+      // Idle: no bytes either way for idleMs, while waiting or while streaming.
+      req.setTimeout(this.timeouts.idleMs, () => fail('timeout', `${this.origin} went idle for ${this.timeouts.idleMs} ms`));
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        clearTimeout(responseTimer);
+        const kind: UpstreamFailure = ['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ENOENT', 'EHOSTUNREACH', 'ENETUNREACH'].includes(err.code ?? '') ? 'connect' : 'reset';
+        fail(kind, `${this.origin}: ${err.message}`);
+      });
+      req.on('response', (res) => {
+        clearTimeout(responseTimer);
+        settled = true;
+        resolve(res);
+      });
+      r.signal?.addEventListener('abort', () => fail('reset', 'client went away'), { once: true });
+      if (r.body) r.body.pipe(req);
+      else req.end();
+    });
+  }
+
+  /** The path of the target URL, prepended to every request path. */
+  get basePath(): string {
+    return this.base.basePath;
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+}
+
+/** Read a response body up to `limit` bytes; a body that ends early resolves with what arrived. */
+export function readBounded(res: http.IncomingMessage, limit: number): Promise<{ body: Buffer; complete: boolean }> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    res.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        res.destroy();
+        reject(new UpstreamError('reset', `upstream body larger than ${limit} bytes`));
+        return;
+      }
+      chunks.push(chunk);
+    });
+    res.on('end', () => resolve({ body: Buffer.concat(chunks), complete: true }));
+    res.on('error', () => resolve({ body: Buffer.concat(chunks), complete: false }));
+    res.on('close', () => resolve({ body: Buffer.concat(chunks), complete: res.complete }));
+  });
+}

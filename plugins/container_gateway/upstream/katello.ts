@@ -1,0 +1,60 @@
+// Calls to the main server (Katello) of katello-api.md §7: token requests with
+// the client's credentials, and catalogs per user or per content host.
+import { readFileSync } from 'node:fs';
+import https from 'node:https';
+import { rootCertificates } from 'node:tls';
+import axios, { type AxiosInstance } from 'axios';
+
+export interface KatelloReply {
+  status: number;
+  contentType: string;
+  /** The body exactly as Katello sent it. */
+  text: string;
+  date?: string;
+}
+
+export class KatelloClient {
+  private readonly http: AxiosInstance;
+
+  constructor(foremanUrl: string, registryPath: string, opts: { ca?: string; timeoutMs: number }) {
+    const base = new URL(registryPath.replace(/^\//, ''), foremanUrl).href;
+    this.http = axios.create({
+      baseURL: base,
+      timeout: opts.timeoutMs,
+      // The system trust store, plus foreman_ssl_ca when set. No client certificate:
+      // Katello would take it for a content host's identity.
+      httpsAgent: new https.Agent({ keepAlive: true, ...(opts.ca ? { ca: [...rootCertificates, readFileSync(opts.ca, 'utf8')] } : {}) }),
+      validateStatus: () => true,
+      responseType: 'text',
+      transformResponse: (d) => d,
+      proxy: false,
+      maxRedirects: 0,
+    });
+  }
+
+  private async get(path: string, params: URLSearchParams, headers: Record<string, string>): Promise<KatelloReply> {
+    const res = await this.http.get(path, { params, headers: { Accept: 'application/json', ...headers } });
+    return { status: res.status, contentType: String(res.headers['content-type'] ?? 'application/json'), text: String(res.data ?? ''), date: res.headers.date as string | undefined };
+  }
+
+  /** GET <foreman_url><registry path>token with only scope and account, and the client's Authorization. */
+  token(scopes: string[], account: string | undefined, authorization: string | undefined): Promise<KatelloReply> {
+    const params = new URLSearchParams();
+    for (const scope of scopes) params.append('scope', scope);
+    if (account) params.set('account', account);
+    return this.get('token', params, authorization ? { Authorization: authorization } : {});
+  }
+
+  userCatalog(account: string, authorization: string | undefined): Promise<KatelloReply> {
+    return this.get('_catalog', new URLSearchParams({ account }), authorization ? { Authorization: authorization } : {});
+  }
+
+  hostCatalog(uuid: string): Promise<KatelloReply> {
+    return this.get('_catalog', new URLSearchParams(), { HostUUID: uuid });
+  }
+}
+
+export function repositoriesOf(reply: KatelloReply): string[] {
+  const parsed = JSON.parse(reply.text) as { repositories?: unknown };
+  return Array.isArray(parsed.repositories) ? parsed.repositories.filter((r): r is string => typeof r === 'string') : [];
+}
