@@ -1,0 +1,314 @@
+// A test double of the Katello main server: the registry endpoints a container
+// gateway calls (katello-api.md §2, §7): `GET /v2/token` and `GET /v2/_catalog`,
+// plus the `/v2` and `/v1/_ping` pings. Plain node:http (or https) on
+// 127.0.0.1, port 0. Every request is recorded for assertions.
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import type net from 'node:net';
+
+export interface KatelloUser {
+  password: string;
+  /** Repositories this user can read (besides the public ones). */
+  repositories: string[];
+}
+
+export interface KatelloDoubleOptions {
+  users?: Record<string, KatelloUser>;
+  /** Repositories in lifecycle environments with unauthenticated pull. */
+  publicRepositories?: string[];
+  /** Readable repositories per content-host UUID. */
+  hosts?: Record<string, string[]>;
+  /** registry_token_expiration in seconds (default 3600). */
+  tokenExpiresIn?: number;
+  /** Users whose registry token is revoked. */
+  revoked?: Set<string>;
+  /** Serve HTTPS with this key and certificate (PEM text or file paths). */
+  tls?: { key: string | Buffer; cert: string | Buffer; ca?: string | Buffer };
+  /** Clock in ms (default Date.now), so tests can move time. */
+  now?: () => number;
+  /**
+   * A token request whose scope is exactly `repository:<public repo>:pull` but
+   * that also carries Basic credentials. Katello's controller answers
+   * `unauthenticated` without looking at the credentials (default); `token`
+   * treats it like a private scope (credentials checked, user token issued).
+   */
+  publicScopeWithBasic?: 'unauthenticated' | 'token';
+}
+
+export interface RecordedRequest {
+  method: string;
+  /** Path without the query string. */
+  path: string;
+  /** Query parameters (a repeated key keeps its last value); see `url` for the raw form. */
+  query: Record<string, string>;
+  /** The raw request target, e.g. `/v2/token?scope=...`. */
+  url: string;
+  /** Lower-cased header names, as node parses them. */
+  headers: http.IncomingHttpHeaders;
+  /** Raw header list, with original case and order. */
+  rawHeaders: string[];
+  time: number;
+}
+
+/** Return true when the request was answered; false to let the double handle it. */
+export type Override = (req: http.IncomingMessage, res: http.ServerResponse, rec: RecordedRequest) => boolean | Promise<boolean>;
+
+interface PersonalToken {
+  token: string;
+  /** ms */
+  createdAt: number;
+  /** ms */
+  expiresAt: number;
+}
+
+/** Ruby `Time#rfc3339` of a UTC time as Katello renders it: `2026-11-22T10:00:00+00:00`. */
+export function rfc3339(ms: number): string {
+  return new Date(Math.floor(ms / 1000) * 1000).toISOString().replace(/\.\d{3}Z$/, '+00:00');
+}
+
+function pem(v: string | Buffer): string | Buffer {
+  if (Buffer.isBuffer(v) || v.includes('-----BEGIN')) return v;
+  return readFileSync(v);
+}
+
+export class KatelloDouble {
+  readonly users: Record<string, KatelloUser>;
+  readonly publicRepositories: string[];
+  readonly hosts: Record<string, string[]>;
+  tokenExpiresIn: number;
+  readonly revoked: Set<string>;
+  /** Every request received, in order. */
+  readonly requests: RecordedRequest[] = [];
+  /** Personal access tokens named `registry`, by user. */
+  readonly tokens = new Map<string, PersonalToken>();
+  private readonly server: http.Server;
+  private readonly tls: boolean;
+  private readonly now: () => number;
+  private readonly publicScopeWithBasic: 'unauthenticated' | 'token';
+  private readonly sockets = new Set<net.Socket>();
+  private overrideFn: Override | undefined;
+  port = 0;
+
+  constructor(opts: KatelloDoubleOptions = {}) {
+    this.users = opts.users ?? {};
+    this.publicRepositories = opts.publicRepositories ?? [];
+    this.hosts = opts.hosts ?? {};
+    this.tokenExpiresIn = opts.tokenExpiresIn ?? 3600;
+    this.revoked = opts.revoked ?? new Set();
+    this.now = opts.now ?? Date.now;
+    this.publicScopeWithBasic = opts.publicScopeWithBasic ?? 'unauthenticated';
+    const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
+      this.handle(req, res).catch((e: unknown) => {
+        if (!res.headersSent) this.json(res, 500, { error: { message: String(e) } });
+        else res.destroy();
+      });
+    };
+    this.tls = Boolean(opts.tls);
+    this.server = opts.tls
+      ? https.createServer({ key: pem(opts.tls.key), cert: pem(opts.tls.cert), ...(opts.tls.ca ? { ca: pem(opts.tls.ca) } : {}) }, handler)
+      : http.createServer(handler);
+    this.server.on(opts.tls ? 'secureConnection' : 'connection', (s: net.Socket) => {
+      this.sockets.add(s);
+      s.on('close', () => this.sockets.delete(s));
+    });
+  }
+
+  /** Listen on 127.0.0.1 (port 0 unless given); resolves with the base URL, e.g. `http://127.0.0.1:PORT/`. */
+  start(port = 0): Promise<string> {
+    return new Promise((res, rej) => {
+      this.server.once('error', rej);
+      this.server.listen(port, '127.0.0.1', () => {
+        this.server.off('error', rej);
+        this.port = (this.server.address() as net.AddressInfo).port;
+        res(this.url);
+      });
+    });
+  }
+
+  /** Base URL with a trailing slash. */
+  get url(): string {
+    return `${this.tls ? 'https' : 'http'}://127.0.0.1:${this.port}/`;
+  }
+
+  /** Close the listener and every open connection. */
+  stop(): Promise<void> {
+    return new Promise((res) => {
+      if (!this.server.listening) return res();
+      this.server.close(() => res());
+      for (const s of this.sockets) s.destroy();
+    });
+  }
+
+  /** Answer some requests yourself (e.g. a malformed token response); null to remove. */
+  override(fn: Override | null): void {
+    this.overrideFn = fn ?? undefined;
+  }
+
+  /** Recorded requests for a path (exact, without query). */
+  requestsTo(path: string): RecordedRequest[] {
+    return this.requests.filter((r) => r.path === path);
+  }
+
+  /** The user's current registry token, if one was issued. */
+  tokenOf(user: string): string | undefined {
+    return this.tokens.get(user)?.token;
+  }
+
+  /** Revoke a user's token (as `revoked` at construction). */
+  revoke(user: string): void {
+    this.revoked.add(user);
+  }
+
+  // -------------------------------------------------------------------------
+
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const u = new URL(req.url ?? '/', 'http://127.0.0.1');
+    const rec: RecordedRequest = {
+      method: req.method ?? 'GET',
+      path: u.pathname,
+      query: Object.fromEntries(u.searchParams),
+      url: req.url ?? '/',
+      headers: req.headers,
+      rawHeaders: req.rawHeaders,
+      time: this.now(),
+    };
+    this.requests.push(rec);
+    req.resume();
+    await new Promise<void>((r) => (req.readableEnded ? r() : req.once('end', r)));
+    res.setHeader('Docker-Distribution-API-Version', 'registry/2.0');
+    if (this.overrideFn && (await this.overrideFn(req, res, rec))) return;
+
+    const get = req.method === 'GET' || req.method === 'HEAD';
+    const p = u.pathname;
+    if (get && p === '/v2/token') return this.token(req, res, u.searchParams);
+    if (get && p === '/v2/_catalog') return this.catalog(req, res);
+    if (get && (p === '/v2' || p === '/v2/')) return this.ping(req, res);
+    if (get && p === '/v1/_ping') {
+      res.writeHead(200).end();
+      return;
+    }
+    const m = /^\/v2\/(.+)\/(manifests|blobs|tags)\//.exec(p);
+    if (m) return this.json(res, 404, { errors: [{ code: 'NAME_UNKNOWN', message: `${m[1]} was not found!` }] });
+    this.json(res, 404, { error: { message: `Route not found: ${req.method} ${p}` } });
+  }
+
+  private json(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+    const text = JSON.stringify(body);
+    res.writeHead(status, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(text), ...headers });
+    res.end(text);
+  }
+
+  /** `Www-Authenticate` as Katello builds it: realm from the request's Host, service = host without port. */
+  private challenge(req: http.IncomingMessage): string {
+    const hostWithPort = req.headers.host ?? `127.0.0.1:${this.port}`;
+    const host = hostWithPort.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1');
+    return `Bearer realm="${this.tls ? 'https' : 'http'}://${hostWithPort}/v2/token",service="${host}",scope="repository:registry:pull,push"`;
+  }
+
+  private unauthorized(req: http.IncomingMessage, res: http.ServerResponse, user: string | undefined, challenge = true): void {
+    this.json(res, 401, { error: { message: `Unable to authenticate user ${user ?? ''}`.trimEnd() } }, challenge ? { 'Www-Authenticate': this.challenge(req) } : {});
+  }
+
+  private basic(req: http.IncomingMessage): { user: string; password: string } | undefined {
+    const m = /^Basic\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
+    if (!m) return undefined;
+    const decoded = Buffer.from(m[1]!, 'base64').toString('utf8');
+    const i = decoded.indexOf(':');
+    if (i < 0) return { user: decoded, password: '' };
+    return { user: decoded.slice(0, i), password: decoded.slice(i + 1) };
+  }
+
+  private bearerUser(req: http.IncomingMessage): string | undefined {
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
+    if (!m) return undefined;
+    for (const [user, t] of this.tokens) {
+      if (t.token === m[1] && !this.revoked.has(user) && t.expiresAt > this.now()) return user;
+    }
+    return undefined;
+  }
+
+  private validBasic(req: http.IncomingMessage): string | undefined {
+    const b = this.basic(req);
+    if (!b) return undefined;
+    const u = this.users[b.user];
+    return u && u.password === b.password ? b.user : undefined;
+  }
+
+  private newToken(): string {
+    // Opaque, not a JWT, with the characters Katello tokens may contain.
+    return `kt$${randomBytes(6).toString('hex')}/${randomBytes(12).toString('base64')}.${randomBytes(4).toString('hex')}`;
+  }
+
+  private token(req: http.IncomingMessage, res: http.ServerResponse, q: URLSearchParams): void {
+    const scope = q.get('scope') ?? '';
+    const account = q.get('account') ?? '';
+    const parts = scope.split(':');
+    const publicScope = parts[0] === 'repository' && parts.length === 3 && parts[2] === 'pull' && this.publicRepositories.includes(parts[1]!);
+    const now = this.now();
+    // Katello answers "unauthenticated" for these whatever the Authorization.
+    const anonymousPublic = publicScope && (this.publicScopeWithBasic === 'unauthenticated' || !this.basic(req));
+    if ((!scope && !account) || anonymousPublic) {
+      return this.json(res, 200, { token: 'unauthenticated', expires_in: 180, issued_at: rfc3339(now) });
+    }
+    const user = this.validBasic(req);
+    if (!user) return this.unauthorized(req, res, this.basic(req)?.user ?? (account || undefined));
+    let pat = this.tokens.get(user);
+    if (this.revoked.has(user)) {
+      // Every scoped token request fails; a Basic login without scope replaces the token.
+      if (scope) return this.unauthorized(req, res, user);
+      this.revoked.delete(user);
+      pat = undefined;
+    }
+    if (!pat) {
+      pat = { token: this.newToken(), createdAt: Math.floor(now / 1000) * 1000, expiresAt: 0 };
+      this.tokens.set(user, pat);
+    }
+    pat.expiresAt = now + this.tokenExpiresIn * 1000;
+    this.json(res, 200, {
+      token: pat.token,
+      expires_in: Math.floor((pat.expiresAt - pat.createdAt) / 1000),
+      issued_at: rfc3339(pat.createdAt),
+    });
+  }
+
+  /** Repositories readable by an identity, plus the public ones, sorted and unique. */
+  readable(identity: { user?: string; host?: string }): string[] {
+    const set = new Set(this.publicRepositories);
+    if (identity.user) for (const r of this.users[identity.user]?.repositories ?? []) set.add(r);
+    if (identity.host) for (const r of this.hosts[identity.host] ?? []) set.add(r);
+    return [...set].sort();
+  }
+
+  private catalog(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const auth = req.headers.authorization;
+    if (auth) {
+      if (/^Bearer\s/i.test(auth)) {
+        // An unknown/expired/revoked Bearer counts as anonymous (no 401 on the catalog).
+        return this.json(res, 200, { repositories: this.readable({ user: this.bearerUser(req) }) });
+      }
+      if (/^Basic\s/i.test(auth)) {
+        const user = this.validBasic(req);
+        // Foreman's authorize renders 401 for bad Basic credentials (no challenge header on this route).
+        if (!user) return this.unauthorized(req, res, this.basic(req)?.user, false);
+        return this.json(res, 200, { repositories: this.readable({ user }) });
+      }
+    }
+    const uuid = req.headers.hostuuid;
+    const host = typeof uuid === 'string' && uuid && this.hosts[uuid] ? uuid : undefined;
+    this.json(res, 200, { repositories: this.readable({ host }) });
+  }
+
+  private ping(req: http.IncomingMessage, res: http.ServerResponse): void {
+    if (this.bearerUser(req) || this.validBasic(req)) return this.json(res, 200, {});
+    this.json(res, 401, { error: { message: 'unauthorized' } }, { 'Www-Authenticate': this.challenge(req) });
+  }
+}
+
+/** Construct and start a double; resolves once it listens. */
+export async function startKatelloDouble(opts: KatelloDoubleOptions = {}): Promise<KatelloDouble> {
+  const k = new KatelloDouble(opts);
+  await k.start();
+  return k;
+}
