@@ -231,3 +231,17 @@ t.test('the special tokens and the ping', async (t) => {
   t.equal(push.status, 405);
   t.equal(push.json().errors[0].code, 'UNSUPPORTED');
 });
+
+t.test('/v1/search: 404 for v2 clients, substring search over what the caller may see', async (t) => {
+  const v2client = await request(`${proxyd.httpUrl}/v1/search?q=prod`, { headers: { 'Docker-Distribution-API-Version': 'registry/2.0' } });
+  t.same([v2client.status, v2client.json()], [404, {}], 'containers/image falls back to _catalog');
+  const anon = await request(`${proxyd.httpUrl}/v1/search?q=prod`);
+  t.same(anon.json(), { num_results: 2, query: 'prod', results: [{ description: '', name: 'org/prod/app' }, { description: '', name: 'org/prod/legacy' }] });
+  const basic = { Authorization: `Basic ${Buffer.from('admin:changeme').toString('base64')}` };
+  const admin = await request(`${proxyd.httpUrl}/v1/search?q=pri`, { headers: basic });
+  t.same(admin.json().results, [{ description: '', name: 'org/prod/priv' }], 'a user sees their private repositories');
+  t.equal((await request(`${proxyd.httpUrl}/v1/search?q=prod&n=1`, { headers: basic })).json().num_results, 1, 'n limits');
+  t.equal((await request(`${proxyd.httpUrl}/v1/search?n=0`, { headers: basic })).json().num_results, 0, 'n <= 0 gives nothing');
+  const wrong = await request(`${proxyd.httpUrl}/v1/search?q=prod`, { headers: { Authorization: `Basic ${Buffer.from('admin:wrong').toString('base64')}` } });
+  t.equal(wrong.status, 401);
+});
