@@ -125,7 +125,7 @@ t.test('private repository after podman login: pull works; the token is stored o
 
   const db = new Database(join(work, 'gw.db'), { readonly: true });
   t.teardown(() => db.close());
-  const token = katello.tokenOf('admin');
+  const token = katello.tokenOf('admin')!;
   const rows = db.prepare('SELECT token_checksum FROM authentication_tokens t JOIN users u ON u.id = t.user_id WHERE u.name = ?').pluck().all('admin') as string[];
   t.ok(rows.includes(sha256(token).slice('sha256:'.length)), 'sha256 of the token is stored (hex)');
   const dump = JSON.stringify(db.prepare('SELECT * FROM authentication_tokens').all());

@@ -22,6 +22,8 @@ export type Viewer = { kind: 'host'; uuid: string } | { kind: 'user'; name: stri
 
 export class GatewayDb {
   readonly db: Database.Database;
+  /** Statements are prepared once: preparing costs more than running most of them. */
+  private readonly statements = new Map<string, Database.Statement>();
 
   constructor(path: string, busyTimeoutMs: number) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
@@ -47,8 +49,17 @@ export class GatewayDb {
     this.db.close();
   }
 
+  private sql(text: string): Database.Statement {
+    let stmt = this.statements.get(text);
+    if (!stmt) {
+      stmt = this.db.prepare(text);
+      this.statements.set(text, stmt);
+    }
+    return stmt;
+  }
+
   repository(name: string): Repository | undefined {
-    const row = this.db.prepare('SELECT id, name, auth_required FROM repositories WHERE name = ?').get(name) as { id: number; name: string; auth_required: number } | undefined;
+    const row = this.sql('SELECT id, name, auth_required FROM repositories WHERE name = ?').get(name) as { id: number; name: string; auth_required: number } | undefined;
     return row && { id: row.id, name: row.name, authRequired: row.auth_required === 1 };
   }
 
@@ -58,10 +69,10 @@ export class GatewayDb {
     if (!repo) return false;
     if (!repo.authRequired) return true;
     if (viewer.kind === 'user') {
-      return this.db.prepare('SELECT 1 FROM repositories_users ru JOIN users u ON u.id = ru.user_id WHERE ru.repository_id = ? AND u.name = ?').get(repo.id, viewer.name) !== undefined;
+      return this.sql('SELECT 1 FROM repositories_users ru JOIN users u ON u.id = ru.user_id WHERE ru.repository_id = ? AND u.name = ?').get(repo.id, viewer.name) !== undefined;
     }
     if (viewer.kind === 'host') {
-      return this.db.prepare('SELECT 1 FROM hosts_repositories hr JOIN hosts h ON h.id = hr.host_id WHERE hr.repository_id = ? AND h.uuid = ?').get(repo.id, viewer.uuid) !== undefined;
+      return this.sql('SELECT 1 FROM hosts_repositories hr JOIN hosts h ON h.id = hr.host_id WHERE hr.repository_id = ? AND h.uuid = ?').get(repo.id, viewer.uuid) !== undefined;
     }
     return false;
   }
@@ -83,37 +94,37 @@ export class GatewayDb {
       params.unshift(viewer.uuid);
     }
     const sql = `SELECT r.name FROM repositories r WHERE (${access}) AND ${filters.join(' AND ')} ORDER BY r.name LIMIT ?`;
-    return (this.db.prepare(sql).pluck().all(...params, opts.limit) as string[]);
+    return (this.sql(sql).pluck().all(...params, opts.limit) as string[]);
   }
 
   /** Full replacement of the repository set: upsert by name, delete the missing (mappings of kept ones survive). */
   replaceRepositories(entries: RepositoryEntry[]): void {
-    const upsert = this.db.prepare('INSERT INTO repositories (name, auth_required) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET auth_required = excluded.auth_required');
+    const upsert = this.sql('INSERT INTO repositories (name, auth_required) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET auth_required = excluded.auth_required');
     this.db.transaction(() => {
       for (const e of entries) upsert.run(e.name, e.authRequired ? 1 : 0);
-      this.db.prepare('DELETE FROM repositories WHERE name NOT IN (SELECT value FROM json_each(?))').run(JSON.stringify(entries.map((e) => e.name)));
+      this.sql('DELETE FROM repositories WHERE name NOT IN (SELECT value FROM json_each(?))').run(JSON.stringify(entries.map((e) => e.name)));
     }).immediate();
   }
 
   private userId(name: string): number {
-    this.db.prepare('INSERT INTO users (name) VALUES (?) ON CONFLICT(name) DO NOTHING').run(name);
-    return (this.db.prepare('SELECT id FROM users WHERE name = ?').pluck().get(name) as number);
+    this.sql('INSERT INTO users (name) VALUES (?) ON CONFLICT(name) DO NOTHING').run(name);
+    return (this.sql('SELECT id FROM users WHERE name = ?').pluck().get(name) as number);
   }
 
   private hostId(uuid: string): number {
-    this.db.prepare('INSERT INTO hosts (uuid) VALUES (?) ON CONFLICT(uuid) DO NOTHING').run(uuid);
-    return (this.db.prepare('SELECT id FROM hosts WHERE uuid = ?').pluck().get(uuid) as number);
+    this.sql('INSERT INTO hosts (uuid) VALUES (?) ON CONFLICT(uuid) DO NOTHING').run(uuid);
+    return (this.sql('SELECT id FROM hosts WHERE uuid = ?').pluck().get(uuid) as number);
   }
 
   private linkUser(userId: number, names: string[]): void {
-    this.db.prepare('DELETE FROM repositories_users WHERE user_id = ?').run(userId);
+    this.sql('DELETE FROM repositories_users WHERE user_id = ?').run(userId);
     this.db
       .prepare('INSERT OR IGNORE INTO repositories_users (repository_id, user_id) SELECT id, ? FROM repositories WHERE auth_required = 1 AND name IN (SELECT value FROM json_each(?))')
       .run(userId, JSON.stringify(names));
   }
 
   private linkHost(hostId: number, names: string[]): void {
-    this.db.prepare('DELETE FROM hosts_repositories WHERE host_id = ?').run(hostId);
+    this.sql('DELETE FROM hosts_repositories WHERE host_id = ?').run(hostId);
     this.db
       .prepare('INSERT OR IGNORE INTO hosts_repositories (host_id, repository_id) SELECT ?, id FROM repositories WHERE auth_required = 1 AND name IN (SELECT value FROM json_each(?))')
       .run(hostId, JSON.stringify(names));
@@ -122,7 +133,7 @@ export class GatewayDb {
   /** user_repository_mapping: full replacement; users are created as needed. Only auth_required entries matter. */
   replaceUserMappings(mapping: Map<string, RepositoryEntry[]>): void {
     this.db.transaction(() => {
-      this.db.prepare('DELETE FROM repositories_users').run();
+      this.sql('DELETE FROM repositories_users').run();
       for (const [user, entries] of mapping) this.linkUser(this.userId(user), entries.filter((e) => e.authRequired).map((e) => e.name));
     }).immediate();
   }
@@ -134,19 +145,19 @@ export class GatewayDb {
 
   /** update_hosts: full replacement of the known hosts. */
   replaceHosts(uuids: string[]): void {
-    const insert = this.db.prepare('INSERT INTO hosts (uuid) VALUES (?) ON CONFLICT(uuid) DO NOTHING');
+    const insert = this.sql('INSERT INTO hosts (uuid) VALUES (?) ON CONFLICT(uuid) DO NOTHING');
     this.db.transaction(() => {
       for (const uuid of uuids) insert.run(uuid);
-      this.db.prepare('DELETE FROM hosts WHERE uuid NOT IN (SELECT value FROM json_each(?))').run(JSON.stringify(uuids));
+      this.sql('DELETE FROM hosts WHERE uuid NOT IN (SELECT value FROM json_each(?))').run(JSON.stringify(uuids));
     }).immediate();
   }
 
   /** host_repository_mapping: full replacement; hosts not known are skipped. */
   replaceHostMappings(mapping: Map<string, RepositoryEntry[]>): void {
     this.db.transaction(() => {
-      this.db.prepare('DELETE FROM hosts_repositories').run();
+      this.sql('DELETE FROM hosts_repositories').run();
       for (const [uuid, entries] of mapping) {
-        const id = this.db.prepare('SELECT id FROM hosts WHERE uuid = ?').pluck().get(uuid) as number | undefined;
+        const id = this.sql('SELECT id FROM hosts WHERE uuid = ?').pluck().get(uuid) as number | undefined;
         if (id !== undefined) this.linkHost(id, entries.filter((e) => e.authRequired).map((e) => e.name));
       }
     }).immediate();
@@ -158,18 +169,18 @@ export class GatewayDb {
   }
 
   hostKnown(uuid: string): boolean {
-    return this.db.prepare('SELECT 1 FROM hosts WHERE uuid = ?').get(uuid) !== undefined;
+    return this.sql('SELECT 1 FROM hosts WHERE uuid = ?').get(uuid) !== undefined;
   }
 
   users(): string[] {
-    return this.db.prepare('SELECT name FROM users ORDER BY name').pluck().all() as string[];
+    return this.sql('SELECT name FROM users ORDER BY name').pluck().all() as string[];
   }
 
   /** Store a token's checksum; drop expired tokens and any older copy, in one transaction. */
   storeToken(checksum: string, expireAtMs: number, user: string): void {
     this.db.transaction(() => {
-      this.db.prepare('DELETE FROM authentication_tokens WHERE token_checksum = ? OR expire_at <= ?').run(checksum, Date.now());
-      this.db.prepare('INSERT INTO authentication_tokens (token_checksum, expire_at, user_id) VALUES (?, ?, ?)').run(checksum, expireAtMs, this.userId(user));
+      this.sql('DELETE FROM authentication_tokens WHERE token_checksum = ? OR expire_at <= ?').run(checksum, Date.now());
+      this.sql('INSERT INTO authentication_tokens (token_checksum, expire_at, user_id) VALUES (?, ?, ?)').run(checksum, expireAtMs, this.userId(user));
     }).immediate();
   }
 
