@@ -25,7 +25,9 @@ class LengthCheck extends Transform {
 /** Pipe `upstream` into `res`; resolves when done, destroys `res` (and upstream) on any failure. */
 export async function streamTo(upstream: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
   const header = upstream.headers['content-length'];
-  const expected = header !== undefined && /^\d+$/.test(header) ? Number(header) : undefined;
+  // HEAD, 204 and 304 answers have no body whatever their Content-Length says.
+  const bodiless = (res as http.ServerResponse & { req?: http.IncomingMessage }).req?.method === 'HEAD' || upstream.statusCode === 204 || upstream.statusCode === 304;
+  const expected = bodiless ? 0 : header !== undefined && /^\d+$/.test(header) ? Number(header) : undefined;
   try {
     await pipeline(upstream, new LengthCheck(expected), res);
   } catch (err) {
