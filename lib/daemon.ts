@@ -13,7 +13,7 @@ import { discoverPlugins } from './plugins/loader.ts';
 import { PluginManager } from './plugins/manager.ts';
 import type { DaemonView } from './plugins/types.ts';
 import { SettingsError } from './settings/errors.ts';
-import { APP_ROOT, type GlobalSettings } from './settings/global.ts';
+import { APP_ROOT, CODE_ROOT, type GlobalSettings } from './settings/global.ts';
 
 export const VERSION: string = (JSON.parse(readFileSync(join(APP_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 
@@ -55,7 +55,7 @@ export class Daemon {
     manager = new PluginManager(global, logging.logger, auth, view);
     const daemon = new Daemon(global, logging, manager);
     try {
-      await manager.initialize(await discoverPlugins([join(APP_ROOT, 'plugins'), ...global.plugin_directories]));
+      await manager.initialize(await discoverPlugins([join(CODE_ROOT, 'plugins'), ...global.plugin_directories]));
       daemon.listeners = await startListeners(global, { http: daemon.app('http', view, auth.trustedClient), https: daemon.app('https', view, auth.trustedClient) });
     } catch (err) {
       await manager.stopAll();

@@ -54,7 +54,8 @@ async function gateway(tt: Tap, extra: Record<string, unknown>): Promise<Running
   const p = await startProxyd({
     fixtures: false,
     settings: { foreman_url: foremanUrl },
-    plugins: { container_gateway: { enabled: true, pulp_endpoint: pulpUrl, sqlite_db_path: join(work, `gw-${Math.random()}.db`), ...extra } },
+    // The echo backend's answers differ per request: no manifest cache unless a test asks for it.
+    plugins: { container_gateway: { enabled: true, pulp_endpoint: pulpUrl, sqlite_db_path: join(work, `gw-${Math.random()}.db`), manifest_cache_ttl: 0, ...extra } },
   });
   tt.teardown(() => p.stop());
   const put = await request(`${p.httpUrl}/container_gateway/repository_list`, {
@@ -161,4 +162,36 @@ t.test('forwarded certificate headers count only from trusted_proxies', async (t
   t.equal(viaFront.json().seen.remote_user, HOST_UUID, 'and the host UUID goes upstream as REMOTE_USER');
   t.equal((await request(`${trusted.httpUrl}/v2/org/prod/priv/manifests/v1`, { headers: { 'SSL-CLIENT-CERT': pem.replace(/\n/g, ' ') } })).status, 200, 'SSL-CLIENT-CERT too');
   t.equal((await request(`${trusted.httpUrl}/v2/org/prod/priv/manifests/v1`, { headers: { 'X-RHSM-SSL-CLIENT-CERT': '(null)' } })).status, 404, 'an empty or (null) header is no certificate');
+});
+
+t.test('manifest cache: one backend fetch for many pulls, shared by concurrent misses, emptied by repository_list', async (t) => {
+  const pki = makePki();
+  const hostCert = readFileSync(pki.client(HOST_UUID).cert, 'utf8').replace(/\n/g, '');
+  const p = await gateway(t, { manifest_cache_ttl: 60, trusted_proxies: ['127.0.0.1'] });
+  const fetches = () => seen.filter((r) => r.url === '/pulpcore_registry/v2/org/prod/app/manifests/v1').length;
+  const before = fetches();
+  const first = await request(`${p.httpUrl}/v2/org/prod/app/manifests/v1`, { headers: anon });
+  const second = await request(`${p.httpUrl}/v2/org/prod/app/manifests/v1`, { headers: anon });
+  t.equal(second.body, first.body, 'the second pull is served from the cache');
+  t.equal(second.headers['docker-content-digest'], first.headers['docker-content-digest']);
+  t.equal(fetches() - before, 1, 'one backend fetch');
+
+  const accept = { ...anon, Accept: 'application/vnd.oci.image.index.v1+json' };
+  await Promise.all(Array.from({ length: 10 }, () => request(`${p.httpUrl}/v2/org/prod/app/manifests/v1`, { headers: accept })));
+  t.equal(fetches() - before, 2, 'ten concurrent pulls with another Accept: one more fetch (the cache is keyed by Accept)');
+
+  const relist = await request(`${p.httpUrl}/container_gateway/repository_list`, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ repositories: [{ repository: 'org/prod/app', auth_required: false }, { repository: 'org/prod/priv', auth_required: true }] }),
+  });
+  t.equal(relist.status, 200);
+  const third = await request(`${p.httpUrl}/v2/org/prod/app/manifests/v1`, { headers: anon });
+  t.not(third.body, first.body, 'after a sync (repository_list) the backend is asked again');
+  t.equal(fetches() - before, 3);
+
+  const asHost = await request(`${p.httpUrl}/v2/org/prod/priv/manifests/v1`, { headers: { 'X-RHSM-SSL-CLIENT-CERT': hostCert } });
+  t.equal(asHost.status, 200, 'the mapped host reads the private manifest (now cached)');
+  const stranger = await request(`${p.httpUrl}/v2/org/prod/priv/manifests/v1`, { headers: anon });
+  t.equal(stranger.status, 404, 'a cached private manifest is still hidden from others: access is checked first');
 });

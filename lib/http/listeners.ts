@@ -53,7 +53,10 @@ export async function startListeners(global: GlobalSettings, apps: Partial<Recor
   try {
     for (const { kind, port } of plan) {
       for (const bind of global.bind_host) {
-        const server = kind === 'https' ? https.createServer(tlsOptions(global), apps.https) : http.createServer(apps.http);
+        // 1 MiB stream buffers: blob bodies move in 64 KiB socket reads, and a
+        // 16 KiB default would stall every chunk on backpressure.
+        const buffers = { highWaterMark: 1024 * 1024 };
+        const server = kind === 'https' ? https.createServer({ ...tlsOptions(global), ...buffers }, apps.https) : http.createServer(buffers, apps.http);
         server.keepAliveTimeout = 65_000;
         const host = bind === '*' ? undefined : bind;
         try {

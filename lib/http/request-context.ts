@@ -32,6 +32,8 @@ export function requestContext(logger: Logger, isStopping: () => boolean): Reque
     // While shutting down, finish this request but don't keep the connection.
     if (isStopping()) res.setHeader('Connection', 'close');
 
+    // Access lines cost string work on every request: only when they are written.
+    if (!req.log.isLevelEnabled('info')) return next();
     const started = process.hrtime.bigint();
     const query = req.originalUrl.includes('?') ? ` ${req.originalUrl.slice(req.originalUrl.indexOf('?') + 1)}` : '';
     const path = req.originalUrl.split('?')[0];

@@ -5,6 +5,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { checkDefinition, type PluginDefinition } from './types.ts';
+import { ensureTypeScript } from './typescript.ts';
 
 export interface DiscoveredPlugin {
   folder: string;
@@ -13,7 +14,8 @@ export interface DiscoveredPlugin {
   error?: string;
 }
 
-const ENTRY_FILES = ['index.ts', 'index.js'];
+// Compiled plugins (dist/) have index.js; source plugins index.ts.
+const ENTRY_FILES = ['index.js', 'index.ts'];
 
 function entryOf(folder: string): string | undefined {
   return ENTRY_FILES.map((f) => join(folder, f)).find((f) => existsSync(f));
@@ -34,7 +36,9 @@ export async function discoverPlugins(directories: readonly string[]): Promise<D
   const found: DiscoveredPlugin[] = [];
   for (const folder of listPluginFolders(directories)) {
     try {
-      const mod = (await import(pathToFileURL(entryOf(folder)!).href)) as { default?: unknown };
+      const entry = entryOf(folder)!;
+      if (entry.endsWith('.ts')) await ensureTypeScript();
+      const mod = (await import(pathToFileURL(entry).href)) as { default?: unknown };
       const problem = checkDefinition(mod.default);
       if (problem) found.push({ folder, error: `Plugin in ${folder} ${problem}` });
       else found.push({ folder, definition: mod.default as PluginDefinition });

@@ -7,7 +7,10 @@ import { SettingsError } from './errors.ts';
 import { validateSettings, type SettingsSchema } from './schema.ts';
 import { readSettingsFile, type RawSettings } from './yaml-file.ts';
 
-export const APP_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+/** Where the running code lives: the repository, or its compiled copy in dist/. */
+export const CODE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+/** The application: the nearest folder with package.json (settings.d/, plugins' sources). */
+export const APP_ROOT = existsSync(resolve(CODE_ROOT, 'package.json')) ? CODE_ROOT : resolve(CODE_ROOT, '..');
 export const DEFAULT_SETTINGS_FILE = '/etc/proxyd/settings.yml';
 
 export const LOG_LEVELS = ['DEBUG', 'INFO', 'WARN', 'ERROR', 'FATAL', 'UNKNOWN'] as const;

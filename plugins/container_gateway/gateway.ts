@@ -9,12 +9,14 @@ import { RegistryError } from './errors.ts';
 import type { GatewaySettings } from './settings.ts';
 import { HttpUpstream } from './upstream/http-upstream.ts';
 import { KatelloClient, repositoriesOf } from './upstream/katello.ts';
+import { ManifestCache } from './upstream/manifest-cache.ts';
 
 export class Gateway {
   readonly db: GatewayDb;
   readonly pulp: HttpUpstream;
   readonly katello: KatelloClient | undefined;
   readonly logger: Logger;
+  readonly manifests: ManifestCache;
   private readonly contentApps = new Map<string, HttpUpstream>();
   /** Unknown host UUIDs recently asked of Katello (defect 19: don't ask on every request). */
   private readonly hostLookups = new Map<string, number>();
@@ -25,6 +27,7 @@ export class Gateway {
   ) {
     this.logger = ctx.logger;
     this.db = new GatewayDb(settings.sqlite_db_path, settings.sqlite_timeout);
+    this.manifests = new ManifestCache(settings.manifest_cache_ttl * 1000, 32 * 1024 * 1024);
     this.pulp = new HttpUpstream(settings.pulp_endpoint, this.timeouts(), this.tls(), settings.upstream_max_sockets);
     const foreman = ctx.global.foreman_url;
     this.katello = foreman

@@ -22,6 +22,7 @@ export interface GatewaySettings {
   readonly upstream_max_sockets: number;
   readonly host_lookup_interval: number;
   readonly pulpcore_api_endpoint: string;
+  readonly manifest_cache_ttl: number;
 }
 
 const seconds = (d: number, what: string): PropertySchema => ({ type: 'number', exclusiveMinimum: 0, default: d, description: `${what} in seconds (more than 0)` });
@@ -47,5 +48,6 @@ export const SETTINGS_SCHEMA: Record<string, PropertySchema> = {
   upstream_idle_timeout: seconds(60, 'idle time while streaming'),
   upstream_max_sockets: { type: 'integer', minimum: 1, default: 128, description: 'a number of connections (1 or more)' },
   host_lookup_interval: seconds(60, 'how long an unknown host UUID is remembered before Katello is asked again'),
+  manifest_cache_ttl: { type: 'number', minimum: 0, default: 10, description: 'seconds a fetched manifest is reused (0 disables the cache)' },
   pulpcore_api_endpoint: { type: 'string', pattern: '^(unix:/.+|https?://.+)$', default: 'unix:/run/pulpcore-api.sock', description: "'unix:/path/to.sock' or an http(s) URL" },
 };

@@ -53,6 +53,8 @@ export function managementRouter(gw: Gateway): Router {
   put('/repository_list', (body) => {
     const entries = parseRepositoryList(body);
     gw.db.replaceRepositories(entries);
+    // Katello sends the list after every sync: what was synced must be served at once.
+    gw.manifests.clear();
     gw.logger.info(`repository list replaced: ${entries.length} repositories`);
     return { repositories: entries.length };
   });

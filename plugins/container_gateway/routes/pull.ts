@@ -9,6 +9,7 @@ import { remoteUserOf, type RegistryClient } from '../auth/client.ts';
 import { RegistryError } from '../errors.ts';
 import type { Gateway } from '../gateway.ts';
 import { readBounded, type HttpUpstream } from '../upstream/http-upstream.ts';
+import { ManifestCache, type CachedManifest } from '../upstream/manifest-cache.ts';
 import { streamTo } from '../upstream/stream.ts';
 
 const FORWARDED_HEADERS = ['accept', 'range', 'if-none-match', 'if-modified-since', 'if-range', 'user-agent'];
@@ -72,8 +73,9 @@ interface Fetched {
   redirect?: string;
 }
 
-async function fetchFromBackend(gw: Gateway, req: Request, res: Response, client: RegistryClient, kind: Kind, name: string, ref: string, method: 'GET' | 'HEAD'): Promise<Fetched> {
-  const signal = abortOnClose(req, res);
+async function fetchFromBackend(gw: Gateway, req: Request, res: Response | undefined, client: RegistryClient, kind: Kind, name: string, ref: string, method: 'GET' | 'HEAD'): Promise<Fetched> {
+  // A fetch shared by several clients (res undefined) must not die with the first one.
+  const signal = res ? abortOnClose(req, res) : undefined;
   const headers = upstreamHeaders(gw, req, client);
   let upstream: HttpUpstream = gw.pulp;
   let path = `${gw.settings.pulp_registry_path}${name}/${kind}/${ref}`;
@@ -94,22 +96,41 @@ async function fetchFromBackend(gw: Gateway, req: Request, res: Response, client
   }
 }
 
-export async function pullManifest(gw: Gateway, req: Request, res: Response, client: RegistryClient, name: string, ref: string): Promise<void> {
+type ManifestResult =
+  | { kind: 'manifest'; value: CachedManifest }
+  | { kind: 'redirect'; location: string }
+  | { kind: 'failure'; failure: RegistryError | { status: number; body: string } };
+
+async function fetchManifest(gw: Gateway, req: Request, client: RegistryClient, name: string, ref: string, key: string): Promise<ManifestResult> {
   // Manifests are small: always GET them, to answer HEAD with a true digest and length.
-  const { up, redirect } = await fetchFromBackend(gw, req, res, client, 'manifests', name, ref, 'GET');
-  if (redirect) {
-    res.redirect(302, redirect);
-    return;
-  }
-  if ((up.statusCode ?? 500) >= 300) return sendFailure(res, await upstreamFailure(up, 'manifests'));
+  const { up, redirect } = await fetchFromBackend(gw, req, undefined, client, 'manifests', name, ref, 'GET');
+  if (redirect) return { kind: 'redirect', location: redirect };
+  if ((up.statusCode ?? 500) >= 300) return { kind: 'failure', failure: await upstreamFailure(up, 'manifests') };
   const { body, complete } = await readBounded(up, MANIFEST_LIMIT);
   if (!complete) throw new RegistryError('UNAVAILABLE', 'the content backend ended the manifest early', undefined, 502);
   const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
   if (ref.startsWith('sha256:') && ref !== digest) throw new RegistryError('UNAVAILABLE', `the content backend returned a manifest whose digest is ${digest}`, undefined, 502);
-  let type = up.headers['content-type'];
-  if (!type) type = (JSON.parse(body.toString('utf8')) as { mediaType?: string }).mediaType ?? 'application/vnd.oci.image.manifest.v1+json';
-  res.status(200).set({ 'Content-Type': type, 'Content-Length': String(body.length), 'Docker-Content-Digest': digest });
-  res.end(req.method === 'HEAD' ? undefined : body);
+  let contentType = up.headers['content-type'];
+  if (!contentType) contentType = (JSON.parse(body.toString('utf8')) as { mediaType?: string }).mediaType ?? 'application/vnd.oci.image.manifest.v1+json';
+  const value = { body, contentType, digest };
+  gw.manifests.set(key, value);
+  return { kind: 'manifest', value };
+}
+
+export async function pullManifest(gw: Gateway, req: Request, res: Response, client: RegistryClient, name: string, ref: string): Promise<void> {
+  const key = ManifestCache.key(name, ref, req.get('accept'));
+  let value = gw.manifests.get(key);
+  if (!value) {
+    const result = await gw.manifests.shared(key, () => fetchManifest(gw, req, client, name, ref, key));
+    if (result.kind === 'redirect') {
+      res.redirect(302, result.location);
+      return;
+    }
+    if (result.kind === 'failure') return sendFailure(res, result.failure);
+    value = result.value;
+  }
+  res.status(200).set({ 'Content-Type': value.contentType, 'Content-Length': String(value.body.length), 'Docker-Content-Digest': value.digest });
+  res.end(req.method === 'HEAD' ? undefined : value.body);
 }
 
 export async function pullBlob(gw: Gateway, req: Request, res: Response, client: RegistryClient, name: string, digest: string): Promise<void> {
