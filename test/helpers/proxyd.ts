@@ -160,7 +160,24 @@ export function launch(
     },
     exited,
   };
-  return waitForLog(/Smart proxy has launched/).then(() => running);
+  // Ready when it says so, or (at log levels above INFO) when /healthz answers.
+  const healthy = async () => {
+    for (let i = 0; i < 200 && proc.exitCode === null; i++) {
+      const ok = await fetch(`${running.httpUrl}/healthz`).then((r) => r.ok, () => false);
+      if (ok) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`proxyd did not become healthy; stderr: ${err}`);
+  };
+  const ready = o.httpPort > 0 ? Promise.any([waitForLog(/Smart proxy has launched/), healthy()]) : waitForLog(/Smart proxy has launched/);
+  return ready.then(
+    () => running,
+    (e: unknown) => {
+      // Never leave a daemon behind when start-up is judged failed.
+      proc.kill('SIGKILL');
+      throw e instanceof AggregateError ? e.errors[0] : e;
+    },
+  );
 }
 
 /** Run a command to completion; resolves with its exit code and output. */
