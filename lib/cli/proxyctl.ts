@@ -1,9 +1,34 @@
 // proxyctl: the operator's command line for a running proxyd.
-// Exit codes: 0 healthy / done, 1 degraded, 2 unreachable or failed, 64 usage.
+// Exit codes: 0 healthy / done, 1 degraded (or, for plugin commands, refused /
+// not found), 2 unreachable or failed, 64 usage.
+//
+// Plugin commands. Before parsing, proxyctl imports the optional `cli.ts`
+// (compiled: `cli.js`) of every plugin folder under <CODE_ROOT>/plugins, the
+// app's own plugins, enabled or not (lib/cli/plugin-commands.ts). Its default
+// export is a PluginCli:
+//
+//   export default function (program: Command, ctx: PluginCliContext): void {
+//     program.command('things').command('list').option('--json')
+//       .action(async (_opts, cmd: Command) => {
+//         const res = await ctx.target(cmd).http.get('/my_plugin/things');  // axios; any status resolves
+//         ctx.print(cmd, res.data, res.data.things.join('\n'));            // --json → JSON, else text
+//       });
+//   }
+//
+// ctx.target(cmd) is the daemon of this invocation (--settings, --url,
+// --timeout, client certificate), ctx.print(cmd, json, text) prints as the
+// built-in commands do. Commands must be added with program.command() (so they
+// inherit the usage-error handling: exit 64); a thrown error prints
+// `proxyctl: <message>` and exits 2; commands set process.exitCode for other
+// outcomes (1 for refused or not found). A cli file that fails to import or
+// throws while registering is skipped with a warning on stderr: the built-in
+// commands and the other plugins' commands still work.
+import { join } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { VERSION } from '../daemon.ts';
-import { DEFAULT_SETTINGS_FILE, loadGlobalSettings, locateSettings } from '../settings/global.ts';
+import { CODE_ROOT, DEFAULT_SETTINGS_FILE, loadGlobalSettings, locateSettings } from '../settings/global.ts';
 import { daemonTarget, type DaemonTarget } from './daemon-client.ts';
+import { loadPluginCommands } from './plugin-commands.ts';
 import { collectStatus, EXIT, renderStatus } from './status.ts';
 
 interface GlobalOpts {
@@ -14,7 +39,7 @@ interface GlobalOpts {
 }
 
 const program = new Command('proxyctl')
-  .description('Operate a running proxyd: status, features')
+  .description("Operate a running proxyd: status, features, and the plugins' commands")
   .version(VERSION)
   .option('-s, --settings <file>', `proxyd's global settings file (default: $PROXYD_SETTINGS, else ${DEFAULT_SETTINGS_FILE}, else embedded defaults)`)
   .option('-u, --url <url>', "the daemon's URL (default: from the settings file)")
@@ -24,7 +49,7 @@ const program = new Command('proxyctl')
     return n;
   }))
   .option('--json', 'machine-readable output')
-  .addHelpText('after', '\nExit codes: 0 healthy, 1 degraded (a plugin is not running), 2 daemon unreachable or request failed, 64 usage error.')
+  .addHelpText('after', '\nExit codes: 0 healthy or done, 1 degraded (a plugin is not running) or refused/not found, 2 daemon unreachable or request failed, 64 usage error.')
   .exitOverride()
   .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
@@ -58,6 +83,10 @@ program
     if (res.status !== 200) throw new Error(`GET ${t.url}/features answered ${res.status}`);
     print(cmd, res.data, (res.data as string[]).join('\n'));
   });
+
+for (const problem of await loadPluginCommands(program, { target, print }, [join(CODE_ROOT, 'plugins')])) {
+  process.stderr.write(`proxyctl: warning: ${problem}\n`);
+}
 
 try {
   await program.parseAsync();

@@ -10,11 +10,21 @@ import type { GatewaySettings } from './settings.ts';
 import { HttpUpstream } from './upstream/http-upstream.ts';
 import { KatelloClient, repositoriesOf } from './upstream/katello.ts';
 import { ManifestCache } from './upstream/manifest-cache.ts';
+import { BlobStore } from './store/blob-store.ts';
+import { ContentIndex } from './store/content-index.ts';
+
+export interface LocalStore {
+  blobs: BlobStore;
+  index: ContentIndex;
+}
 
 export class Gateway {
   readonly db: GatewayDb;
-  readonly pulp: HttpUpstream;
+  private readonly pulpUpstream: HttpUpstream | undefined;
   readonly katello: KatelloClient | undefined;
+  /** No main server: users, tokens and repositories are this gateway's own. */
+  readonly standalone: boolean;
+  private readonly store: LocalStore | undefined;
   readonly logger: Logger;
   readonly manifests: ManifestCache;
   private readonly contentApps = new Map<string, HttpUpstream>();
@@ -28,11 +38,29 @@ export class Gateway {
     this.logger = ctx.logger;
     this.db = new GatewayDb(settings.sqlite_db_path, settings.sqlite_timeout);
     this.manifests = new ManifestCache(settings.manifest_cache_ttl * 1000, 32 * 1024 * 1024);
-    this.pulp = new HttpUpstream(settings.pulp_endpoint, this.timeouts(), this.tls(), settings.upstream_max_sockets);
+    this.pulpUpstream = settings.content_backend === 'pulp' ? new HttpUpstream(settings.pulp_endpoint, this.timeouts(), this.tls(), settings.upstream_max_sockets) : undefined;
+    this.store = settings.content_backend === 'local' ? { blobs: new BlobStore(settings.storage_path), index: new ContentIndex(this.db.db) } : undefined;
     const foreman = ctx.global.foreman_url;
+    this.standalone = !foreman;
     this.katello = foreman
       ? new KatelloClient(foreman, settings.katello_registry_path, { ca: ctx.global.foreman_ssl_ca, timeoutMs: settings.upstream_response_timeout * 1000 })
       : undefined;
+  }
+
+  get backend(): 'pulp' | 'local' {
+    return this.settings.content_backend;
+  }
+
+  /** The registry at pulp_endpoint (pulp backend only). */
+  get pulp(): HttpUpstream {
+    if (!this.pulpUpstream) throw new RegistryError('UNSUPPORTED', 'this gateway has no pulp backend');
+    return this.pulpUpstream;
+  }
+
+  /** The embedded store (local backend only). */
+  localStore(): LocalStore {
+    if (!this.store) throw new RegistryError('UNSUPPORTED', 'this gateway has no embedded store (content_backend: pulp)');
+    return this.store;
   }
 
   timeouts() {
@@ -56,7 +84,7 @@ export class Gateway {
   }
 
   close(): void {
-    this.pulp.close();
+    this.pulpUpstream?.close();
     for (const up of this.contentApps.values()) up.close();
     this.db.close();
   }

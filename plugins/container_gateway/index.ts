@@ -3,6 +3,7 @@
 // decided from a SQLite cache that Katello keeps current.
 import { definePlugin } from '../../lib/plugins/types.ts';
 import { Gateway } from './gateway.ts';
+import { adminRouter } from './routes/admin.ts';
 import { managementRouter } from './routes/management.ts';
 import { pulpcoreRouter } from './routes/pulpcore.ts';
 import { registryRouter } from './routes/registry.ts';
@@ -16,8 +17,9 @@ export default definePlugin<GatewaySettings & Record<string, unknown>>({
   name: 'container_gateway',
   version: '0.1.0',
   settings: SETTINGS_SCHEMA,
-  required: ['pulp_endpoint'],
   validate(s) {
+    const backend = s.content_backend ?? (s.pulp_endpoint ? 'pulp' : 'local');
+    if (backend === 'pulp' && !s.pulp_endpoint) throw new Error("setting 'pulp_endpoint' is required with content_backend: pulp");
     if ((s.pulp_client_ssl_cert === undefined) !== (s.pulp_client_ssl_key === undefined)) {
       throw new Error("setting 'pulp_client_ssl_cert' and 'pulp_client_ssl_key' must be set together");
     }
@@ -27,16 +29,31 @@ export default definePlugin<GatewaySettings & Record<string, unknown>>({
     // As the original: the client TLS towards Pulp defaults to foreman_ssl_*.
     const settings: GatewaySettings = Object.freeze({
       ...ctx.settings,
+      content_backend: ctx.settings.content_backend ?? (ctx.settings.pulp_endpoint ? 'pulp' : 'local'),
       pulp_client_ssl_ca: ctx.settings.pulp_client_ssl_ca ?? g.foreman_ssl_ca,
       pulp_client_ssl_cert: ctx.settings.pulp_client_ssl_cert ?? g.foreman_ssl_cert,
       pulp_client_ssl_key: ctx.settings.pulp_client_ssl_key ?? g.foreman_ssl_key,
     });
-    if (!g.foreman_url) ctx.logger.warn('foreman_url is unset: logins (/v2/token) and host lookups are unavailable');
+    if (!g.foreman_url && settings.content_backend === 'pulp') ctx.logger.warn('foreman_url is unset: logins (/v2/token) and host lookups are unavailable');
+    if (!g.foreman_url) ctx.logger.info('standalone mode: users, tokens and repositories are managed here (proxyctl users, proxyctl repos)');
     gateway = new Gateway(settings, ctx);
     const registry = registryRouter(gateway);
     ctx.rootRouter.use(registry);
     ctx.router.use(registry);
     ctx.router.use(managementRouter(gateway));
+    const db = gateway.db;
+    ctx.router.use(
+      adminRouter({
+        trustedClient: ctx.auth.trustedClient,
+        accounts: {
+          listUsers: () => db.standaloneUsers(),
+          addUser: (name, hash) => db.addUser(name, hash),
+          removeUser: (name) => db.removeUser(name),
+          listRepositories: () => db.repositories(),
+          setPublic: (name, isPublic) => db.setPublic(name, isPublic),
+        },
+      }),
+    );
     pulpcore = new HttpUpstream(settings.pulpcore_api_endpoint, gateway.timeouts(), {}, settings.upstream_max_sockets);
     ctx.rootRouter.use(pulpcoreRouter(ctx, settings, pulpcore));
     return gateway;

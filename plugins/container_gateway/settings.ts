@@ -2,6 +2,9 @@
 import type { PropertySchema } from '../../lib/settings/schema.ts';
 
 export interface GatewaySettings {
+  /** 'local' (the embedded store) unless pulp_endpoint is set. */
+  readonly content_backend: 'pulp' | 'local';
+  readonly storage_path: string;
   readonly pulp_endpoint: string;
   readonly pulp_registry_path: string;
   readonly client_endpoint?: string;
@@ -29,6 +32,8 @@ const seconds = (d: number, what: string): PropertySchema => ({ type: 'number', 
 const file: PropertySchema = { type: 'string', minLength: 1, fileReadable: true, description: 'the path of a readable file' };
 
 export const SETTINGS_SCHEMA: Record<string, PropertySchema> = {
+  content_backend: { enum: ['pulp', 'local'], description: "pulp (a registry at pulp_endpoint) or local (the embedded store)" },
+  storage_path: { type: 'string', minLength: 1, default: '/var/lib/foreman-proxy/container_gateway/storage', description: 'a directory path' },
   pulp_endpoint: { type: 'string', format: 'url' },
   pulp_registry_path: { type: 'string', pattern: '^/(.*/)?$', default: '/pulpcore_registry/v2/', description: "a URL path starting and ending with '/'" },
   client_endpoint: { type: 'string', format: 'url' },

@@ -69,6 +69,7 @@ export class GatewayDb {
     if (!repo) return false;
     if (!repo.authRequired) return true;
     if (viewer.kind === 'user') {
+      if (this.sql('SELECT 1 FROM repositories WHERE id = ? AND owner = ?').get(repo.id, viewer.name) !== undefined) return true;
       return this.sql('SELECT 1 FROM repositories_users ru JOIN users u ON u.id = ru.user_id WHERE ru.repository_id = ? AND u.name = ?').get(repo.id, viewer.name) !== undefined;
     }
     if (viewer.kind === 'host') {
@@ -87,8 +88,8 @@ export class GatewayDb {
     }
     let access = 'r.auth_required = 0';
     if (viewer.kind === 'user') {
-      access += ' OR EXISTS (SELECT 1 FROM repositories_users ru JOIN users u ON u.id = ru.user_id WHERE ru.repository_id = r.id AND u.name = ?)';
-      params.unshift(viewer.name);
+      access += ' OR r.owner = ? OR EXISTS (SELECT 1 FROM repositories_users ru JOIN users u ON u.id = ru.user_id WHERE ru.repository_id = r.id AND u.name = ?)';
+      params.unshift(viewer.name, viewer.name);
     } else if (viewer.kind === 'host') {
       access += ' OR EXISTS (SELECT 1 FROM hosts_repositories hr JOIN hosts h ON h.id = hr.host_id WHERE hr.repository_id = r.id AND h.uuid = ?)';
       params.unshift(viewer.uuid);
@@ -174,6 +175,62 @@ export class GatewayDb {
 
   users(): string[] {
     return this.sql('SELECT name FROM users ORDER BY name').pluck().all() as string[];
+  }
+
+  // --- standalone mode ---------------------------------------------------
+
+  passwordHash(user: string): string | undefined {
+    return (this.sql('SELECT password_hash FROM users WHERE name = ?').pluck().get(user) as string | null | undefined) ?? undefined;
+  }
+
+  repositoryInfo(name: string): { authRequired: boolean; owner?: string } | undefined {
+    const row = this.sql('SELECT auth_required, owner FROM repositories WHERE name = ?').get(name) as { auth_required: number; owner: string | null } | undefined;
+    return row && { authRequired: row.auth_required === 1, ...(row.owner ? { owner: row.owner } : {}) };
+  }
+
+  userMapped(user: string, repo: string): boolean {
+    return this.sql('SELECT 1 FROM repositories_users ru JOIN users u ON u.id = ru.user_id JOIN repositories r ON r.id = ru.repository_id WHERE u.name = ? AND r.name = ?').get(user, repo) !== undefined;
+  }
+
+  /** A user of standalone mode: 'created', or 'exists' (the password is not changed). */
+  addUser(name: string, passwordHash: string): 'created' | 'exists' {
+    const existing = this.sql('SELECT password_hash FROM users WHERE name = ?').get(name) as { password_hash: string | null } | undefined;
+    if (existing?.password_hash) return 'exists';
+    this.sql('INSERT INTO users (name, password_hash) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET password_hash = excluded.password_hash').run(name, passwordHash);
+    return 'created';
+  }
+
+  /** Users with a password here (standalone accounts), sorted. */
+  standaloneUsers(): string[] {
+    return this.sql('SELECT name FROM users WHERE password_hash IS NOT NULL ORDER BY name').pluck().all() as string[];
+  }
+
+  /** Removing a user revokes its tokens (ON DELETE CASCADE). */
+  removeUser(name: string): boolean {
+    return this.sql('DELETE FROM users WHERE name = ?').run(name).changes > 0;
+  }
+
+  repositories(): Array<{ name: string; public: boolean; owner?: string }> {
+    const rows = this.sql('SELECT name, auth_required, owner FROM repositories ORDER BY name').all() as Array<{ name: string; auth_required: number; owner: string | null }>;
+    return rows.map((r) => ({ name: r.name, public: r.auth_required === 0, ...(r.owner ? { owner: r.owner } : {}) }));
+  }
+
+  setPublic(name: string, isPublic: boolean): boolean {
+    return this.sql('UPDATE repositories SET auth_required = ? WHERE name = ?').run(isPublic ? 0 : 1, name).changes > 0;
+  }
+
+  /** A token of standalone mode, with what it grants (JSON). */
+  storeGrantedToken(checksum: string, expireAtMs: number, user: string, scopes: unknown): void {
+    this.db.transaction(() => {
+      this.sql('DELETE FROM authentication_tokens WHERE token_checksum = ? OR expire_at <= ?').run(checksum, Date.now());
+      this.sql('INSERT INTO authentication_tokens (token_checksum, expire_at, user_id, scopes) VALUES (?, ?, ?, ?)').run(checksum, expireAtMs, this.userId(user), JSON.stringify(scopes));
+    }).immediate();
+  }
+
+  /** The owner and grants of an unexpired token. */
+  tokenRecord(checksum: string): { user: string; scopes?: unknown } | undefined {
+    const row = this.sql('SELECT u.name AS user, t.scopes FROM authentication_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_checksum = ? AND t.expire_at > ?').get(checksum, Date.now()) as { user: string; scopes: string | null } | undefined;
+    return row && { user: row.user, ...(row.scopes ? { scopes: JSON.parse(row.scopes) as unknown } : {}) };
   }
 
   /** Store a token's checksum; drop expired tokens and any older copy, in one transaction. */

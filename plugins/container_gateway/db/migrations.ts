@@ -26,4 +26,46 @@ export const MIGRATIONS: readonly string[] = [
      repository_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
      PRIMARY KEY (host_id, repository_id)
    ) WITHOUT ROWID;`,
+  // The embedded content store and standalone mode.
+  `ALTER TABLE repositories ADD COLUMN owner TEXT;
+   ALTER TABLE users ADD COLUMN password_hash TEXT;
+   ALTER TABLE authentication_tokens ADD COLUMN scopes TEXT;
+   CREATE TABLE blobs (digest TEXT PRIMARY KEY, size INTEGER NOT NULL, created_at INTEGER NOT NULL) WITHOUT ROWID;
+   CREATE TABLE repository_blobs (
+     repository_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+     digest TEXT NOT NULL REFERENCES blobs(digest),
+     PRIMARY KEY (repository_id, digest)
+   ) WITHOUT ROWID;
+   CREATE INDEX repository_blobs_digest ON repository_blobs(digest);
+   CREATE TABLE manifests (
+     repository_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+     digest TEXT NOT NULL,
+     media_type TEXT NOT NULL,
+     artifact_type TEXT,
+     subject TEXT,
+     annotations TEXT,
+     content BLOB NOT NULL,
+     created_at INTEGER NOT NULL,
+     PRIMARY KEY (repository_id, digest)
+   ) WITHOUT ROWID;
+   CREATE INDEX manifests_subject ON manifests(repository_id, subject) WHERE subject IS NOT NULL;
+   CREATE TABLE manifest_children (
+     repository_id INTEGER NOT NULL,
+     manifest_digest TEXT NOT NULL,
+     digest TEXT NOT NULL,
+     PRIMARY KEY (repository_id, manifest_digest, digest),
+     FOREIGN KEY (repository_id, manifest_digest) REFERENCES manifests(repository_id, digest) ON DELETE CASCADE
+   ) WITHOUT ROWID;
+   CREATE TABLE tags (
+     repository_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+     name TEXT NOT NULL,
+     digest TEXT NOT NULL,
+     PRIMARY KEY (repository_id, name)
+   ) WITHOUT ROWID;
+   CREATE TABLE uploads (
+     uuid TEXT PRIMARY KEY,
+     repository_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+     created_at INTEGER NOT NULL
+   ) WITHOUT ROWID;`,
 ];
+

@@ -5,6 +5,7 @@ import { basicUser, sha256 } from '../auth/client.ts';
 import { RegistryError } from '../errors.ts';
 import type { Gateway } from '../gateway.ts';
 import { repositoriesOf } from '../upstream/katello.ts';
+import { issueToken, type StandaloneAccounts } from '../auth/standalone.ts';
 
 export function ping(gw: Gateway, req: Request, res: Response): void {
   const client = gw.client(req);
@@ -22,7 +23,34 @@ function scopesOf(req: Request): string[] {
   return list.filter((s): s is string => typeof s === 'string').flatMap((s) => s.split(' ')).filter(Boolean);
 }
 
+/** Standalone mode: this gateway is the token server (Docker token spec, scoped grants). */
+async function standaloneToken(gw: Gateway, req: Request, res: Response): Promise<void> {
+  const accounts: StandaloneAccounts = {
+    passwordHash: (user) => gw.db.passwordHash(user),
+    repository: (name) => gw.db.repositoryInfo(name),
+    userMapped: (user, repo) => gw.db.userMapped(user, repo),
+    storeToken: (checksum, expireAtMs, user, scopes) => {
+      if (user !== undefined) gw.db.storeGrantedToken(checksum, expireAtMs, user, scopes);
+    },
+  };
+  const result = await issueToken(accounts, {
+    authorization: req.get('authorization'),
+    scopes: scopesOf(req),
+    account: typeof req.query.account === 'string' ? req.query.account : undefined,
+    now: Date.now(),
+    lifetimeSeconds: gw.settings.token_max_lifetime,
+  });
+  if (result.status === 401) {
+    gw.challenge(req, res);
+    throw new RegistryError('UNAUTHORIZED', result.message);
+  }
+  // Anonymous: Katello's `unauthenticated` token, which reads public repositories only.
+  const body = result.user === undefined ? { ...result.body, token: 'unauthenticated', access_token: 'unauthenticated' } : result.body;
+  res.status(200).json(body);
+}
+
 export async function token(gw: Gateway, req: Request, res: Response): Promise<void> {
+  if (gw.standalone) return standaloneToken(gw, req, res);
   const katello = gw.requireKatello();
   const authorization = req.get('authorization');
   // Defect 10: without `account`, use the Basic user name.

@@ -9,6 +9,7 @@ import { catalog, tagsList } from './discovery.ts';
 import { ping, token } from './login.ts';
 import { pullBlob, pullManifest } from './pull.ts';
 import { checkDigest, checkName, checkReference } from './reference.ts';
+import { local } from './local/index.ts';
 import { v1Ping, v1Search } from './v1.ts';
 
 type Handler = (gw: Gateway, req: Request, res: Response, m: RegExpExecArray) => unknown;
@@ -20,6 +21,11 @@ interface Route {
 }
 
 const GET = ['GET', 'HEAD'];
+const PUSH_UNSUPPORTED = 'Pushing content through this gateway is not supported with content_backend: pulp';
+
+function pulpOnlyReads(req: Request): void {
+  if (req.method !== 'GET' && req.method !== 'HEAD') throw new RegistryError('UNSUPPORTED', PUSH_UNSUPPORTED);
+}
 
 const V2_ROUTES: Route[] = [
   { methods: GET, pattern: /^\/$/, handler: (gw, req, res) => ping(gw, req, res) },
@@ -30,25 +36,59 @@ const V2_ROUTES: Route[] = [
     pattern: /^\/(.+)\/tags\/list$/,
     handler: async (gw, req, res, m) => {
       const name = checkName(m[1]!);
+      if (gw.backend === 'local') return local.tags(gw, req, res, name);
       return tagsList(gw, req, res, await gw.authorize(req, res, name), name);
     },
   },
   {
-    methods: GET,
+    methods: [...GET, 'PUT', 'DELETE'],
     pattern: /^\/(.+)\/manifests\/([^/]+)$/,
     handler: async (gw, req, res, m) => {
       const name = checkName(m[1]!);
-      const { reference } = checkReference(decodeURIComponent(m[2]!));
+      const { reference, isDigest } = checkReference(decodeURIComponent(m[2]!));
+      if (gw.backend === 'local') return local.manifest(gw, req, res, name, reference, isDigest);
+      pulpOnlyReads(req);
       return pullManifest(gw, req, res, await gw.authorize(req, res, name), name, reference);
     },
   },
   {
-    methods: GET,
+    methods: ['POST'],
+    pattern: /^\/(.+)\/blobs\/uploads\/?$/,
+    handler: (gw, req, res, m) => {
+      const name = checkName(m[1]!);
+      if (gw.backend !== 'local') throw new RegistryError('UNSUPPORTED', PUSH_UNSUPPORTED);
+      return local.uploads(gw, req, res, name, undefined);
+    },
+  },
+  {
+    methods: ['PATCH', 'PUT', 'GET', 'DELETE'],
+    pattern: /^\/(.+)\/blobs\/uploads\/([^/]+)$/,
+    handler: (gw, req, res, m) => {
+      const name = checkName(m[1]!);
+      if (gw.backend !== 'local') throw new RegistryError('UNSUPPORTED', PUSH_UNSUPPORTED);
+      return local.uploads(gw, req, res, name, m[2]!);
+    },
+  },
+  {
+    methods: [...GET, 'DELETE'],
     pattern: /^\/(.+)\/blobs\/([^/]+)$/,
     handler: async (gw, req, res, m) => {
       const name = checkName(m[1]!);
       const digest = checkDigest(decodeURIComponent(m[2]!));
+      if (gw.backend === 'local') return local.blob(gw, req, res, name, digest);
+      pulpOnlyReads(req);
       return pullBlob(gw, req, res, await gw.authorize(req, res, name), name, digest);
+    },
+  },
+  {
+    methods: ['GET'],
+    pattern: /^\/(.+)\/referrers\/([^/]+)$/,
+    handler: (gw, req, res, m) => {
+      const name = checkName(m[1]!);
+      const digest = checkDigest(decodeURIComponent(m[2]!));
+      // 404 makes clients fall back to the sha256-<hex> tag schema.
+      if (gw.backend !== 'local') throw new RegistryError('UNSUPPORTED', 'the referrers API needs content_backend: local', undefined, 404);
+      return local.referrers(gw, req, res, name, digest);
     },
   },
 ];
@@ -86,8 +126,6 @@ function dispatcher(gw: Gateway, routes: Route[]): express.RequestHandler {
       }
       return;
     }
-    const isPush = /\/blobs\/uploads\/?/.test(path) || (req.method === 'PUT' && /\/manifests\//.test(path));
-    if (isPush) return sendOciError(res, new RegistryError('UNSUPPORTED', 'Pushing content through this gateway is not supported yet'));
     if (pathMatched) return sendOciError(res, new RegistryError('UNSUPPORTED', `${req.method} is not supported here`));
     sendOciError(res, new RegistryError('NAME_UNKNOWN', `no registry route for ${req.method} ${req.baseUrl}${path}`));
   };

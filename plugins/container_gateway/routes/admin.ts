@@ -1,0 +1,174 @@
+// The admin API of standalone mode (no foreman_url), which `proxyctl users`
+// and `proxyctl repos` call. Behind trusted host + client certificate, like
+// the management API; mounted under /container_gateway. JSON in, JSON out;
+// every error is {"error": "..."} with 400 (bad name or body), 404 (no such
+// user or repository) or 409 (the user exists).
+//
+//   GET    /container_gateway/admin/users                      200 {"users":["alice","bob"]}
+//   POST   /container_gateway/admin/users                      {"name":"bob","password":"..."}
+//                                                              201 {"user":"bob"} | 409 exists
+//   DELETE /container_gateway/admin/users/NAME                 200 {"user":"bob","removed":true} | 404
+//   GET    /container_gateway/admin/repositories               200 {"repositories":[{"name","public","owner"?}]}
+//   PUT    /container_gateway/admin/repositories/NAME/visibility  {"public":true|false}
+//                                                              200 {"name":"org/app","public":true} | 404
+//
+// The password is hashed here (scrypt, auth/passwords.ts): only its hash is
+// given to AdminAccounts. Repository NAME may contain '/' (sent as is or
+// percent-encoded).
+import express, { type ErrorRequestHandler, type Request, type RequestHandler, type Response, type Router } from 'express';
+import { hashPassword } from '../auth/passwords.ts';
+import { USER_NAME, validRepositoryName } from '../auth/standalone.ts';
+
+export interface AdminRepository {
+  name: string;
+  /** false: private (auth_required), readable by its owner and mapped users only. */
+  public: boolean;
+  /** The user who created it by pushing, if any. */
+  owner?: string;
+}
+
+/** What the admin API needs of the database; implemented by the DB layer. Results may be promises. */
+export interface AdminAccounts {
+  /** Standalone users, sorted. */
+  listUsers(): string[] | Promise<string[]>;
+  addUser(name: string, passwordHash: string): 'created' | 'exists' | Promise<'created' | 'exists'>;
+  /** false when there is no such user. Removing a user must also revoke its tokens. */
+  removeUser(name: string): boolean | Promise<boolean>;
+  /** Every repository, sorted by name. */
+  listRepositories(): AdminRepository[] | Promise<AdminRepository[]>;
+  /** false when there is no such repository. */
+  setPublic(name: string, isPublic: boolean): boolean | Promise<boolean>;
+}
+
+export interface AdminDeps {
+  /** The daemon's trusted host + client certificate check (ctx.auth.trustedClient). */
+  trustedClient: RequestHandler;
+  accounts: AdminAccounts;
+}
+
+/** Largest admin request body. */
+export const MAX_ADMIN_BODY = 16 * 1024;
+/** Longest password accepted (bytes of UTF-8). */
+export const MAX_PASSWORD_BYTES = 1024;
+
+class AdminError extends Error {
+  constructor(
+    readonly status: 400 | 404 | 409,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function quote(value: string): string {
+  return JSON.stringify(value.length > 100 ? `${value.slice(0, 100)}...` : value);
+}
+
+/** The JSON object body of a request, with exactly the keys allowed. */
+function jsonObject(req: Request, keys: Record<string, 'string' | 'boolean'>): Record<string, unknown> {
+  const type = (req.get('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
+  if (type !== 'application/json') throw new AdminError(400, `unsupported Content-Type '${type || '(none)'}': send application/json`);
+  const text = typeof req.body === 'string' ? req.body : '';
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch (err) {
+    throw new AdminError(400, `the body is not valid JSON: ${(err as Error).message}`);
+  }
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new AdminError(400, 'the body must be a JSON object');
+  const obj = body as Record<string, unknown>;
+  for (const key of Object.keys(obj)) if (!(key in keys)) throw new AdminError(400, `unknown key ${quote(key)} (expected ${Object.keys(keys).join(', ')})`);
+  for (const [key, kind] of Object.entries(keys)) {
+    if (typeof obj[key] !== kind) throw new AdminError(400, `'${key}' must be a ${kind}`);
+  }
+  return obj;
+}
+
+function userName(raw: unknown): string {
+  if (typeof raw !== 'string' || !USER_NAME.test(raw)) {
+    throw new AdminError(400, `invalid user name ${quote(String(raw))}: 1 to 64 of letters, digits, '.', '_', '@' and '-'`);
+  }
+  return raw;
+}
+
+function repositoryName(raw: unknown): string {
+  if (typeof raw !== 'string' || !validRepositoryName(raw)) throw new AdminError(400, `invalid repository name ${quote(String(raw))}`);
+  return raw;
+}
+
+/** An audit line in the daemon's log (there is no request logger in a bare app). */
+function audit(req: Request, message: string): void {
+  (req as { log?: { info(msg: string): void } }).log?.info(message);
+}
+
+type Work = (req: Request, res: Response) => Promise<void>;
+
+function handle(work: Work): RequestHandler {
+  return (req, res, next) => {
+    work(req, res).catch((err: unknown) => {
+      if (err instanceof AdminError) {
+        if (!res.headersSent) res.status(err.status).json({ error: err.message });
+        return;
+      }
+      next(err);
+    });
+  };
+}
+
+/** Body-parser failures (too large, bad encoding) as JSON errors, not HTML. */
+const bodyErrors: ErrorRequestHandler = (err, _req, res, next) => {
+  const status = typeof err?.status === 'number' ? (err.status as number) : 500;
+  if (status >= 400 && status < 500 && !res.headersSent) {
+    res.status(status).json({ error: err.type === 'entity.too.large' ? `the body is larger than ${MAX_ADMIN_BODY} bytes` : String(err.message) });
+    return;
+  }
+  next(err);
+};
+
+export function adminRouter(deps: AdminDeps): Router {
+  const { accounts, trustedClient } = deps;
+  const router = express.Router();
+  const body = express.text({ type: () => true, limit: MAX_ADMIN_BODY });
+
+  router.get('/admin/users', trustedClient, handle(async (_req, res) => {
+    res.json({ users: await accounts.listUsers() });
+  }));
+
+  router.post('/admin/users', trustedClient, body, handle(async (req, res) => {
+    const obj = jsonObject(req, { name: 'string', password: 'string' });
+    const name = userName(obj.name);
+    const password = obj.password as string;
+    if (password === '') throw new AdminError(400, 'the password must not be empty');
+    if (Buffer.byteLength(password) > MAX_PASSWORD_BYTES) throw new AdminError(400, `the password is longer than ${MAX_PASSWORD_BYTES} bytes`);
+    const outcome = await accounts.addUser(name, await hashPassword(password));
+    if (outcome === 'exists') throw new AdminError(409, `user '${name}' already exists`);
+    audit(req, `standalone user '${name}' added`);
+    res.status(201).json({ user: name });
+  }));
+
+  router.delete('/admin/users/:name', trustedClient, handle(async (req, res) => {
+    const name = userName(req.params.name);
+    if (!(await accounts.removeUser(name))) throw new AdminError(404, `user '${name}' not found`);
+    audit(req, `standalone user '${name}' removed`);
+    res.json({ user: name, removed: true });
+  }));
+
+  router.get('/admin/repositories', trustedClient, handle(async (_req, res) => {
+    const repositories = await accounts.listRepositories();
+    res.json({ repositories: repositories.map((r) => ({ name: r.name, public: r.public, ...(r.owner === undefined ? {} : { owner: r.owner }) })) });
+  }));
+
+  // A regular expression: repository names contain '/'.
+  router.put(/^\/admin\/repositories\/(.+)\/visibility\/?$/, trustedClient, body, handle(async (req, res) => {
+    const raw = (req.params as Record<string, string | undefined>)[0];
+    const name = repositoryName(raw);
+    const obj = jsonObject(req, { public: 'boolean' });
+    const isPublic = obj.public as boolean;
+    if (!(await accounts.setPublic(name, isPublic))) throw new AdminError(404, `repository '${name}' not found`);
+    audit(req, `repository '${name}' made ${isPublic ? 'public' : 'private'}`);
+    res.json({ name, public: isPublic });
+  }));
+
+  router.use('/admin', bodyErrors);
+  return router;
+}

@@ -1,0 +1,55 @@
+// Who may do what on the embedded store. Standalone mode: the grants of a
+// token this gateway issued (pull, push, delete per repository). With a main
+// server: reads follow the database rules of the pulp path; writes are the
+// main server's business.
+import type { Request, Response } from 'express';
+import { bearerToken, sha256, viewerOf, type RegistryClient } from '../../auth/client.ts';
+import { tokenAllows, type GrantedScope, type RepositoryAction } from '../../auth/standalone.ts';
+import { RegistryError } from '../../errors.ts';
+import type { Gateway } from '../../gateway.ts';
+
+export interface LocalAccess {
+  client: RegistryClient;
+  /** Undefined only for a push to a repository that does not exist yet (created by the caller). */
+  repositoryId: number | undefined;
+  user?: string;
+}
+
+function grantsOf(gw: Gateway, req: Request): GrantedScope[] {
+  const token = bearerToken(req);
+  const record = token ? gw.db.tokenRecord(sha256(token)) : undefined;
+  return Array.isArray(record?.scopes) ? (record.scopes as GrantedScope[]) : [];
+}
+
+/** Can this request read `name`? (Used for mounts from another repository, too.) */
+export function canPull(gw: Gateway, req: Request, client: RegistryClient, name: string): boolean {
+  const repo = gw.db.repositoryInfo(name);
+  if (!repo) return false;
+  if (!repo.authRequired) return true;
+  if (gw.standalone) return client.kind === 'user' && tokenAllows(grantsOf(gw, req), name, 'pull');
+  return gw.db.canRead(viewerOf(client), name);
+}
+
+export async function authorizeLocal(gw: Gateway, req: Request, res: Response, name: string, action: RepositoryAction): Promise<LocalAccess> {
+  const client = gw.client(req);
+  const index = gw.localStore().index;
+  if (client.kind === 'invalid') {
+    gw.challenge(req, res, `repository:${name}:${action === 'pull' ? 'pull' : 'pull,push'}`);
+    throw new RegistryError('UNAUTHORIZED', 'the token is unknown or expired: log in again');
+  }
+  if (action === 'pull') {
+    if (client.kind === 'host') await gw.learnHost(client.uuid);
+    if (canPull(gw, req, client, name)) return { client, repositoryId: index.repositoryId(name) };
+    // A pusher may probe a repository it is about to create: that is a 404 too.
+    gw.challenge(req, res, `repository:${name}:pull`);
+    throw new RegistryError('NAME_UNKNOWN', 'Repository name unknown', { name });
+  }
+  if (!gw.standalone) throw new RegistryError('UNSUPPORTED', 'pushes to this proxy are not supported yet: push to the main server');
+  if (client.kind === 'user' && tokenAllows(grantsOf(gw, req), name, action)) {
+    return { client, repositoryId: index.repositoryId(name), user: client.name };
+  }
+  const scope = `repository:${name}:${action === 'delete' ? 'delete' : 'pull,push'}`;
+  const origin = gw.origin(req);
+  res.set('WWW-Authenticate', `Bearer realm="${origin}/v2/token",service="${new URL(origin).host}",scope="${scope}"${client.kind === 'user' ? ',error="insufficient_scope"' : ''}`);
+  throw new RegistryError('UNAUTHORIZED', client.kind === 'user' ? `the token does not grant ${action} on ${name}` : 'authentication required');
+}

@@ -1,0 +1,80 @@
+// Manifests of the embedded store: GET/HEAD by tag or digest (Accept
+// honoured), PUT (4 MiB limit → 413, referenced blobs checked →
+// MANIFEST_BLOB_UNKNOWN, subject → OCI-Subject), DELETE (202).
+import { createHash } from 'node:crypto';
+import type { Request, Response } from 'express';
+import { RegistryError } from '../../errors.ts';
+import type { Gateway } from '../../gateway.ts';
+import { accepts, parseManifest } from '../../store/manifest-parse.ts';
+
+export const MANIFEST_LIMIT = 4 * 1024 * 1024;
+
+function find(gw: Gateway, repositoryId: number, reference: string, isDigest: boolean) {
+  const index = gw.localStore().index;
+  return isDigest ? index.manifest(repositoryId, reference) : index.tagged(repositoryId, reference);
+}
+
+export function getManifest(gw: Gateway, req: Request, res: Response, repositoryId: number, reference: string, isDigest: boolean): void {
+  const m = find(gw, repositoryId, reference, isDigest);
+  if (!m) throw new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown to registry', { reference });
+  if (!accepts(req.get('accept'), m.mediaType)) {
+    throw new RegistryError('MANIFEST_UNKNOWN', `the manifest is a ${m.mediaType}, which the Accept header does not admit`, { reference });
+  }
+  res.status(200).set({ 'Content-Type': m.mediaType, 'Content-Length': String(m.content.length), 'Docker-Content-Digest': m.digest, ETag: `"${m.digest}"` });
+  res.end(req.method === 'HEAD' ? undefined : m.content);
+}
+
+function readManifestBody(req: Request): Promise<Buffer> {
+  const declared = Number(req.get('content-length') ?? 0);
+  if (declared > MANIFEST_LIMIT) return Promise.reject(new RegistryError('SIZE_INVALID', `manifests are limited to ${MANIFEST_LIMIT} bytes`, undefined, 413));
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MANIFEST_LIMIT) {
+        req.pause();
+        reject(new RegistryError('SIZE_INVALID', `manifests are limited to ${MANIFEST_LIMIT} bytes`, undefined, 413));
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}
+
+export async function putManifest(gw: Gateway, req: Request, res: Response, name: string, repositoryId: number, reference: string, isDigest: boolean): Promise<void> {
+  const body = await readManifestBody(req);
+  const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
+  if (isDigest && reference !== digest) throw new RegistryError('DIGEST_INVALID', `the manifest's digest is ${digest}, not ${reference}`);
+  const parsed = parseManifest(body, req.get('content-type'));
+  const index = gw.localStore().index;
+  const missing = index.missingChildren(repositoryId, parsed.blobs, parsed.manifests);
+  if (missing.length > 0) throw new RegistryError('MANIFEST_BLOB_UNKNOWN', 'the manifest references blobs or manifests unknown to this repository', { missing });
+  index.putManifest(
+    repositoryId,
+    {
+      digest,
+      mediaType: parsed.mediaType,
+      content: body,
+      children: [...parsed.blobs, ...parsed.manifests],
+      ...(parsed.artifactType ? { artifactType: parsed.artifactType } : {}),
+      ...(parsed.subject ? { subject: parsed.subject } : {}),
+      ...(parsed.annotations ? { annotations: parsed.annotations } : {}),
+    },
+    isDigest ? undefined : reference,
+  );
+  gw.manifests.clear();
+  if (parsed.subject) res.set('OCI-Subject', parsed.subject);
+  res.status(201).set({ Location: `${req.baseUrl}/${name}/manifests/${digest}`, 'Docker-Content-Digest': digest, 'Content-Length': '0' });
+  res.end();
+}
+
+export function deleteManifest(gw: Gateway, res: Response, repositoryId: number, reference: string, isDigest: boolean): void {
+  const index = gw.localStore().index;
+  const deleted = isDigest ? index.deleteManifest(repositoryId, reference) : index.deleteTag(repositoryId, reference);
+  if (!deleted) throw new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown to registry', { reference });
+  gw.manifests.clear();
+  res.status(202).end();
+}

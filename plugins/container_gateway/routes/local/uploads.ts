@@ -1,0 +1,151 @@
+// Blob uploads to the embedded store (OCI distribution spec v1.1 §push):
+// POST (session, monolithic ?digest, or ?mount[&from]), PATCH (streamed, or
+// chunked with Content-Range and 416 out of order), PUT ?digest (final chunk
+// optional), GET status (204), DELETE (cancel). Bytes go to a temporary file,
+// are verified against the digest, then renamed: never a partial blob.
+import type { Request, Response } from 'express';
+import { RegistryError } from '../../errors.ts';
+import type { Gateway } from '../../gateway.ts';
+import { DigestMismatchError, SizeMismatchError, UploadRangeError } from '../../store/blob-store.ts';
+import { checkDigest } from '../reference.ts';
+
+function uploadHeaders(req: Request, res: Response, name: string, uuid: string, size: number): void {
+  res.set({
+    Location: `${req.baseUrl}/${name}/blobs/uploads/${uuid}`,
+    'Docker-Upload-UUID': uuid,
+    // Inclusive end, no "bytes=": docker parses it as %d-%d.
+    Range: `0-${Math.max(0, size - 1)}`,
+  });
+}
+
+function blobCreated(req: Request, res: Response, name: string, digest: string): void {
+  res.status(201).set({ Location: `${req.baseUrl}/${name}/blobs/${digest}`, 'Docker-Content-Digest': digest, 'Content-Length': '0' });
+  res.end();
+}
+
+function hasBody(req: Request): boolean {
+  const length = req.get('content-length');
+  return (length !== undefined && length !== '0') || req.get('transfer-encoding') !== undefined;
+}
+
+function digestParam(req: Request): string | undefined {
+  const d = req.query.digest;
+  if (d === undefined) return undefined;
+  if (typeof d !== 'string') throw new RegistryError('DIGEST_INVALID', 'digest must be given once');
+  return checkDigest(d);
+}
+
+function mapStoreError(err: unknown): never {
+  if (err instanceof DigestMismatchError) throw new RegistryError('DIGEST_INVALID', err.message);
+  if (err instanceof SizeMismatchError) throw new RegistryError('SIZE_INVALID', err.message);
+  throw err;
+}
+
+export async function startUpload(gw: Gateway, req: Request, res: Response, name: string, repositoryId: number, canPull: (repo: string) => boolean): Promise<void> {
+  const store = gw.localStore();
+  const mount = typeof req.query.mount === 'string' ? checkDigest(req.query.mount) : undefined;
+  if (mount) {
+    const from = typeof req.query.from === 'string' ? req.query.from : undefined;
+    const source = from ? store.index.repositoryId(from) : undefined;
+    const mountable = from
+      ? source !== undefined && canPull(from) && store.index.blobInRepository(source, mount)
+      : store.index.repositoriesLinking(mount).some((repo) => canPull(repo));
+    const info = mountable ? await store.blobs.stat(mount) : undefined;
+    if (info) {
+      store.index.linkBlob(repositoryId, mount, info.size);
+      return blobCreated(req, res, name, mount);
+    }
+    // Unable to mount: open a session instead (202), as the spec says.
+  }
+  const digest = digestParam(req);
+  if (digest && hasBody(req)) {
+    const { size } = await store.blobs.ingest(digest, req).catch(mapStoreError);
+    store.index.linkBlob(repositoryId, digest, size);
+    return blobCreated(req, res, name, digest);
+  }
+  const uuid = store.index.startUpload(repositoryId);
+  await store.blobs.createUpload(uuid);
+  uploadHeaders(req, res, name, uuid, 0);
+  res.status(202).set('Content-Length', '0').end();
+}
+
+function session(gw: Gateway, repositoryId: number, uuid: string): void {
+  if (!/^[0-9a-f-]{36}$/.test(uuid) || gw.localStore().index.uploadRepository(uuid) !== repositoryId) {
+    throw new RegistryError('BLOB_UPLOAD_UNKNOWN', 'blob upload unknown to registry', { uuid });
+  }
+}
+
+export async function patchUpload(gw: Gateway, req: Request, res: Response, name: string, repositoryId: number, uuid: string): Promise<void> {
+  session(gw, repositoryId, uuid);
+  const store = gw.localStore();
+  const contentRange = req.get('content-range');
+  let start: number | undefined;
+  if (contentRange !== undefined) {
+    const m = /^(\d+)-(\d+)$/.exec(contentRange.trim());
+    if (!m) throw new RegistryError('BLOB_UPLOAD_INVALID', `Content-Range must be <start>-<end>, got '${contentRange}'`, undefined, 416);
+    start = Number(m[1]);
+    const length = req.get('content-length');
+    if (length !== undefined && Number(length) !== Number(m[2]) - start + 1) {
+      throw new RegistryError('SIZE_INVALID', `Content-Length ${length} does not match Content-Range ${contentRange}`);
+    }
+  }
+  let size: number;
+  try {
+    size = await store.blobs.append(uuid, req, start === undefined ? {} : { start });
+  } catch (err) {
+    if (err instanceof UploadRangeError) {
+      uploadHeaders(req, res, name, uuid, err.size);
+      throw new RegistryError('RANGE_INVALID', `the chunk must start at ${err.size}`, { expectedStart: err.size });
+    }
+    throw err;
+  }
+  uploadHeaders(req, res, name, uuid, size);
+  res.status(202).set('Content-Length', '0').end();
+}
+
+export async function finishUpload(gw: Gateway, req: Request, res: Response, name: string, repositoryId: number, uuid: string): Promise<void> {
+  session(gw, repositoryId, uuid);
+  const digest = digestParam(req);
+  if (!digest) throw new RegistryError('DIGEST_INVALID', 'the digest query parameter is required to complete an upload');
+  const store = gw.localStore();
+  if (hasBody(req)) {
+    const contentRange = req.get('content-range');
+    const start = contentRange && /^(\d+)-(\d+)$/.exec(contentRange.trim()) ? Number(contentRange.split('-')[0]) : undefined;
+    try {
+      await store.blobs.append(uuid, req, start === undefined ? {} : { start });
+    } catch (err) {
+      if (err instanceof UploadRangeError) {
+        uploadHeaders(req, res, name, uuid, err.size);
+        throw new RegistryError('RANGE_INVALID', `the chunk must start at ${err.size}`);
+      }
+      throw err;
+    }
+  }
+  try {
+    const { size } = await store.blobs.commit(uuid, digest);
+    store.index.linkBlob(repositoryId, digest, size);
+  } catch (err) {
+    // A failed verification ends the session: the client starts over.
+    store.index.endUpload(uuid);
+    await store.blobs.cancel(uuid).catch(() => undefined);
+    mapStoreError(err);
+  }
+  store.index.endUpload(uuid);
+  blobCreated(req, res, name, digest);
+}
+
+export async function uploadStatus(gw: Gateway, req: Request, res: Response, name: string, repositoryId: number, uuid: string): Promise<void> {
+  session(gw, repositoryId, uuid);
+  const size = await gw.localStore().blobs.uploadSize(uuid);
+  if (size === undefined) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', 'blob upload unknown to registry', { uuid });
+  uploadHeaders(req, res, name, uuid, size);
+  res.status(204).end();
+}
+
+export async function cancelUpload(gw: Gateway, res: Response, repositoryId: number, uuid: string): Promise<void> {
+  session(gw, repositoryId, uuid);
+  const store = gw.localStore();
+  store.index.endUpload(uuid);
+  await store.blobs.cancel(uuid);
+  res.status(204).end();
+}
