@@ -114,3 +114,33 @@ async function launchWithLogFile(dir: string, logFile: string) {
     },
   };
 }
+
+t.test('workers: several processes serve one port; SIGTERM stops them all with exit 0', async (t) => {
+  const p = await startProxyd({ settings: { workers: 2 }, plugins: { hello: { enabled: true } } });
+  const launched = () => new Set(p.lines.filter((l) => l.includes('Smart proxy has launched')).map((l) => JSON.parse(l).pid as number));
+  for (let i = 0; i < 50 && launched().size < 2; i++) await new Promise((r) => setTimeout(r, 100));
+  t.equal(launched().size, 2, 'two worker processes are listening');
+  const pids = new Set<number>();
+  for (let i = 0; i < 20; i++) {
+    t.equal((await request(`${p.httpUrl}/hello/ping`)).status, 200);
+    const line = p.lines.filter((l) => l.includes('Finished GET /hello/ping')).at(-1);
+    if (line) pids.add(JSON.parse(line).pid as number);
+  }
+  t.equal(pids.size, 2, 'requests are served by both workers');
+  t.equal(await p.stop('SIGTERM'), 0);
+  t.equal(p.lines.filter((l) => l.includes('proxyd stopped')).length, 2, 'each worker stopped gracefully');
+});
+
+t.test('workers: a worker that cannot start fails start-up with exit 1', async (t) => {
+  const blocker = net.createServer();
+  await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => blocker.close());
+  const port = (blocker.address() as net.AddressInfo).port;
+  const p0 = await startProxyd({});
+  await p0.stop();
+  const file = join(p0.dir, 'busy-workers.yml');
+  writeSettings(file, { bind_host: '127.0.0.1', http_port: port, log_file: 'STDOUT', workers: 2 });
+  const r = await run([PROXYD, '--settings', file]);
+  t.equal(r.code, 1);
+  t.match(r.stderr, /Exiting: cannot listen for http on 127\.0\.0\.1:\d+: .*EADDRINUSE/);
+});

@@ -3,7 +3,9 @@
 // stop; SIGUSR1 reopens the log file.
 import { resolve } from 'node:path';
 import { Command } from 'commander';
+import { runPrimary, isWorker, reportToPrimary } from '../cluster.ts';
 import { Daemon, VERSION } from '../daemon.ts';
+import { createLogging } from '../logging/logger.ts';
 import { DEFAULT_SETTINGS_FILE, loadGlobalSettings, locateSettings, type GlobalSettings } from '../settings/global.ts';
 
 const program = new Command('proxyd')
@@ -31,6 +33,13 @@ try {
 if (opts.check) {
   process.stdout.write(`${global.source}: settings are valid\n`);
   process.exit(0);
+}
+
+if (global.workers > 1 && !isWorker()) {
+  const { logger, flush } = createLogging({ logFile: global.log_file, level: global.log_level, bufferSize: 0, bufferErrors: 0 });
+  const code = await runPrimary(global.workers, logger);
+  flush();
+  process.exit(code);
 }
 
 // Handlers go in before start-up so that a signal arriving while plugins start
@@ -62,7 +71,9 @@ process.on('SIGUSR1', () => {
 
 try {
   daemon = await Daemon.start(global);
+  reportToPrimary({ type: 'ready' });
 } catch (err) {
+  reportToPrimary({ type: 'startup-failed', message: (err as Error).message });
   startupError(err);
 }
 if (pending) onStopSignal(pending);
