@@ -309,7 +309,12 @@ export class BlobStore {
         try {
           written = await writeBody(fh, body, size, hash, opts.maxBytes, () => new BodyTooLargeError(opts.maxBytes ?? 0));
         } catch (err) {
-          await fh.truncate(size);
+          try {
+            await fh.truncate(size);
+          } catch {
+            this.hashes.delete(uuid);
+            throw err; // the body's error is the one to report; commit re-hashes whatever is left
+          }
           if (base !== undefined) {
             // The file holds the same bytes as before again; the saved hash still covers it.
             const after = await fh.stat({ bigint: true });

@@ -1,0 +1,38 @@
+// Maintenance of the embedded store, for `proxyctl gc` and `proxyctl verify`
+// (trusted host + client certificate, like the other admin routes).
+//
+//   POST /container_gateway/admin/gc      200 {"removed":N,"bytes":B,"forgotten":F}
+//   GET  /container_gateway/admin/verify  200 application/x-ndjson: {"digest","ok","size"} per blob,
+//                                         then {"checked":N,"bad":M}
+import express, { type RequestHandler, type Router } from 'express';
+import type { LocalStore } from '../gateway.ts';
+
+/** Blobs younger than this are never collected: an upload may be linking them right now. */
+export const GC_GRACE_MS = 10 * 60 * 1000;
+
+export function storeAdminRouter(trustedClient: RequestHandler, store: () => LocalStore): Router {
+  const router = express.Router();
+  router.post('/admin/gc', trustedClient, async (req, res) => {
+    const { index, blobs } = store();
+    const forgotten = index.forgetUnlinkedBlobs();
+    const result = await blobs.gc((digest) => index.blobReferenced(digest), { graceMs: GC_GRACE_MS });
+    req.log.info(`gc: ${result.removed} blobs (${result.bytes} bytes) removed`);
+    res.json({ ...result, forgotten });
+  });
+  router.get('/admin/verify', trustedClient, async (req, res) => {
+    const { blobs } = store();
+    res.status(200).type('application/x-ndjson');
+    let checked = 0;
+    let bad = 0;
+    for await (const r of blobs.verify()) {
+      checked++;
+      if (!r.ok) {
+        bad++;
+        req.log.error(`verify: blob ${r.digest} does not match its digest`);
+      }
+      if (!res.write(`${JSON.stringify(r)}\n`)) await new Promise((resolve) => res.once('drain', resolve));
+    }
+    res.end(`${JSON.stringify({ checked, bad })}\n`);
+  });
+  return router;
+}
