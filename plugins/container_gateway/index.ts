@@ -4,6 +4,7 @@
 import { definePlugin } from '../../lib/plugins/types.ts';
 import { Gateway } from './gateway.ts';
 import { adminRouter } from './routes/admin.ts';
+import { storeAdminRouter } from './routes/admin-store.ts';
 import { managementRouter } from './routes/management.ts';
 import { pulpcoreRouter } from './routes/pulpcore.ts';
 import { registryRouter } from './routes/registry.ts';
@@ -41,6 +42,8 @@ export default definePlugin<GatewaySettings & Record<string, unknown>>({
     ctx.rootRouter.use(registry);
     ctx.router.use(registry);
     ctx.router.use(managementRouter(gateway));
+    const gw = gateway;
+    if (settings.content_backend === 'local') ctx.router.use(storeAdminRouter(ctx.auth.trustedClient, () => gw.localStore()));
     const db = gateway.db;
     ctx.router.use(
       adminRouter({
