@@ -21,12 +21,22 @@ function grantsOf(gw: Gateway, req: Request): GrantedScope[] {
   return Array.isArray(record?.scopes) ? (record.scopes as GrantedScope[]) : [];
 }
 
+/**
+ * A grant is a ticket, not a title: it counts only while the user still owns
+ * the repository or is mapped to it (a token issued before someone else
+ * created the name grants nothing there).
+ */
+function entitled(gw: Gateway, user: string, name: string): boolean {
+  const repo = gw.db.repositoryInfo(name);
+  return !repo || repo.owner === user || gw.db.userMapped(user, name);
+}
+
 /** Can this request read `name`? (Used for mounts from another repository, too.) */
 export function canPull(gw: Gateway, req: Request, client: RegistryClient, name: string): boolean {
   const repo = gw.db.repositoryInfo(name);
   if (!repo) return false;
   if (!repo.authRequired) return true;
-  if (gw.standalone) return client.kind === 'user' && tokenAllows(grantsOf(gw, req), name, 'pull');
+  if (gw.standalone) return client.kind === 'user' && tokenAllows(grantsOf(gw, req), name, 'pull') && entitled(gw, client.name, name);
   return gw.db.canRead(viewerOf(client), name);
 }
 
@@ -45,7 +55,7 @@ export async function authorizeLocal(gw: Gateway, req: Request, res: Response, n
     throw new RegistryError('NAME_UNKNOWN', 'Repository name unknown', { name });
   }
   if (!gw.standalone) throw new RegistryError('UNSUPPORTED', 'pushes to this proxy are not supported yet: push to the main server');
-  if (client.kind === 'user' && tokenAllows(grantsOf(gw, req), name, action)) {
+  if (client.kind === 'user' && tokenAllows(grantsOf(gw, req), name, action) && entitled(gw, client.name, name)) {
     return { client, repositoryId: index.repositoryId(name), user: client.name };
   }
   const scope = `repository:${name}:${action === 'delete' ? 'delete' : 'pull,push'}`;

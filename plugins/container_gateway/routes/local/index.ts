@@ -21,7 +21,8 @@ export const local = {
     }
     if (req.method === 'PUT') {
       const { repositoryId, user } = await authorizeLocal(gw, req, res, name, 'push');
-      return putManifest(gw, req, res, name, repositoryId ?? gw.localStore().index.ensureRepository(name, user), reference, isDigest);
+      // The repository is created only when the manifest is stored.
+      return putManifest(gw, req, res, name, repositoryId, () => gw.localStore().index.ensureRepository(name, user), reference, isDigest);
     }
     const { repositoryId } = await authorizeLocal(gw, req, res, name, 'delete');
     return deleteManifest(gw, res, existing(repositoryId, name), reference, isDigest);
@@ -38,11 +39,15 @@ export const local = {
 
   async uploads(gw: Gateway, req: Request, res: Response, name: string, uuid: string | undefined): Promise<void> {
     const { repositoryId, user, client } = await authorizeLocal(gw, req, res, name, 'push');
-    const id = repositoryId ?? gw.localStore().index.ensureRepository(name, user);
     if (uuid === undefined) {
       if (req.method !== 'POST') throw new RegistryError('UNSUPPORTED', `${req.method} is not supported here`);
-      return startUpload(gw, req, res, name, id, (repo) => canPull(gw, req, client, repo));
+      // Starting an upload is the first step of a push: it creates the repository.
+      const created = repositoryId ?? gw.localStore().index.ensureRepository(name, user);
+      return startUpload(gw, req, res, name, created, (repo) => canPull(gw, req, client, repo));
     }
+    // A session belongs to an existing repository; a request about none creates nothing.
+    if (repositoryId === undefined) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', 'blob upload unknown to registry', { uuid });
+    const id = repositoryId;
     if (req.method === 'PATCH') return patchUpload(gw, req, res, name, id, uuid);
     if (req.method === 'PUT') return finishUpload(gw, req, res, name, id, uuid);
     if (req.method === 'GET') return uploadStatus(gw, req, res, name, id, uuid);

@@ -24,34 +24,39 @@ export function getManifest(gw: Gateway, req: Request, res: Response, repository
   res.end(req.method === 'HEAD' ? undefined : m.content);
 }
 
+/** Past the limit, the rest of a body is read and dropped (up to this much) so the client hears the 413. */
+const DISCARD_LIMIT = 64 * 1024 * 1024;
+
 function readManifestBody(req: Request): Promise<Buffer> {
+  const tooLarge = () => new RegistryError('SIZE_INVALID', `manifests are limited to ${MANIFEST_LIMIT} bytes`, undefined, 413);
   const declared = Number(req.get('content-length') ?? 0);
-  if (declared > MANIFEST_LIMIT) return Promise.reject(new RegistryError('SIZE_INVALID', `manifests are limited to ${MANIFEST_LIMIT} bytes`, undefined, 413));
+  if (declared > MANIFEST_LIMIT + DISCARD_LIMIT) return Promise.reject(tooLarge());
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
     req.on('data', (c: Buffer) => {
       size += c.length;
-      if (size > MANIFEST_LIMIT) {
-        req.pause();
-        reject(new RegistryError('SIZE_INVALID', `manifests are limited to ${MANIFEST_LIMIT} bytes`, undefined, 413));
-        return;
-      }
-      chunks.push(c);
+      if (size <= MANIFEST_LIMIT) chunks.push(c);
+      else if (size > MANIFEST_LIMIT + DISCARD_LIMIT) req.destroy();
     });
-    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('end', () => (size > MANIFEST_LIMIT ? reject(tooLarge()) : resolve(Buffer.concat(chunks))));
     req.on('error', reject);
+    req.on('close', () => {
+      if (!req.complete) reject(tooLarge());
+    });
   });
 }
 
-export async function putManifest(gw: Gateway, req: Request, res: Response, name: string, repositoryId: number, reference: string, isDigest: boolean): Promise<void> {
+export async function putManifest(gw: Gateway, req: Request, res: Response, name: string, existingId: number | undefined, create: () => number, reference: string, isDigest: boolean): Promise<void> {
   const body = await readManifestBody(req);
   const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
   if (isDigest && reference !== digest) throw new RegistryError('DIGEST_INVALID', `the manifest's digest is ${digest}, not ${reference}`);
   const parsed = parseManifest(body, req.get('content-type'));
   const index = gw.localStore().index;
-  const missing = index.missingChildren(repositoryId, parsed.blobs, parsed.manifests);
+  const children = [...parsed.blobs, ...parsed.manifests];
+  const missing = existingId === undefined ? children : index.missingChildren(existingId, parsed.blobs, parsed.manifests);
   if (missing.length > 0) throw new RegistryError('MANIFEST_BLOB_UNKNOWN', 'the manifest references blobs or manifests unknown to this repository', { missing });
+  const repositoryId = existingId ?? create();
   index.putManifest(
     repositoryId,
     {

@@ -32,7 +32,10 @@ function digestParam(req: Request): string | undefined {
   const d = req.query.digest;
   if (d === undefined) return undefined;
   if (typeof d !== 'string') throw new RegistryError('DIGEST_INVALID', 'digest must be given once');
-  return checkDigest(d);
+  checkDigest(d);
+  // The store verifies sha256; refuse others before any state changes.
+  if (!/^sha256:[a-f0-9]{64}$/.test(d)) throw new RegistryError('DIGEST_INVALID', `only sha256 digests are supported, got '${d.slice(0, 80)}'`);
+  return d;
 }
 
 function mapStoreError(err: unknown): never {
@@ -43,7 +46,7 @@ function mapStoreError(err: unknown): never {
 
 export async function startUpload(gw: Gateway, req: Request, res: Response, name: string, repositoryId: number, canPull: (repo: string) => boolean): Promise<void> {
   const store = gw.localStore();
-  const mount = typeof req.query.mount === 'string' ? checkDigest(req.query.mount) : undefined;
+  const mount = typeof req.query.mount === 'string' && /^sha256:[a-f0-9]{64}$/.test(req.query.mount) ? req.query.mount : undefined;
   if (mount) {
     const from = typeof req.query.from === 'string' ? req.query.from : undefined;
     const source = from ? store.index.repositoryId(from) : undefined;
