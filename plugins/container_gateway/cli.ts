@@ -64,11 +64,12 @@ async function call(ctx: PluginCliContext, cmd: Command, method: 'GET' | 'POST' 
     throw new Exit(2, `${target.url} is unreachable: ${(err as Error).message}`);
   }
   if (res.status >= 200 && res.status < 300) return res.data;
-  let message = errorOf(res.data) ?? `${method} ${path} answered ${res.status}`;
-  if (res.status === 404 && message === 'Requested url was not found') {
-    message = `${target.url} has no container gateway admin API (${method} ${path}: ${message}): is container_gateway running there, in standalone mode (no foreman_url)?`;
+  const error = errorOf(res.data);
+  if (res.status >= 500) throw new Exit(2, `${method} ${path} answered ${res.status}${error ? `: ${error}` : ''}`);
+  if (res.status === 404 && (error === undefined || error === 'Requested url was not found')) {
+    throw new Exit(1, `${target.url} has no container gateway admin API (${method} ${path} answered 404): is container_gateway running there, in standalone mode (no foreman_url)?`);
   }
-  throw new Exit(res.status >= 500 ? 2 : 1, message);
+  throw new Exit(1, error ?? `${method} ${path} answered ${res.status}`);
 }
 
 function checkUser(name: string): string {
@@ -121,6 +122,8 @@ function promptHidden(prompt: string): Promise<string> {
   process.stderr.write(prompt);
   return new Promise((resolve, reject) => {
     let value = '';
+    /** Inside an escape sequence (arrow keys...): ESC, then '[' and parameters up to a final byte. */
+    let escape: '' | 'esc' | 'csi' = '';
     const finish = (err?: Exit) => {
       stdin.off('data', onData);
       stdin.setRawMode(false);
@@ -131,12 +134,20 @@ function promptHidden(prompt: string): Promise<string> {
     };
     const onData = (chunk: string) => {
       for (const ch of chunk) {
+        if (escape === 'esc') {
+          escape = ch === '[' || ch === 'O' ? 'csi' : '';
+          continue;
+        }
+        if (escape === 'csi') {
+          if (ch >= '@' && ch <= '~') escape = '';
+          continue;
+        }
         if (ch === '\r' || ch === '\n') return finish();
         if (ch === '\u0003') return finish(new Exit(130, 'interrupted'));
         if (ch === '\u0004') return value === '' ? finish(new Exit(64, 'no password given')) : finish();
         if (ch === '\u007f' || ch === '\b') value = [...value].slice(0, -1).join('');
         else if (ch === '\u0015') value = '';
-        else if (ch === '\u001b') return; // an escape sequence (arrow keys...): drop the rest of it
+        else if (ch === '\u001b') escape = 'esc';
         else if (ch >= ' ') value += ch;
       }
     };

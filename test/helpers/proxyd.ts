@@ -27,8 +27,9 @@ export function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv 
  * Spawn node with `argv`. tap's process tracker re-adds its loader to
  * NODE_OPTIONS inside spawn(); `env -u` drops it again just before exec.
  */
-export function spawnNode(argv: string[], options: { cwd: string; env: NodeJS.ProcessEnv }): ChildProcess {
-  return spawn('env', ['-u', 'NODE_OPTIONS', process.execPath, ...argv], { ...options, stdio: ['ignore', 'pipe', 'pipe'] });
+export function spawnNode(argv: string[], options: { cwd: string; env: NodeJS.ProcessEnv; stdin?: 'ignore' | 'pipe' }): ChildProcess {
+  const { stdin = 'ignore', ...rest } = options;
+  return spawn('env', ['-u', 'NODE_OPTIONS', process.execPath, ...argv], { ...rest, stdio: [stdin, 'pipe', 'pipe'] });
 }
 
 /** Ask the OS for a free port on 127.0.0.1. */
@@ -180,10 +181,18 @@ export function launch(
   );
 }
 
-/** Run a command to completion; resolves with its exit code and output. */
-export function run(argv: string[], env: Record<string, string> = {}, cwd = ROOT): Promise<{ code: number | null; stdout: string; stderr: string }> {
+/**
+ * Run a command to completion; resolves with its exit code and output. Its
+ * stdin is /dev/null, or a pipe that receives `input` and is then closed.
+ */
+export function run(argv: string[], env: Record<string, string> = {}, cwd = ROOT, input?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((res) => {
-    const proc = spawnNode(argv, { cwd, env: childEnv(env) });
+    const proc = spawnNode(argv, { cwd, env: childEnv(env), stdin: input === undefined ? 'ignore' : 'pipe' });
+    if (input !== undefined) {
+      // The program may exit without reading it all: that is not an error here.
+      proc.stdin!.on('error', () => {});
+      proc.stdin!.end(input);
+    }
     let stdout = '';
     let stderr = '';
     proc.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));

@@ -43,7 +43,8 @@ function parse(stored: string): Parsed | undefined {
   const hash = Buffer.from(m[5]!, 'base64');
   // A power of two above 1, and nothing that would not fit in maxmem (128·N·r bytes).
   if (N < 2 || (N & (N - 1)) !== 0 || r < 1 || p < 1 || 128 * N * r > SCRYPT_MAXMEM) return undefined;
-  if (salt.length < 8 || hash.length < 16 || hash.length > 64) return undefined;
+  // Never weaker than what hashPassword makes (a truncated hash would still match its prefix).
+  if (salt.length < SALT_BYTES || hash.length < KEY_BYTES || hash.length > 64) return undefined;
   return { N, r, p, salt, hash };
 }
 
