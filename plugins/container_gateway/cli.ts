@@ -55,11 +55,11 @@ function errorOf(data: unknown): string | undefined {
   return typeof error === 'string' ? error : undefined;
 }
 
-async function call(ctx: PluginCliContext, cmd: Command, method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, data?: unknown): Promise<unknown> {
+async function call(ctx: PluginCliContext, cmd: Command, method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, data?: unknown, timeout?: number): Promise<unknown> {
   const target = ctx.target(cmd);
   let res;
   try {
-    res = await target.http.request({ method, url: path, ...(data === undefined ? {} : { data }) });
+    res = await target.http.request({ method, url: path, ...(data === undefined ? {} : { data }), ...(timeout === undefined ? {} : { timeout }) });
   } catch (err) {
     throw new Exit(2, `${target.url} is unreachable: ${(err as Error).message}`);
   }
@@ -175,6 +175,49 @@ function table(rows: string[][]): string {
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n');
 }
 
+const STORE = '/container_gateway/admin';
+
+/** GET .../verify streams one JSON line per blob, then {checked, bad}. */
+async function verifyStore(ctx: PluginCliContext, cmd: Command, json: boolean): Promise<{ checked: number; bad: number }> {
+  const target = ctx.target(cmd);
+  let res;
+  try {
+    res = await target.http.request({ method: 'GET', url: `${STORE}/verify`, responseType: 'stream', timeout: 0 });
+  } catch (err) {
+    throw new Exit(2, `${target.url} is unreachable: ${(err as Error).message}`);
+  }
+  if (res.status !== 200) {
+    res.data.resume();
+    throw new Exit(res.status >= 500 ? 2 : 1, `GET ${STORE}/verify answered ${res.status}: is container_gateway running with content_backend: local?`);
+  }
+  const tty = !json && process.stderr.isTTY;
+  let checked = 0;
+  let bytes = 0;
+  let summary: { checked: number; bad: number } | undefined;
+  let rest = '';
+  for await (const chunk of res.data as AsyncIterable<Buffer>) {
+    rest += chunk.toString('utf8');
+    const lines = rest.split('\n');
+    rest = lines.pop()!;
+    for (const line of lines.filter(Boolean)) {
+      const record = JSON.parse(line) as { digest?: string; ok?: boolean; size?: number; checked?: number; bad?: number };
+      if (json) process.stdout.write(`${line}\n`);
+      if (record.digest === undefined) {
+        summary = { checked: record.checked ?? 0, bad: record.bad ?? 0 };
+        continue;
+      }
+      checked++;
+      bytes += record.size ?? 0;
+      if (!record.ok && !json) process.stdout.write(`BAD ${record.digest}\n`);
+      // A progress line on a terminal; scripts get the plain lines.
+      if (tty) process.stderr.write(`\rverifying: ${checked} blobs, ${(bytes / 1e9).toFixed(2)} GB`);
+    }
+  }
+  if (tty) process.stderr.write('\n');
+  if (!summary) throw new Exit(2, 'the verification ended before its summary: the daemon may have stopped');
+  return summary;
+}
+
 interface RepositoryRow {
   name: string;
   public: boolean;
@@ -233,6 +276,25 @@ const register: PluginCli = (program, ctx) => {
         ? table([['REPOSITORY', 'VISIBILITY', 'OWNER'], ...rows.map((r) => [r.name, r.public ? 'public' : 'private', r.owner ?? '-'])])
         : '(no repositories)';
       ctx.print(cmd, rows, text);
+    }));
+
+  program
+    .command('gc')
+    .description('delete stored blobs that no repository references (safe while uploads run)')
+    .option('--json', 'machine-readable output')
+    .action(action(async (_opts: unknown, cmd: Command) => {
+      const data = (await call(ctx, cmd, 'POST', `${STORE}/gc`, undefined, 0)) as { removed: number; bytes: number };
+      ctx.print(cmd, data, `${data.removed} blobs removed, ${(data.bytes / 1e6).toFixed(1)} MB freed`);
+    }));
+
+  program
+    .command('verify')
+    .description('re-hash every stored blob against its digest; exit 1 if any is bad')
+    .option('--json', 'JSON lines: one per blob, then the summary')
+    .action(action(async (opts: { json?: boolean }, cmd: Command) => {
+      const summary = await verifyStore(ctx, cmd, opts.json === true);
+      if (!opts.json) process.stdout.write(`${summary.checked} blobs checked, ${summary.bad} bad\n`);
+      if (summary.bad > 0) process.exitCode = 1;
     }));
 
   for (const visibility of ['public', 'private'] as const) {
