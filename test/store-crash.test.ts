@@ -103,3 +103,29 @@ t.test('SIGKILL mid-upload, restart: no partial blob, the upload works again, ve
   t.equal(verify.code, 0, `proxyctl verify: ${verify.stderr}`);
   t.match(verify.stdout, /1 blobs? checked, 0 bad/);
 });
+
+t.test('proxyctl gc removes blobs no repository references, and only those', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'store-gc-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const p = await startProxyd({ fixtures: false, plugins: { container_gateway: { enabled: true, sqlite_db_path: join(dir, 'gw.db'), storage_path: join(dir, 'storage'), gc_grace_period: 0 } } });
+  t.teardown(() => p.stop());
+  await request(`${p.httpUrl}/container_gateway/admin/users`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'alice', password: 'pw-alice-1' }) });
+  const login = await request(`${p.httpUrl}/v2/token?scope=repository:alice/gc:pull,push,delete`, { headers: { Authorization: `Basic ${Buffer.from('alice:pw-alice-1').toString('base64')}` } });
+  const auth = { Authorization: `Bearer ${login.json().token}` };
+  const blobs = ['kept', 'dropped'].map((text) => ({ bytes: Buffer.from(text), digest: `sha256:${createHash('sha256').update(text).digest('hex')}` }));
+  for (const b of blobs) {
+    const r = await request(`${p.httpUrl}/v2/alice/gc/blobs/uploads/?digest=${b.digest}`, { method: 'POST', headers: { ...auth, 'Content-Type': 'application/octet-stream', 'Content-Length': String(b.bytes.length) }, body: b.bytes.toString() });
+    t.equal(r.status, 201);
+  }
+  t.equal((await request(`${p.httpUrl}/v2/alice/gc/blobs/${blobs[1]!.digest}`, { method: 'DELETE', headers: auth })).status, 202);
+  const gc = await run([PROXYCTL, '--url', p.httpUrl, 'gc', '--json']);
+  t.equal(gc.code, 0, gc.stderr);
+  t.match(JSON.parse(gc.stdout), { removed: 1 });
+  const file = (d: string) => join(dir, 'storage', 'blobs', 'sha256', d.slice(7, 9), d.slice(7));
+  t.ok(existsSync(file(blobs[0]!.digest)), 'the linked blob stays');
+  t.notOk(existsSync(file(blobs[1]!.digest)), 'the unlinked blob is gone');
+  t.equal((await request(`${p.httpUrl}/v2/alice/gc/blobs/${blobs[0]!.digest}`, { headers: auth })).body, 'kept');
+  const verify = await run([PROXYCTL, '--url', p.httpUrl, 'verify']);
+  t.equal(verify.code, 0);
+  t.match(verify.stdout, /1 blobs checked, 0 bad/);
+});

@@ -43,7 +43,7 @@ export default definePlugin<GatewaySettings & Record<string, unknown>>({
     ctx.router.use(registry);
     ctx.router.use(managementRouter(gateway));
     const gw = gateway;
-    if (settings.content_backend === 'local') ctx.router.use(storeAdminRouter(ctx.auth.trustedClient, () => gw.localStore()));
+    if (settings.content_backend === 'local') ctx.router.use(storeAdminRouter(ctx.auth.trustedClient, () => gw.localStore(), settings.gc_grace_period * 1000));
     const db = gateway.db;
     ctx.router.use(
       adminRouter({

@@ -5,6 +5,7 @@ export interface GatewaySettings {
   /** 'local' (the embedded store) unless pulp_endpoint is set. */
   readonly content_backend: 'pulp' | 'local';
   readonly storage_path: string;
+  readonly gc_grace_period: number;
   readonly pulp_endpoint: string;
   readonly pulp_registry_path: string;
   readonly client_endpoint?: string;
@@ -34,6 +35,7 @@ const file: PropertySchema = { type: 'string', minLength: 1, fileReadable: true,
 export const SETTINGS_SCHEMA: Record<string, PropertySchema> = {
   content_backend: { enum: ['pulp', 'local'], description: "pulp (a registry at pulp_endpoint) or local (the embedded store)" },
   storage_path: { type: 'string', minLength: 1, default: '/var/lib/foreman-proxy/container_gateway/storage', description: 'a directory path' },
+  gc_grace_period: { type: 'number', minimum: 0, default: 600, description: 'seconds a new blob is safe from gc (0 or more)' },
   pulp_endpoint: { type: 'string', format: 'url' },
   pulp_registry_path: { type: 'string', pattern: '^/(.*/)?$', default: '/pulpcore_registry/v2/', description: "a URL path starting and ending with '/'" },
   client_endpoint: { type: 'string', format: 'url' },

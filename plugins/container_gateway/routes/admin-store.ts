@@ -7,15 +7,13 @@
 import express, { type RequestHandler, type Router } from 'express';
 import type { LocalStore } from '../gateway.ts';
 
-/** Blobs younger than this are never collected: an upload may be linking them right now. */
-export const GC_GRACE_MS = 10 * 60 * 1000;
-
-export function storeAdminRouter(trustedClient: RequestHandler, store: () => LocalStore): Router {
+/** `graceMs`: blobs younger than this are never collected, an upload may be linking them right now. */
+export function storeAdminRouter(trustedClient: RequestHandler, store: () => LocalStore, graceMs: number): Router {
   const router = express.Router();
   router.post('/admin/gc', trustedClient, async (req, res) => {
     const { index, blobs } = store();
     const forgotten = index.forgetUnlinkedBlobs();
-    const result = await blobs.gc((digest) => index.blobReferenced(digest), { graceMs: GC_GRACE_MS });
+    const result = await blobs.gc((digest) => index.blobReferenced(digest), { graceMs });
     req.log.info(`gc: ${result.removed} blobs (${result.bytes} bytes) removed`);
     res.json({ ...result, forgotten });
   });
