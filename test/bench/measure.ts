@@ -1,9 +1,10 @@
 // Measuring tools of the benchmark: wrk runs (parsed), timed blob downloads
-// with curl, a verifying download (size + sha256) with node:http, and a
-// sampler of a process's memory and CPU time from /proc.
+// with curl, a verifying download (size + sha256) with node:http, and
+// samplers of memory and CPU time from /proc (one process, or a cluster
+// primary with its workers).
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 
 // ---------------------------------------------------------------------------
@@ -180,7 +181,8 @@ export function request(method: string, url: string, headers: Record<string, str
 
 let clockTicks: number | undefined;
 
-async function ticksPerSecond(): Promise<number> {
+/** The kernel's clock ticks per second (units of utime/stime in /proc/<pid>/stat). */
+export async function ticksPerSecond(): Promise<number> {
   if (clockTicks === undefined) {
     const r = await exec('getconf', ['CLK_TCK'], 5000).catch(() => undefined);
     clockTicks = Number(r?.stdout.trim()) || 100;
@@ -282,4 +284,163 @@ export function median(values: number[]): number {
   const s = [...values].sort((a, b) => a - b);
   const mid = Math.floor(s.length / 2);
   return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+// ---------------------------------------------------------------------------
+// Process groups (a cluster primary and its workers)
+// ---------------------------------------------------------------------------
+
+/** Direct children of a process (from /proc/<pid>/task/<tid>/children), sorted. */
+export function childrenOf(pid: number): number[] {
+  const out = new Set<number>();
+  let tasks: string[];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return [];
+  }
+  for (const tid of tasks) {
+    try {
+      for (const c of readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim().split(/\s+/)) if (c) out.add(Number(c));
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return [...out].sort((a, b) => a - b);
+}
+
+/**
+ * Bytes a process has read and written through system calls so far
+ * (/proc/<pid>/io rchar, wchar: sockets and files alike), or undefined when
+ * the process is gone.
+ */
+export function ioOf(pid: number): { rchar: number; wchar: number } | undefined {
+  try {
+    const io = readFileSync(`/proc/${pid}/io`, 'utf8');
+    const r = /^rchar:\s+(\d+)/m.exec(io);
+    const w = /^wchar:\s+(\d+)/m.exec(io);
+    return r && w ? { rchar: Number(r[1]), wchar: Number(w[1]) } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export interface MemberPeak {
+  name: string;
+  pid: number;
+  /** Highest sampled VmRSS, kB. */
+  peakRssKb: number;
+  /** VmHWM (kernel high-water mark, start-up included) when last seen, kB. */
+  hwmKb: number;
+}
+
+export interface GroupUsage {
+  seconds: number;
+  /** CPU seconds per member (primary, worker1, ...) and per extra watched process. */
+  cpu: Record<string, number>;
+  /** Highest sampled VmRSS per member during the phase, kB. */
+  peakRssKb: Record<string, number>;
+  /** Highest sampled sum of the members' VmRSS during the phase, kB. */
+  peakSumKb: number;
+}
+
+/**
+ * Like ProcSampler, for a process and its children (a node:cluster primary
+ * and its workers): every `intervalMs` the children are listed again and the
+ * VmRSS of each member read, keeping the peak per process and the peak of
+ * their sum (members read in the same tick). Members are named `primary`,
+ * `worker1`, `worker2`, ... in order of appearance; a worker that was
+ * replaced (a restart) shows up as a further name, which `stop()` reports.
+ */
+export class ProcGroupSampler {
+  readonly members = new Map<number, MemberPeak>();
+  peakSumKb = 0;
+  samples = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private phasePeak = new Map<number, number>();
+  private phaseSum = 0;
+  private ticks = 100;
+  private workers = 0;
+
+  constructor(
+    readonly primaryPid: number,
+    /** Other processes whose CPU time phases report (e.g. the registry). */
+    readonly extra: Record<string, number> = {},
+    readonly intervalMs = 50,
+  ) {}
+
+  async start(): Promise<void> {
+    this.ticks = await ticksPerSecond();
+    this.sample();
+    this.timer = setInterval(() => this.sample(), this.intervalMs);
+    this.timer.unref();
+  }
+
+  /** The live members by name. */
+  live(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const pid of [this.primaryPid, ...childrenOf(this.primaryPid)]) {
+      this.member(pid);
+      out[this.members.get(pid)!.name] = pid;
+    }
+    return out;
+  }
+
+  private member(pid: number): MemberPeak {
+    let m = this.members.get(pid);
+    if (!m) {
+      m = { name: pid === this.primaryPid ? 'primary' : `worker${++this.workers}`, pid, peakRssKb: 0, hwmKb: 0 };
+      this.members.set(pid, m);
+    }
+    return m;
+  }
+
+  private sample(): void {
+    let sum = 0;
+    let seen = 0;
+    for (const pid of [this.primaryPid, ...childrenOf(this.primaryPid)]) {
+      const mem = memoryOf(pid);
+      if (!mem) continue;
+      seen++;
+      const m = this.member(pid);
+      m.peakRssKb = Math.max(m.peakRssKb, mem.rssKb);
+      m.hwmKb = Math.max(m.hwmKb, mem.hwmKb);
+      this.phasePeak.set(pid, Math.max(this.phasePeak.get(pid) ?? 0, mem.rssKb));
+      sum += mem.rssKb;
+    }
+    if (!seen) return;
+    this.samples++;
+    this.peakSumKb = Math.max(this.peakSumKb, sum);
+    this.phaseSum = Math.max(this.phaseSum, sum);
+  }
+
+  private cpuNow(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [name, pid] of Object.entries({ ...this.live(), ...this.extra })) out[name] = cpuSecondsOf(pid, this.ticks) ?? 0;
+    return out;
+  }
+
+  /** Run `work`; report its wall time, CPU seconds per process, and peak RSS per member and summed. */
+  async phase<T>(work: () => Promise<T>): Promise<{ result: T; usage: GroupUsage }> {
+    const cpu0 = this.cpuNow();
+    const t0 = process.hrtime.bigint();
+    this.phasePeak = new Map();
+    this.phaseSum = 0;
+    this.sample();
+    const result = await work();
+    this.sample();
+    const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+    const cpu1 = this.cpuNow();
+    const cpu = Object.fromEntries(Object.entries(cpu1).map(([k, v]) => [k, v - (cpu0[k] ?? v)]));
+    const peakRssKb = Object.fromEntries([...this.phasePeak].map(([pid, kb]) => [this.members.get(pid)!.name, kb]));
+    return { result, usage: { seconds, cpu, peakRssKb, peakSumKb: this.phaseSum } };
+  }
+
+  /** Stop sampling; the members with their peaks (VmHWM read last), in order of appearance. */
+  stop(): { members: MemberPeak[]; peakSumKb: number } {
+    this.sample();
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    return { members: [...this.members.values()], peakSumKb: this.peakSumKb };
+  }
 }

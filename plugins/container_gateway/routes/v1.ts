@@ -1,6 +1,7 @@
 // The v1 leftovers clients still call: /v1/_ping and /v1/search.
 import type { Request, Response } from 'express';
 import { basicUser, sha256 } from '../auth/client.ts';
+import { verifyPassword } from '../auth/passwords.ts';
 import type { Gateway } from '../gateway.ts';
 import { repositoriesOf } from '../upstream/katello.ts';
 
@@ -24,7 +25,18 @@ export async function v1Search(gw: Gateway, req: Request, res: Response): Promis
   const n = typeof req.query.n === 'string' && /^-?\d+$/.test(req.query.n) ? Number(req.query.n) : 25;
   const authorization = req.get('authorization');
   let viewer: { kind: 'user'; name: string } | { kind: 'anonymous' } = { kind: 'anonymous' };
-  if (authorization && authorization !== 'Basic Og==') {
+  if (authorization && authorization !== 'Basic Og==' && gw.standalone) {
+    // Standalone: the password is checked here.
+    const user = basicUser(req);
+    const password = Buffer.from(authorization.replace(/^Basic\s+/i, ''), 'base64').toString('utf8').slice((user?.length ?? 0) + 1);
+    const hash = user ? gw.db.passwordHash(user) : undefined;
+    if (!user || !hash || !(await verifyPassword(password, hash))) {
+      gw.challenge(req, res);
+      res.status(401).json({ errors: [{ code: 'UNAUTHORIZED', message: 'authentication required' }] });
+      return;
+    }
+    viewer = { kind: 'user', name: user };
+  } else if (authorization && authorization !== 'Basic Og==') {
     const user = basicUser(req);
     const katello = gw.requireKatello();
     const reply = await katello.token([], user, authorization);

@@ -1,5 +1,5 @@
-// The embedded store survives a SIGKILL of proxyd in the middle of a 500 MiB
-// upload: after a restart no partial blob is visible, the upload can be done
+// The embedded store through the daemon. It survives a SIGKILL of proxyd mid-
+// way through a 500 MiB upload: after a restart no partial blob is visible,
 // again, and `proxyctl verify` (re-hashing every stored blob) reports 0 bad.
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
@@ -128,4 +128,28 @@ t.test('proxyctl gc removes blobs no repository references, and only those', asy
   const verify = await run([PROXYCTL, '--url', p.httpUrl, 'verify']);
   t.equal(verify.code, 0);
   t.match(verify.stdout, /1 blobs checked, 0 bad/);
+});
+
+t.test('standalone: catalog and search reflect what each user may see', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'store-search-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const p = await startProxyd({ fixtures: false, plugins: { container_gateway: { enabled: true, sqlite_db_path: join(dir, 'gw.db'), storage_path: join(dir, 'storage') } } });
+  t.teardown(() => p.stop());
+  const basic = (u: string) => ({ Authorization: `Basic ${Buffer.from(`${u}:pw-${u}-1`).toString('base64')}` });
+  for (const name of ['alice', 'bob']) {
+    await request(`${p.httpUrl}/container_gateway/admin/users`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name, password: `pw-${name}-1` }) });
+    const token = (await request(`${p.httpUrl}/v2/token?scope=repository:${name}/app:pull,push`, { headers: basic(name) })).json().token;
+    const bytes = `${name} config`;
+    const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+    t.equal((await request(`${p.httpUrl}/v2/${name}/app/blobs/uploads/?digest=${digest}`, { method: 'POST', headers: { Authorization: `Bearer ${token}`, 'Content-Length': String(bytes.length) }, body: bytes })).status, 201);
+    const manifest = JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest, size: bytes.length }, layers: [] });
+    t.equal((await request(`${p.httpUrl}/v2/${name}/app/manifests/v1`, { method: 'PUT', headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' }, body: manifest })).status, 201);
+  }
+  const aliceCatalog = (await request(`${p.httpUrl}/v2/token?scope=registry:catalog:*`, { headers: basic('alice') })).json().token;
+  t.same((await request(`${p.httpUrl}/v2/_catalog`, { headers: { Authorization: `Bearer ${aliceCatalog}` } })).json(), { repositories: ['alice/app'] }, "alice sees her own, not bob's");
+  t.same((await request(`${p.httpUrl}/v2/_catalog`, { headers: { Authorization: 'Bearer unauthenticated' } })).json(), { repositories: [] }, 'anonymous clients see nothing private');
+  t.same((await request(`${p.httpUrl}/v1/search?q=app`, { headers: basic('bob') })).json().results, [{ description: '', name: 'bob/app' }], 'search: bob sees his');
+  t.equal((await request(`${p.httpUrl}/v1/search?q=app`, { headers: { Authorization: `Basic ${Buffer.from('bob:wrong').toString('base64')}` } })).status, 401);
+  t.equal((await run([PROXYCTL, '--url', p.httpUrl, 'repos', 'set-public', 'bob/app'])).code, 0);
+  t.same((await request(`${p.httpUrl}/v2/_catalog`, { headers: { Authorization: 'Bearer unauthenticated' } })).json(), { repositories: ['bob/app'] }, 'a public repository is listed for everyone');
 });
