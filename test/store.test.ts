@@ -1,6 +1,6 @@
-// The embedded store through the daemon. It survives a SIGKILL of proxyd mid-
-// way through a 500 MiB upload: after a restart no partial blob is visible,
-// again, and `proxyctl verify` (re-hashing every stored blob) reports 0 bad.
+// The embedded store through the daemon: a SIGKILL of proxyd midway through a
+// 500 MiB upload leaves no partial blob, the upload can be done again and
+// `proxyctl verify` reports 0 bad; gc; catalog and search per standalone user.
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import http from 'node:http';
