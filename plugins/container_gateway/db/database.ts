@@ -5,6 +5,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { MIGRATIONS } from './migrations.ts';
+import { Statements } from './statements.ts';
 
 export interface RepositoryEntry {
   name: string;
@@ -22,8 +23,7 @@ export type Viewer = { kind: 'host'; uuid: string } | { kind: 'user'; name: stri
 
 export class GatewayDb {
   readonly db: Database.Database;
-  /** Statements are prepared once: preparing costs more than running most of them. */
-  private readonly statements = new Map<string, Database.Statement>();
+  private readonly statements: Statements;
 
   constructor(path: string, busyTimeoutMs: number) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
@@ -31,6 +31,7 @@ export class GatewayDb {
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('foreign_keys = ON');
     this.db.pragma('synchronous = NORMAL');
+    this.statements = new Statements(this.db);
     this.migrate();
   }
 
@@ -50,12 +51,7 @@ export class GatewayDb {
   }
 
   private sql(text: string): Database.Statement {
-    let stmt = this.statements.get(text);
-    if (!stmt) {
-      stmt = this.db.prepare(text);
-      this.statements.set(text, stmt);
-    }
-    return stmt;
+    return this.statements.get(text);
   }
 
   repository(name: string): Repository | undefined {

@@ -4,6 +4,7 @@
 // BlobStore; this index is what makes them visible to a repository.
 import { randomUUID } from 'node:crypto';
 import type Database from 'better-sqlite3';
+import { Statements } from '../db/statements.ts';
 
 export interface StoredManifest {
   digest: string;
@@ -28,17 +29,14 @@ export interface Referrer {
 }
 
 export class ContentIndex {
-  private readonly statements = new Map<string, Database.Statement>();
+  private readonly statements: Statements;
 
-  constructor(private readonly db: Database.Database) {}
+  constructor(private readonly db: Database.Database) {
+    this.statements = new Statements(db);
+  }
 
   private sql(text: string): Database.Statement {
-    let stmt = this.statements.get(text);
-    if (!stmt) {
-      stmt = this.db.prepare(text);
-      this.statements.set(text, stmt);
-    }
-    return stmt;
+    return this.statements.get(text);
   }
 
   repositoryId(name: string): number | undefined {
