@@ -153,3 +153,15 @@ t.test('standalone: catalog and search reflect what each user may see', async (t
   t.equal((await run([PROXYCTL, '--url', p.httpUrl, 'repos', 'set-public', 'bob/app'])).code, 0);
   t.same((await request(`${p.httpUrl}/v2/_catalog`, { headers: { Authorization: 'Bearer unauthenticated' } })).json(), { repositories: ['bob/app'] }, 'a public repository is listed for everyone');
 });
+
+t.test('workers: two processes opening a new database at once both serve the gateway', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'store-workers-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const p = await startProxyd({ fixtures: false, settings: { workers: 2 }, plugins: { container_gateway: { enabled: true, sqlite_db_path: join(dir, 'gw.db'), storage_path: join(dir, 'storage') } } });
+  t.teardown(() => p.stop());
+  const launched = () => p.lines.filter((l) => l.includes('Smart proxy has launched')).length;
+  for (let i = 0; i < 100 && launched() < 2; i++) await new Promise((r) => setTimeout(r, 100));
+  t.equal(launched(), 2);
+  t.notOk(p.lines.some((l) => /container_gateway.*(failed|Disabling)/.test(l) || /duplicate column/.test(l)), 'no worker failed its migrations');
+  for (let i = 0; i < 12; i++) t.equal((await request(`${p.httpUrl}/readyz`)).status, 200, 'every worker is ready');
+});

@@ -216,6 +216,17 @@ export function cpuSecondsOf(pid: number, ticks: number): number | undefined {
   }
 }
 
+/** User and system CPU seconds and minor page faults of a process so far, or undefined when it is gone. */
+export function cpuDetailOf(pid: number, ticks: number): { user: number; sys: number; minflt: number } | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return { user: Number(fields[11]) / ticks, sys: Number(fields[12]) / ticks, minflt: Number(fields[7]) };
+  } catch {
+    return undefined;
+  }
+}
+
 export interface PhaseUsage {
   /** Wall seconds of the phase. */
   seconds: number;
@@ -311,15 +322,16 @@ export function childrenOf(pid: number): number[] {
 
 /**
  * Bytes a process has read and written through system calls so far
- * (/proc/<pid>/io rchar, wchar: sockets and files alike), or undefined when
- * the process is gone.
+ * (/proc/<pid>/io rchar, wchar: sockets and files alike) and read from the
+ * disk (read_bytes: page-cache misses), or undefined when the process is gone.
  */
-export function ioOf(pid: number): { rchar: number; wchar: number } | undefined {
+export function ioOf(pid: number): { rchar: number; wchar: number; readBytes: number } | undefined {
   try {
     const io = readFileSync(`/proc/${pid}/io`, 'utf8');
     const r = /^rchar:\s+(\d+)/m.exec(io);
     const w = /^wchar:\s+(\d+)/m.exec(io);
-    return r && w ? { rchar: Number(r[1]), wchar: Number(w[1]) } : undefined;
+    const d = /^read_bytes:\s+(\d+)/m.exec(io);
+    return r && w ? { rchar: Number(r[1]), wchar: Number(w[1]), readBytes: Number(d?.[1] ?? 0) } : undefined;
   } catch {
     return undefined;
   }

@@ -33,7 +33,7 @@ import { KatelloDouble } from '../helpers/katello-double.ts';
 import { PROXYD, ROOT } from '../helpers/proxyd.ts';
 import { startRegistry, type RunningRegistry } from '../helpers/registry.ts';
 import { startGateway, type RunningGateway } from './gateway.ts';
-import { childrenOf, cpuSecondsOf, curlDownload, ticksPerSecond, exec, fetchHashed, ioOf, median, memoryOf, ProcGroupSampler, ProcSampler, request, runWrk, type Download, type GroupUsage, type PhaseUsage, type WrkResult } from './measure.ts';
+import { childrenOf, cpuDetailOf, cpuSecondsOf, curlDownload, ticksPerSecond, exec, fetchHashed, ioOf, median, memoryOf, ProcGroupSampler, ProcSampler, request, runWrk, type Download, type GroupUsage, type PhaseUsage, type WrkResult } from './measure.ts';
 import { formatProfile, summarizeProfile, type ProfileSummary, type Window } from './profile.ts';
 
 const TARGETS = { manifestRatio: 0.8, blobRatio: 0.6, rssMb: 150 };
@@ -544,8 +544,8 @@ async function waitForWorkers(primaryPid: number, baseUrl: string, count: number
 }
 
 /** rchar/wchar of each named process. */
-function ioByName(pids: Record<string, number>): Record<string, { rchar: number; wchar: number }> {
-  const out: Record<string, { rchar: number; wchar: number }> = {};
+function ioByName(pids: Record<string, number>): Record<string, { rchar: number; wchar: number; readBytes: number }> {
+  const out: Record<string, { rchar: number; wchar: number; readBytes: number }> = {};
   for (const [name, pid] of Object.entries(pids)) {
     const io = ioOf(pid);
     check(io, `cannot read /proc/${pid}/io`);
@@ -554,7 +554,7 @@ function ioByName(pids: Record<string, number>): Record<string, { rchar: number;
   return out;
 }
 
-async function embeddedSection(o: {
+interface EmbeddedInput {
   registry: RunningRegistry;
   /** `oci:<layout>:<tag>` of the image. */
   layout: string;
@@ -562,16 +562,32 @@ async function embeddedSection(o: {
   manifestDigest: string;
   wrkOpts: { threads: number; connections: number; seconds: number };
   nodeArgs: string[];
-}): Promise<EmbeddedOutcome> {
-  const { registry, layer } = o;
-  const layerMiB = (layer.size / 2 ** 20).toFixed(0);
-  const hex = layer.digest.slice('sha256:'.length);
+}
+
+async function embeddedSection(o: EmbeddedInput): Promise<EmbeddedOutcome> {
   const state = tempDir('proxyd-bench-embedded-');
   const storage = join(state, 'storage');
   const dbPath = join(state, 'container_gateway.db');
+  const plugins = { container_gateway: { enabled: true, sqlite_db_path: dbPath, storage_path: storage } };
+  if (opt.workers > 1) {
+    // Workaround: workers that open a *new* database at the same time both run
+    // its migrations (GatewayDb.migrate() reads user_version outside the
+    // migration's transaction), and the loser's container_gateway fails with
+    // "duplicate column name: owner" while the worker keeps serving without it.
+    // A one-worker start creates the schema first; the check below still fails
+    // the run if any worker's plugins are not running.
+    const init = await startGateway({ settings: { log_level: 'WARN', workers: 1 }, plugins, readyTimeoutMs: 60_000 });
+    children.add(init.proc);
+    tempDirs.add(init.dir);
+    const code = await init.stop();
+    children.delete(init.proc);
+    tempDirs.delete(init.dir);
+    check(code === 0, `the one-worker start that creates the database exited with ${code}:\n${init.output()}`);
+    progress(`database schema created by a one-worker start of proxyd (pid ${init.pid}), as concurrent migrations by the workers race`);
+  }
   const gw: RunningGateway = await startGateway({
     settings: { log_level: 'WARN', workers: opt.workers },
-    plugins: { container_gateway: { enabled: true, sqlite_db_path: dbPath, storage_path: storage } },
+    plugins,
     nodeArgs: o.nodeArgs,
     readyTimeoutMs: 60_000,
   });
@@ -579,8 +595,26 @@ async function embeddedSection(o: {
   tempDirs.add(gw.dir);
   cleanups.push({ what: 'proxyd (embedded store)', fn: async () => { const code = await gw.stop(); tempDirs.delete(gw.dir); if (code !== 0) progress(`proxyd (embedded store) exited with code ${code}`); } });
   check(gw.cmdline.startsWith(`${process.execPath} `) && gw.cmdline.includes(PROXYD), `pid ${gw.pid} is not the node process of proxyd: ${gw.cmdline}`);
+  try {
+    return await embeddedRun(o, gw, state, storage, dbPath);
+  } catch (err) {
+    // What the daemon said (warnings and errors of every process) explains most failures.
+    const said = gw.output().split('\n').filter((l) => l && !l.includes("Couldn't find settings file")).slice(-30).join('\n');
+    if (err instanceof Error && said) err.message += `\nlast output of proxyd (embedded store):\n${said}`;
+    throw err;
+  }
+}
+
+async function embeddedRun(o: EmbeddedInput, gw: RunningGateway, state: string, storage: string, dbPath: string): Promise<EmbeddedOutcome> {
+  const { registry, layer } = o;
+  const layerMiB = (layer.size / 2 ** 20).toFixed(0);
+  const hex = layer.digest.slice('sha256:'.length);
   const { pids: workers, attempts } = await waitForWorkers(gw.pid, gw.httpUrl, opt.workers);
   for (const pid of workers) workerPids.add(pid);
+  // Connections are dealt to the workers in turn: each must have its plugins running.
+  const ready: number[] = [];
+  for (let i = 0; i < 4 * opt.workers; i++) ready.push((await request('GET', `${gw.httpUrl}/readyz`, {})).status);
+  check(ready.every((st) => st === 200), `GET /readyz on ${4 * opt.workers} new connections answered ${ready.join(' ')}: a worker's plugins are not all running`);
   progress(`proxyd (embedded store, standalone) on ${gw.httpUrl}: primary pid ${gw.pid}, workers ${workers.join(', ')} (each served a /healthz burst after ${attempts} s); storage ${storage}`);
   const journal = (await exec('sqlite3', [dbPath, 'PRAGMA journal_mode;'], 5000).catch(() => undefined))?.stdout.trim();
   if (journal) progress(`  SQLite journal_mode of ${dbPath}: ${journal}`);
@@ -710,19 +744,32 @@ async function embeddedSection(o: {
   const downloads: Record<'registry' | 'embedded', Download[]> = { registry: [], embedded: [] };
   const blobCpu: Record<string, number> = {};
   const blobPeak: Record<string, number> = {};
+  const blobDiskRead = { registry: 0, embedded: 0 };
+  const ticks = await ticksPerSecond();
   for (let i = 1; i <= opt.runs; i++) {
     for (const [side, url, headers] of [
       ['registry', regBlobUrl, {}],
       ['embedded', embBlobUrl, bearer],
     ] as const) {
+      const servers = side === 'embedded' ? sampler.live() : { registry: registry.proc.pid! };
+      const disk0 = Object.values(ioByName(servers)).reduce((sum, x) => sum + x.readBytes, 0);
+      const detail0 = Object.fromEntries(Object.entries(servers).map(([k, pid]) => [k, cpuDetailOf(pid, ticks)]));
       const get = () => sampler.phase(() => curlDownload(url, headers, 300_000));
       const { result: d, usage } = side === 'embedded' ? await embWindow(`blob GET run ${i}`, get) : await get();
+      const diskRead = Object.values(ioByName(servers)).reduce((sum, x) => sum + x.readBytes, 0) - disk0;
+      // Where the CPU time of the serving process went (user/sys, minor faults).
+      const detail = Object.entries(servers)
+        .map(([k, pid]) => ({ k, a: detail0[k], b: cpuDetailOf(pid, ticks) }))
+        .filter((x) => x.a && x.b && x.b.user + x.b.sys - x.a.user - x.a.sys >= 0.05)
+        .map(({ k, a, b }) => `${k} user ${(b!.user - a!.user).toFixed(2)} sys ${(b!.sys - a!.sys).toFixed(2)} minflt ${b!.minflt - a!.minflt}`)
+        .join(', ');
       check(d.status === 200, `${side} blob GET (run ${i}) answered ${d.status}`);
       check(d.bytes === layer.size, `${side} blob GET (run ${i}) gave ${d.bytes} bytes, not ${layer.size}`);
       downloads[side].push(d);
       for (const [k, v] of Object.entries(usage.cpu)) blobCpu[`${side}.${k}`] = (blobCpu[`${side}.${k}`] ?? 0) + v;
       for (const [k, v] of Object.entries(usage.peakRssKb)) blobPeak[k] = Math.max(blobPeak[k] ?? 0, v);
-      progress(`  run ${i} ${side.padEnd(8)}: ${d.mbPerSec.toFixed(0)} MB/s (${d.seconds.toFixed(2)} s); CPU s: ${Object.entries(usage.cpu).filter(([, v]) => v >= 0.01).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ')}`);
+      blobDiskRead[side] += diskRead;
+      progress(`  run ${i} ${side.padEnd(8)}: ${d.mbPerSec.toFixed(0)} MB/s (${d.seconds.toFixed(2)} s); CPU s: ${Object.entries(usage.cpu).filter(([, v]) => v >= 0.01).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ')}; read from disk (page-cache misses): ${(diskRead / 1e6).toFixed(0)} MB; ${detail}`);
     }
   }
 
@@ -823,6 +870,7 @@ async function embeddedSection(o: {
       registry: { median_mb_per_sec: blobReg, runs_mb_per_sec: downloads.registry.map((x) => x.mbPerSec), runs_seconds: downloads.registry.map((x) => x.seconds) },
       embedded: { median_mb_per_sec: blobEmb, runs_mb_per_sec: downloads.embedded.map((x) => x.mbPerSec), runs_seconds: downloads.embedded.map((x) => x.seconds) },
       cpu_seconds: blobCpu,
+      disk_read_bytes: blobDiskRead,
       sha256_verified: true,
       ratio: blobRatio,
       pass: blobRatio >= T.blobRatio,

@@ -36,10 +36,13 @@ export class GatewayDb {
   }
 
   private migrate(): void {
-    const version = this.db.pragma('user_version', { simple: true }) as number;
-    if (version > MIGRATIONS.length) throw new Error(`database schema version ${version} is newer than this gateway (${MIGRATIONS.length})`);
-    for (let v = version; v < MIGRATIONS.length; v++) {
+    const version = () => this.db.pragma('user_version', { simple: true }) as number;
+    if (version() > MIGRATIONS.length) throw new Error(`database schema version ${version()} is newer than this gateway (${MIGRATIONS.length})`);
+    for (let v = 0; v < MIGRATIONS.length; v++) {
+      // Several workers may open a new database at once: each migration is
+      // applied under the write lock, and only if no one applied it first.
       this.db.transaction(() => {
+        if (version() > v) return;
         this.db.exec(MIGRATIONS[v]!);
         this.db.pragma(`user_version = ${v + 1}`);
       }).immediate();
@@ -115,15 +118,13 @@ export class GatewayDb {
 
   private linkUser(userId: number, names: string[]): void {
     this.sql('DELETE FROM repositories_users WHERE user_id = ?').run(userId);
-    this.db
-      .prepare('INSERT OR IGNORE INTO repositories_users (repository_id, user_id) SELECT id, ? FROM repositories WHERE auth_required = 1 AND name IN (SELECT value FROM json_each(?))')
+    this.sql('INSERT OR IGNORE INTO repositories_users (repository_id, user_id) SELECT id, ? FROM repositories WHERE auth_required = 1 AND name IN (SELECT value FROM json_each(?))')
       .run(userId, JSON.stringify(names));
   }
 
   private linkHost(hostId: number, names: string[]): void {
     this.sql('DELETE FROM hosts_repositories WHERE host_id = ?').run(hostId);
-    this.db
-      .prepare('INSERT OR IGNORE INTO hosts_repositories (host_id, repository_id) SELECT ?, id FROM repositories WHERE auth_required = 1 AND name IN (SELECT value FROM json_each(?))')
+    this.sql('INSERT OR IGNORE INTO hosts_repositories (host_id, repository_id) SELECT ?, id FROM repositories WHERE auth_required = 1 AND name IN (SELECT value FROM json_each(?))')
       .run(hostId, JSON.stringify(names));
   }
 
@@ -239,8 +240,8 @@ export class GatewayDb {
 
   /** The owner of an unexpired token with this checksum. */
   tokenOwner(checksum: string): string | undefined {
-    return this.db
-      .prepare('SELECT u.name FROM authentication_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_checksum = ? AND t.expire_at > ?')
+    return this
+      .sql('SELECT u.name FROM authentication_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_checksum = ? AND t.expire_at > ?')
       .pluck()
       .get(checksum, Date.now()) as string | undefined;
   }

@@ -2,7 +2,7 @@
 import type { Request, Response } from 'express';
 import { RegistryError } from '../../errors.ts';
 import type { Gateway } from '../../gateway.ts';
-import { streamFile } from './stream-file.ts';
+import { sendFile } from './stream-file.ts';
 import { parseRange } from './range.ts';
 
 export async function getBlob(gw: Gateway, req: Request, res: Response, repositoryId: number, digest: string): Promise<void> {
@@ -22,11 +22,11 @@ export async function getBlob(gw: Gateway, req: Request, res: Response, reposito
   } else {
     res.status(200).set('Content-Length', String(size));
   }
-  if (req.method === 'HEAD') {
+  if (req.method === 'HEAD' || size === 0) {
     res.end();
     return;
   }
-  await streamFile(store.blobs.read(digest, range), res);
+  await sendFile(store.blobs.path(digest), range ?? { start: 0, end: size - 1 }, res);
 }
 
 export function deleteBlob(gw: Gateway, res: Response, repositoryId: number, digest: string): void {
