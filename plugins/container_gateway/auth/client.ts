@@ -9,7 +9,8 @@ import type { GatewayDb, Viewer } from '../db/database.ts';
 
 export type RegistryClient =
   | { kind: 'host'; uuid: string }
-  | { kind: 'user'; name: string }
+  /** `grants`: what a standalone token grants (JSON of auth/standalone.ts), read with the owner. */
+  | { kind: 'user'; name: string; grants?: unknown }
   /** No credentials, or the special tokens `unauthenticated` / `unauthorized`. */
   | { kind: 'anonymous'; token?: 'unauthenticated' | 'unauthorized' }
   /** A Bearer token we don't know (or that expired): the client must log in again. */
@@ -63,8 +64,8 @@ export function identifyClient(req: Request, identity: ClientIdentity, db: Gatew
   const token = bearerToken(req);
   if (token === undefined) return { kind: 'anonymous' };
   if (token === 'unauthenticated' || token === 'unauthorized') return { kind: 'anonymous', token };
-  const owner = db.tokenOwner(sha256(token));
-  return owner ? { kind: 'user', name: owner } : { kind: 'invalid' };
+  const record = db.tokenRecord(sha256(token));
+  return record ? { kind: 'user', name: record.user, ...(record.scopes === undefined ? {} : { grants: record.scopes }) } : { kind: 'invalid' };
 }
 
 export function viewerOf(client: RegistryClient): Viewer {

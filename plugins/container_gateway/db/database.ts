@@ -237,12 +237,4 @@ export class GatewayDb {
       this.sql('INSERT INTO authentication_tokens (token_checksum, expire_at, user_id) VALUES (?, ?, ?)').run(checksum, expireAtMs, this.userId(user));
     }).immediate();
   }
-
-  /** The owner of an unexpired token with this checksum. */
-  tokenOwner(checksum: string): string | undefined {
-    return this
-      .sql('SELECT u.name FROM authentication_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_checksum = ? AND t.expire_at > ?')
-      .pluck()
-      .get(checksum, Date.now()) as string | undefined;
-  }
 }

@@ -3,7 +3,7 @@
 // server: reads follow the database rules of the pulp path; writes are the
 // main server's business.
 import type { Request, Response } from 'express';
-import { bearerToken, sha256, viewerOf, type RegistryClient } from '../../auth/client.ts';
+import { viewerOf, type RegistryClient } from '../../auth/client.ts';
 import { tokenAllows, type GrantedScope, type RepositoryAction } from '../../auth/standalone.ts';
 import { RegistryError } from '../../errors.ts';
 import type { Gateway } from '../../gateway.ts';
@@ -15,10 +15,8 @@ export interface LocalAccess {
   user?: string;
 }
 
-function grantsOf(gw: Gateway, req: Request): GrantedScope[] {
-  const token = bearerToken(req);
-  const record = token ? gw.db.tokenRecord(sha256(token)) : undefined;
-  return Array.isArray(record?.scopes) ? (record.scopes as GrantedScope[]) : [];
+function grantsOf(client: RegistryClient): GrantedScope[] {
+  return client.kind === 'user' && Array.isArray(client.grants) ? (client.grants as GrantedScope[]) : [];
 }
 
 /**
@@ -26,17 +24,16 @@ function grantsOf(gw: Gateway, req: Request): GrantedScope[] {
  * the repository or is mapped to it (a token issued before someone else
  * created the name grants nothing there).
  */
-function entitled(gw: Gateway, user: string, name: string): boolean {
-  const repo = gw.db.repositoryInfo(name);
+function entitled(gw: Gateway, user: string, name: string, repo = gw.db.repositoryInfo(name)): boolean {
   return !repo || repo.owner === user || gw.db.userMapped(user, name);
 }
 
 /** Can this request read `name`? (Used for mounts from another repository, too.) */
-export function canPull(gw: Gateway, req: Request, client: RegistryClient, name: string): boolean {
+export function canPull(gw: Gateway, client: RegistryClient, name: string): boolean {
   const repo = gw.db.repositoryInfo(name);
   if (!repo) return false;
   if (!repo.authRequired) return true;
-  if (gw.standalone) return client.kind === 'user' && tokenAllows(grantsOf(gw, req), name, 'pull') && entitled(gw, client.name, name);
+  if (gw.standalone) return client.kind === 'user' && tokenAllows(grantsOf(client), name, 'pull') && entitled(gw, client.name, name, repo);
   return gw.db.canRead(viewerOf(client), name);
 }
 
@@ -49,13 +46,13 @@ export async function authorizeLocal(gw: Gateway, req: Request, res: Response, n
   }
   if (action === 'pull') {
     if (client.kind === 'host') await gw.learnHost(client.uuid);
-    if (canPull(gw, req, client, name)) return { client, repositoryId: index.repositoryId(name) };
+    if (canPull(gw, client, name)) return { client, repositoryId: index.repositoryId(name) };
     // A pusher may probe a repository it is about to create: that is a 404 too.
     gw.challenge(req, res, `repository:${name}:pull`);
     throw new RegistryError('NAME_UNKNOWN', 'Repository name unknown', { name });
   }
   if (!gw.standalone) throw new RegistryError('UNSUPPORTED', 'pushes to this proxy are not supported yet: push to the main server');
-  if (client.kind === 'user' && tokenAllows(grantsOf(gw, req), name, action) && entitled(gw, client.name, name)) {
+  if (client.kind === 'user' && tokenAllows(grantsOf(client), name, action) && entitled(gw, client.name, name)) {
     return { client, repositoryId: index.repositoryId(name), user: client.name };
   }
   const scope = `repository:${name}:${action === 'delete' ? 'delete' : 'pull,push'}`;

@@ -43,7 +43,7 @@ export const local = {
       if (req.method !== 'POST') throw new RegistryError('UNSUPPORTED', `${req.method} is not supported here`);
       // Starting an upload is the first step of a push: it creates the repository.
       const created = repositoryId ?? gw.localStore().index.ensureRepository(name, user);
-      return startUpload(gw, req, res, name, created, (repo) => canPull(gw, req, client, repo));
+      return startUpload(gw, req, res, name, created, (repo) => canPull(gw, client, repo));
     }
     // A session belongs to an existing repository; a request about none creates nothing.
     if (repositoryId === undefined) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', 'blob upload unknown to registry', { uuid });
