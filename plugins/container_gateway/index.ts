@@ -24,6 +24,12 @@ export default definePlugin<GatewaySettings & Record<string, unknown>>({
     if ((s.pulp_client_ssl_cert === undefined) !== (s.pulp_client_ssl_key === undefined)) {
       throw new Error("setting 'pulp_client_ssl_cert' and 'pulp_client_ssl_key' must be set together");
     }
+    if ((s.sync_username === undefined) !== (s.sync_password === undefined)) {
+      throw new Error("setting 'sync_username' and 'sync_password' must be set together");
+    }
+    if (s.push_sync_trigger === 'capsule_sync' && s.capsule_id === undefined) {
+      throw new Error("setting 'capsule_id' is required with push_sync_trigger: capsule_sync");
+    }
   },
   setup(ctx) {
     const g = ctx.global;

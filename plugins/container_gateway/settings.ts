@@ -27,6 +27,14 @@ export interface GatewaySettings {
   readonly host_lookup_interval: number;
   readonly pulpcore_api_endpoint: string;
   readonly manifest_cache_ttl: number;
+  /** The main server's registry, for pushes and sync (default: foreman_url + katello_registry_path). */
+  readonly main_registry_url?: string;
+  readonly sync_username?: string;
+  readonly sync_password?: string;
+  readonly sync_concurrency: number;
+  readonly sync_retries: number;
+  readonly push_sync_trigger: 'none' | 'capsule_sync';
+  readonly capsule_id?: number;
 }
 
 const seconds = (d: number, what: string): PropertySchema => ({ type: 'number', exclusiveMinimum: 0, default: d, description: `${what} in seconds (more than 0)` });
@@ -56,5 +64,12 @@ export const SETTINGS_SCHEMA: Record<string, PropertySchema> = {
   upstream_max_sockets: { type: 'integer', minimum: 1, default: 128, description: 'a number of connections (1 or more)' },
   host_lookup_interval: seconds(60, 'how long an unknown host UUID is remembered before Katello is asked again'),
   manifest_cache_ttl: { type: 'number', minimum: 0, default: 10, description: 'seconds a fetched manifest is reused (0 disables the cache)' },
+  main_registry_url: { type: 'string', format: 'url' },
+  sync_username: { type: 'string', minLength: 1 },
+  sync_password: { type: 'string', minLength: 1 },
+  sync_concurrency: { type: 'integer', minimum: 1, maximum: 64, default: 4, description: 'a number of parallel downloads (1 to 64)' },
+  sync_retries: { type: 'integer', minimum: 0, maximum: 20, default: 5, description: 'how often a failed request to the main server is retried, with backoff (0 to 20)' },
+  push_sync_trigger: { enum: ['none', 'capsule_sync'], default: 'none', description: "none, or capsule_sync (content_backend: pulp: after a push, ask Katello to sync this proxy)" },
+  capsule_id: { type: 'integer', minimum: 1, description: "this proxy's id in Foreman (a positive integer)" },
   pulpcore_api_endpoint: { type: 'string', pattern: '^(unix:/.+|https?://.+)$', default: 'unix:/run/pulpcore-api.sock', description: "'unix:/path/to.sock' or an http(s) URL" },
 };
