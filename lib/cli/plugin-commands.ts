@@ -3,7 +3,7 @@
 // commands reach the daemon through the same target proxyctl's own commands
 // use (settings, --url, client certificate). Nothing here knows any plugin.
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Command } from 'commander';
 import { listPluginFolders } from '../plugins/loader.ts';
@@ -19,6 +19,18 @@ export interface PluginCliContext {
 
 /** The default export of a plugin's cli file. Add commands with `program.command(...)` so they inherit proxyctl's error handling. */
 export type PluginCli = (program: Command, ctx: PluginCliContext) => void | Promise<void>;
+
+/** What a plugin adds to `proxyctl status`: lines under its row, and `data` merged into its --json entry. */
+export interface PluginStatusDetail {
+  lines: string[];
+  data?: Record<string, unknown>;
+}
+
+/** The optional `status` export of a plugin's cli file; undefined adds nothing. Errors are ignored. */
+export type PluginStatus = (target: DaemonTarget) => Promise<PluginStatusDetail | undefined>;
+
+/** The `status` hooks of the cli files loaded, by plugin folder name. */
+export const statusHooks = new Map<string, PluginStatus>();
 
 // Compiled first, as for the plugins' index files.
 const CLI_FILES = ['cli.js', 'cli.ts'];
@@ -41,9 +53,10 @@ export async function loadPluginCommands(program: Command, ctx: PluginCliContext
     const before = program.commands.length;
     try {
       if (file.endsWith('.ts')) await ensureTypeScript();
-      const mod = (await import(pathToFileURL(file).href)) as { default?: unknown };
+      const mod = (await import(pathToFileURL(file).href)) as { default?: unknown; status?: unknown };
       if (typeof mod.default !== 'function') throw new Error('its default export is not a function (program, ctx) => void');
       await (mod.default as PluginCli)(program, ctx);
+      if (typeof mod.status === 'function') statusHooks.set(basename(folder), mod.status as PluginStatus);
     } catch (err) {
       (program.commands as Command[]).splice(before);
       problems.push(`commands of ${file} are unavailable: ${(err as Error)?.message ?? String(err)}`);

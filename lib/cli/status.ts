@@ -1,6 +1,7 @@
 // proxyctl status: is the daemon reachable, which version, and each plugin's
 // state, listeners and failure message.
 import type { DaemonTarget } from './daemon-client.ts';
+import { statusHooks, type PluginStatus } from './plugin-commands.ts';
 
 export interface PluginReport {
   name: string;
@@ -9,6 +10,9 @@ export interface PluginReport {
   http: boolean;
   https: boolean;
   message?: string;
+  /** Added by the plugin's cli `status` hook: lines shown under its row, data for --json. */
+  lines?: string[];
+  details?: Record<string, unknown>;
 }
 
 export interface StatusReport {
@@ -30,7 +34,17 @@ interface FeatureEntry {
   message?: string;
 }
 
-export async function collectStatus(target: DaemonTarget): Promise<StatusReport> {
+/** Let running plugins with a cli `status` hook add their lines (a failing hook adds nothing). */
+async function addDetails(target: DaemonTarget, plugins: PluginReport[], hooks: ReadonlyMap<string, PluginStatus>): Promise<void> {
+  await Promise.all(plugins.map(async (p) => {
+    const hook = p.state === 'running' ? hooks.get(p.name) : undefined;
+    const detail = hook && (await hook(target).catch(() => undefined));
+    if (detail && detail.lines.length > 0) p.lines = detail.lines;
+    if (detail?.data) p.details = detail.data;
+  }));
+}
+
+export async function collectStatus(target: DaemonTarget, hooks: ReadonlyMap<string, PluginStatus> = statusHooks): Promise<StatusReport> {
   let version: { version: string; modules: Record<string, string> };
   try {
     const res = await target.http.get('/version');
@@ -41,7 +55,7 @@ export async function collectStatus(target: DaemonTarget): Promise<StatusReport>
   }
   const features = await target.http.get('/v2/features');
   if (features.status === 200) {
-    const plugins = Object.entries(features.data as Record<string, FeatureEntry>).map(([name, f]) => ({
+    const plugins: PluginReport[] = Object.entries(features.data as Record<string, FeatureEntry>).map(([name, f]) => ({
       name,
       state: f.state,
       ...(version.modules[name] ? { version: version.modules[name] } : {}),
@@ -49,6 +63,7 @@ export async function collectStatus(target: DaemonTarget): Promise<StatusReport>
       https: f.https_enabled,
       ...(f.message ? { message: f.message } : {}),
     }));
+    await addDetails(target, plugins, hooks);
     const degraded = plugins.some((p) => p.state !== 'running' && p.state !== 'disabled');
     return { url: target.url, status: degraded ? 'degraded' : 'healthy', version: version.version, detailed: true, plugins };
   }
@@ -85,7 +100,11 @@ export function renderStatus(r: StatusReport): string {
     const listeners = [p.http && 'http', p.https && 'https'].filter(Boolean).join(', ') || (r.detailed ? '-' : '?');
     rows.push([p.name, p.version ?? '-', p.state, listeners]);
   }
-  lines.push(table(rows));
+  // A plugin's own lines go right under its row.
+  table(rows).split('\n').forEach((row, i) => {
+    lines.push(row);
+    for (const extra of (i > 0 ? r.plugins[i - 1]!.lines : undefined) ?? []) lines.push(`  ${extra}`);
+  });
   const failed = r.plugins.filter((p) => p.message);
   if (failed.length > 0) {
     lines.push('', 'Failures:');

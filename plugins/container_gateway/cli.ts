@@ -22,9 +22,20 @@
 // Exit codes: 0 done, 1 refused or not found (the daemon's message on
 // stderr), 2 daemon unreachable or failing (5xx), 64 usage (a bad name, an
 // empty password, passwords that differ), 130 interrupted at the prompt.
+//
+// With a main server (content_backend: local, foreman_url set):
+//
+//   proxyctl sync [REPO...] [--wait] [--json]    mirror the main server's registry (its catalog for this
+//                                                proxy, or the REPOs) into the store; POST/GET
+//                                                /container_gateway/sync (routes/admin-sync.ts). Exit 0 started
+//                                                or succeeded, 1 failed/refused/interrupted, 2 unreachable.
+//
+// `proxyctl status` shows the last sync under the plugin's row (the `status` export below).
 import type { Command } from 'commander';
-import type { PluginCli, PluginCliContext } from '../../lib/cli/plugin-commands.ts';
+import type { DaemonTarget } from '../../lib/cli/daemon-client.ts';
+import type { PluginCli, PluginCliContext, PluginStatus } from '../../lib/cli/plugin-commands.ts';
 import { USER_NAME, validRepositoryName } from './auth/standalone.ts';
+import { progressLine, statusLine, summary, type RunView } from './sync/render.ts';
 
 const ADMIN = '/container_gateway/admin';
 
@@ -55,7 +66,9 @@ function errorOf(data: unknown): string | undefined {
   return typeof error === 'string' ? error : undefined;
 }
 
-async function call(ctx: PluginCliContext, cmd: Command, method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, data?: unknown, timeout?: number): Promise<unknown> {
+const STANDALONE_HINT = 'is container_gateway running there, in standalone mode (no foreman_url)?';
+
+async function call(ctx: PluginCliContext, cmd: Command, method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, data?: unknown, timeout?: number, hint = STANDALONE_HINT): Promise<unknown> {
   const target = ctx.target(cmd);
   let res;
   try {
@@ -67,7 +80,7 @@ async function call(ctx: PluginCliContext, cmd: Command, method: 'GET' | 'POST' 
   const error = errorOf(res.data);
   if (res.status >= 500) throw new Exit(2, `${method} ${path} answered ${res.status}${error ? `: ${error}` : ''}`);
   if (res.status === 404 && (error === undefined || error === 'Requested url was not found')) {
-    throw new Exit(1, `${target.url} has no container gateway admin API (${method} ${path} answered 404): is container_gateway running there, in standalone mode (no foreman_url)?`);
+    throw new Exit(1, `${target.url} has no container gateway admin API (${method} ${path} answered 404): ${hint}`);
   }
   throw new Exit(1, error ?? `${method} ${path} answered ${res.status}`);
 }
@@ -218,6 +231,70 @@ async function verifyStore(ctx: PluginCliContext, cmd: Command, json: boolean): 
   return summary;
 }
 
+const SYNC = '/container_gateway/sync';
+const SYNC_HINT = 'is container_gateway running there (a version with sync)?';
+/** How often a waiting `proxyctl sync` asks for progress. */
+const POLL_MS = 500;
+/** A daemon that stays unreachable this many polls in a row ends the wait (exit 2). */
+const POLL_FAILURES = 10;
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** One GET of a run while waiting; undefined when the daemon did not answer. */
+async function pollRun(target: DaemonTarget, id: number): Promise<RunView | undefined> {
+  let res;
+  try {
+    res = await target.http.get(`${SYNC}/${id}`);
+  } catch {
+    return undefined;
+  }
+  if (res.status === 200) return res.data as RunView;
+  if (res.status >= 500) return undefined;
+  throw new Exit(1, `GET ${SYNC}/${id} answered ${res.status}${errorOf(res.data) ? `: ${errorOf(res.data)}` : ''}`);
+}
+
+/**
+ * Follow a run to its end: a progress bar on a terminal (stderr, redrawn in
+ * place), JSON lines with --json (one per change; the last has "final": true),
+ * else only retry notices on stderr. The summary goes to stdout.
+ */
+async function followSync(target: DaemonTarget, id: number, json: boolean): Promise<RunView> {
+  const tty = !json && process.stderr.isTTY === true;
+  let last = '';
+  let lastRetry = '';
+  let misses = 0;
+  for (;;) {
+    const run = await pollRun(target, id);
+    if (!run) {
+      if (++misses >= POLL_FAILURES) {
+        if (tty) process.stderr.write('\n');
+        throw new Exit(2, `${target.url} is unreachable while sync #${id} runs: it may have stopped (proxyctl sync again resumes)`);
+      }
+      await sleep(POLL_MS * 2);
+      continue;
+    }
+    misses = 0;
+    const done = run.state !== 'running';
+    const { pid: _pid, ...view } = run as RunView & { pid?: number };
+    const line = JSON.stringify(done ? { ...view, final: true } : view);
+    if (json && line !== last) process.stdout.write(`${line}\n`);
+    last = line;
+    if (tty) process.stderr.write(`\r${progressLine(run, Math.max(20, (process.stderr.columns ?? 80) - 1))}\x1b[K${done ? '\n' : ''}`);
+    else if (!json && run.retrying && run.retrying.message !== lastRetry) process.stderr.write(`sync #${id}: ${run.retrying.message}\n`);
+    lastRetry = run.retrying?.message ?? '';
+    if (done) return run;
+    await sleep(POLL_MS);
+  }
+}
+
+/** `proxyctl status`: the last sync under container_gateway's row; nothing where sync is unavailable. */
+export const status: PluginStatus = async (target) => {
+  const res = await target.http.get(SYNC);
+  if (res.status !== 200) return undefined;
+  const run = res.data as RunView;
+  return { lines: [statusLine(run)], data: { last_sync: run } };
+};
+
 interface RepositoryRow {
   name: string;
   public: boolean;
@@ -295,6 +372,36 @@ const register: PluginCli = (program, ctx) => {
       const summary = await verifyStore(ctx, cmd, opts.json === true);
       if (!opts.json) process.stdout.write(`${summary.checked} blobs checked, ${summary.bad} bad\n`);
       if (summary.bad > 0) process.exitCode = 1;
+    }));
+
+  program
+    .command('sync')
+    .description("mirror the main server's registry into the embedded store: its catalog for this proxy, or the REPOs")
+    .argument('[repo...]', 'repository names, e.g. org/product/app (default: every repository the main server lists for this proxy)')
+    .option('--wait', 'follow the run to its end: a progress bar on a terminal; exit 0 succeeded, 1 failed')
+    .option('--json', 'machine-readable output (with --wait: JSON lines, one per progress change, the last with "final": true)')
+    .addHelpText('after', [
+      '',
+      'Tags, manifests and blobs are copied; blobs the store has are not downloaded again; tags gone from the',
+      'main server are removed here. A run stopped midway (daemon restart) resumes when started again.',
+      'One run at a time. Needs content_backend: local and foreman_url; main_registry_url, sync_username,',
+      'sync_password, sync_concurrency and sync_retries are read from the container_gateway settings.',
+      '',
+      'Exit codes: 0 started (or, with --wait, succeeded), 1 refused or failed or interrupted (the reason on',
+      'stderr), 2 daemon unreachable, 64 usage.',
+    ].join('\n'))
+    .action(action(async (repositories: string[], opts: { wait?: boolean; json?: boolean }, cmd: Command) => {
+      repositories.forEach(checkRepository);
+      const json = cmd.optsWithGlobals<{ json?: boolean }>().json === true;
+      const body = repositories.length > 0 ? { repositories } : {};
+      const started = (await call(ctx, cmd, 'POST', SYNC, body, undefined, SYNC_HINT)) as { id: number; state: string };
+      if (!opts.wait) {
+        ctx.print(cmd, started, `sync #${started.id} started (follow it: proxyctl sync --wait, or proxyctl status)`);
+        return;
+      }
+      const run = await followSync(ctx.target(cmd), started.id, json);
+      if (!json) process.stdout.write(`${summary(run)}\n`);
+      if (run.state !== 'succeeded') throw new Exit(1, `sync #${run.id} ${run.state}: ${run.error ?? 'no reason given'}`);
     }));
 
   for (const visibility of ['public', 'private'] as const) {

@@ -9,7 +9,9 @@ import { RegistryError } from './errors.ts';
 import type { GatewaySettings } from './settings.ts';
 import { HttpUpstream } from './upstream/http-upstream.ts';
 import { KatelloClient, repositoriesOf } from './upstream/katello.ts';
+import { mainFetch } from './upstream/main-fetch.ts';
 import { ManifestCache } from './upstream/manifest-cache.ts';
+import type { RegistryFetch } from './sync/mirror.ts';
 import { BlobStore } from './store/blob-store.ts';
 import { ContentIndex } from './store/content-index.ts';
 
@@ -22,6 +24,8 @@ export class Gateway {
   readonly db: GatewayDb;
   private readonly pulpUpstream: HttpUpstream | undefined;
   readonly katello: KatelloClient | undefined;
+  /** The main server's registry (smart-proxy mode): where pushes go and syncs read. */
+  readonly mainRegistry: HttpUpstream | undefined;
   /** No main server: users, tokens and repositories are this gateway's own. */
   readonly standalone: boolean;
   private readonly store: LocalStore | undefined;
@@ -45,6 +49,24 @@ export class Gateway {
     this.katello = foreman
       ? new KatelloClient(foreman, settings.katello_registry_path, { ca: ctx.global.foreman_ssl_ca, timeoutMs: settings.upstream_response_timeout * 1000 })
       : undefined;
+    this.mainRegistry = foreman
+      ? new HttpUpstream(
+          (settings.main_registry_url ?? new URL(settings.katello_registry_path.replace(/^\//, ''), foreman).href).replace(/\/$/, ''),
+          this.timeouts(),
+          { ca: ctx.global.foreman_ssl_ca },
+          settings.upstream_max_sockets,
+        )
+      : undefined;
+  }
+
+  requireMainRegistry(): HttpUpstream {
+    if (!this.mainRegistry) throw new RegistryError('UNSUPPORTED', 'no main server is configured (foreman_url is unset)');
+    return this.mainRegistry;
+  }
+
+  /** Reads from the main server's registry as `authorization` (redirects followed). */
+  mainRegistryFetch(authorization: string | undefined): RegistryFetch {
+    return mainFetch(this.requireMainRegistry(), (origin) => this.contentApp(origin), authorization);
   }
 
   get backend(): 'pulp' | 'local' {
@@ -85,6 +107,7 @@ export class Gateway {
 
   close(): void {
     this.pulpUpstream?.close();
+    this.mainRegistry?.close();
     for (const up of this.contentApps.values()) up.close();
     this.db.close();
   }

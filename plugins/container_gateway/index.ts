@@ -5,6 +5,7 @@ import { definePlugin } from '../../lib/plugins/types.ts';
 import { Gateway } from './gateway.ts';
 import { adminRouter } from './routes/admin.ts';
 import { storeAdminRouter } from './routes/admin-store.ts';
+import { stopSyncs, syncAdminRouter } from './routes/admin-sync.ts';
 import { managementRouter } from './routes/management.ts';
 import { pulpcoreRouter } from './routes/pulpcore.ts';
 import { registryRouter } from './routes/registry.ts';
@@ -50,6 +51,7 @@ export default definePlugin<GatewaySettings & Record<string, unknown>>({
     ctx.router.use(managementRouter(gateway));
     const gw = gateway;
     if (settings.content_backend === 'local') ctx.router.use(storeAdminRouter(ctx.auth.trustedClient, () => gw.localStore(), settings.gc_grace_period * 1000));
+    ctx.router.use(syncAdminRouter(ctx.auth.trustedClient, gw));
     const db = gateway.db;
     ctx.router.use(
       adminRouter({
@@ -68,6 +70,7 @@ export default definePlugin<GatewaySettings & Record<string, unknown>>({
     return gateway;
   },
   stop() {
+    stopSyncs();
     pulpcore?.close();
     gateway?.close();
     gateway = pulpcore = undefined;

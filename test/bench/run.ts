@@ -13,6 +13,11 @@
 //    then manifest GET req/s (Bearer pull token) and blob GET MB/s, embedded
 //    store vs docker-registry, with the peak RSS of the primary and of each
 //    worker.
+// 3. pushes through a smart proxy: a gateway with foreman_url (the Katello
+//    double) and main_registry_url (the registry), embedded store, workers:
+//    skopeo pushes of the image straight to the registry vs through the proxy
+//    (which streams the layer on and keeps a copy), and the time from a
+//    manifest PUT's 201 to the tag being pullable from the proxy.
 //
 // A measurement, not a test: exit 0 whatever the numbers; non-zero only when
 // the benchmark itself failed.
@@ -33,6 +38,7 @@ import { KatelloDouble } from '../helpers/katello-double.ts';
 import { PROXYD, ROOT } from '../helpers/proxyd.ts';
 import { startRegistry, type RunningRegistry } from '../helpers/registry.ts';
 import { startGateway, type RunningGateway } from './gateway.ts';
+import { pushThroughSection } from './push-through.ts';
 import { childrenOf, cpuDetailOf, cpuSecondsOf, curlDownload, ticksPerSecond, exec, fetchHashed, ioOf, median, memoryOf, ProcGroupSampler, ProcSampler, request, runWrk, type Download, type GroupUsage, type PhaseUsage, type WrkResult } from './measure.ts';
 import { formatProfile, summarizeProfile, type ProfileSummary, type Window } from './profile.ts';
 
@@ -414,12 +420,35 @@ async function main(): Promise<void> {
 
   // Section 2: the embedded store, on the same registry and image.
   const embedded = await embeddedSection({ registry, layout: img.ref, layer, manifestDigest: local.digest, wrkOpts, nodeArgs });
+
+  // Section 3: pushes through a smart proxy, to the same registry.
+  const through = await pushThroughSection({
+    registry,
+    katello,
+    user: USER,
+    password,
+    layout: img.ref,
+    layoutDir: img.layout,
+    tag: TAG,
+    layer,
+    runs: opt.pushRuns,
+    workers: opt.workers,
+    dataDir: tempDir('proxyd-bench-through-'),
+    progress,
+    adopt: (gw) => {
+      children.add(gw.proc);
+      tempDirs.add(gw.dir);
+      cleanups.push({ what: 'proxyd (smart-proxy mode)', fn: async () => { await gw.stop(); tempDirs.delete(gw.dir); } });
+    },
+  });
+  const throughPass = through.rows.every((r) => r.pass !== false);
   rmSync(work, { recursive: true, force: true });
   tempDirs.delete(work);
 
   const result = {
     ok: true,
-    all_targets_met: allPass && embedded.allPass,
+    all_targets_met: allPass && embedded.allPass && throughPass,
+    push_through_targets_met: throughPass,
     pulp_backend_targets_met: allPass,
     embedded_targets_met: embedded.allPass,
     targets: { manifest_ratio_min: TARGETS.manifestRatio, blob_ratio_min: TARGETS.blobRatio, rss_mb_max: TARGETS.rssMb },
@@ -460,6 +489,7 @@ async function main(): Promise<void> {
     machine: { cpus: cpus().length, node: process.version, wrk: wrkVersion, load_average_start: load0, load_average_end: load1 },
     ...(profile ? { cpu_profile: profile } : {}),
     embedded: embedded.json,
+    push_through: through.json,
     seconds: 0,
   };
 
@@ -482,6 +512,7 @@ async function main(): Promise<void> {
   ];
   if (profile) out.push('', formatProfile(profile));
   out.push('', ...embedded.lines);
+  out.push('', `== 3. pushes through a smart proxy (foreman_url set, embedded store, workers: ${opt.workers}) vs straight to docker-registry`, '', table(through.rows, ['direct', 'proxy']), '', ...through.notes, `targets: ${throughPass ? 'all met' : 'NOT all met'}`);
   const json = JSON.stringify(result);
   if (opt.json) {
     writeFileSync(opt.json, `${JSON.stringify(result, null, 2)}\n`);

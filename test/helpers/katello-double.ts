@@ -2,7 +2,12 @@
 // gateway calls (katello-api.md §2, §7): `GET /v2/token` and `GET /v2/_catalog`,
 // plus the `/v2` and `/v1/_ping` pings. Plain node:http (or https) on
 // 127.0.0.1, port 0. Every request is recorded for assertions.
-import { randomBytes } from 'node:crypto';
+//
+// With the `jwt` option the tokens are Docker registry tokens (RS256 JWTs with
+// an `access` claim) that a real docker-registry configured with token auth
+// accepts, so the double can be the token server of a test "main server"
+// (helpers/main-server.ts).
+import { createPrivateKey, createSign, randomBytes, randomUUID, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -12,6 +17,77 @@ export interface KatelloUser {
   password: string;
   /** Repositories this user can read (besides the public ones). */
   repositories: string[];
+  /**
+   * With `jwt`: may pull and push any repository it asks for (like a Katello
+   * user with sync_products). Without `jwt` tokens are not scoped and this has no effect.
+   */
+  push?: boolean;
+  /** With `jwt`: granted `registry:catalog:*`. */
+  catalog?: boolean;
+}
+
+/** Sign tokens as a Docker registry token server (docker-registry `auth.token`). */
+export interface KatelloJwtOptions {
+  /** `iss`; the registry's `auth.token.issuer`. */
+  issuer: string;
+  /** `aud`; the registry's `auth.token.service`. */
+  service: string;
+  /** RSA private key (PEM text or file path). */
+  keyPem: string;
+  /** Certificate of that key (PEM text or file path), sent in the `x5c` header; the registry's `rootcertbundle`. */
+  certPem: string;
+}
+
+/** One entry of a token's `access` claim. */
+export interface JwtAccess {
+  type: string;
+  name: string;
+  actions: string[];
+}
+
+export interface JwtClaims {
+  iss: string;
+  sub: string;
+  aud: string;
+  exp: number;
+  nbf: number;
+  iat: number;
+  jti: string;
+  access: JwtAccess[];
+}
+
+/** A requested scope: type before the first colon, actions after the last one, the name in between. */
+export interface Scope {
+  type: string;
+  name: string;
+  actions: string[];
+}
+
+/**
+ * Parse `scope` values (each may hold several space-separated scopes). The name
+ * may contain colons (`host:port/name`), so only the first and last colon
+ * split. Malformed scopes (fewer than two colons) are left out.
+ */
+export function parseScopes(values: string[]): Scope[] {
+  const out: Scope[] = [];
+  for (const v of values) {
+    for (const s of v.split(/\s+/)) {
+      const first = s.indexOf(':');
+      const last = s.lastIndexOf(':');
+      if (first < 0 || last === first) continue;
+      out.push({ type: s.slice(0, first), name: s.slice(first + 1, last), actions: s.slice(last + 1).split(',').filter(Boolean) });
+    }
+  }
+  return out;
+}
+
+const b64url = (b: Buffer | string) => Buffer.from(b).toString('base64url');
+
+/** Header and claims of a JWT (not verified). */
+export function decodeJwt(token: string): { header: Record<string, unknown>; claims: JwtClaims } {
+  const [h, c] = token.split('.');
+  if (!h || !c) throw new Error('not a JWT');
+  return { header: JSON.parse(Buffer.from(h, 'base64url').toString('utf8')), claims: JSON.parse(Buffer.from(c, 'base64url').toString('utf8')) };
 }
 
 export interface KatelloDoubleOptions {
@@ -35,6 +111,16 @@ export interface KatelloDoubleOptions {
    * treats it like a private scope (credentials checked, user token issued).
    */
   publicScopeWithBasic?: 'unauthenticated' | 'token';
+  /**
+   * Issue RS256 JWTs (Docker registry tokens) instead of opaque personal
+   * access tokens. `unauthenticated` answers stay as they are. Each token
+   * request gets a new JWT whose `access` grants, per requested scope, the
+   * requested actions the user may do (`pull`: public repositories, the
+   * user's `repositories`, or any with `push: true`; `push`: with `push: true`;
+   * `registry:catalog:*`: with `catalog: true`). The double remembers the JWTs
+   * it issued, so Bearer requests to it (catalog, ping) accept them.
+   */
+  jwt?: KatelloJwtOptions;
 }
 
 export interface RecordedRequest {
@@ -81,8 +167,12 @@ export class KatelloDouble {
   readonly revoked: Set<string>;
   /** Every request received, in order. */
   readonly requests: RecordedRequest[] = [];
-  /** Personal access tokens named `registry`, by user. */
+  /** Personal access tokens named `registry`, by user (without `jwt`). */
   readonly tokens = new Map<string, PersonalToken>();
+  /** With `jwt`: every JWT issued, with its user and expiry (ms). */
+  readonly jwts = new Map<string, { user: string; expiresAt: number; claims: JwtClaims }>();
+  private readonly latestJwt = new Map<string, string>();
+  private readonly jwtSigner: { issuer: string; service: string; key: ReturnType<typeof createPrivateKey>; x5c: string } | undefined;
   private readonly server: http.Server;
   private readonly tls: boolean;
   private readonly now: () => number;
@@ -99,6 +189,15 @@ export class KatelloDouble {
     this.revoked = opts.revoked ?? new Set();
     this.now = opts.now ?? Date.now;
     this.publicScopeWithBasic = opts.publicScopeWithBasic ?? 'unauthenticated';
+    if (opts.jwt) {
+      const cert = new X509Certificate(pem(opts.jwt.certPem));
+      this.jwtSigner = {
+        issuer: opts.jwt.issuer,
+        service: opts.jwt.service,
+        key: createPrivateKey(pem(opts.jwt.keyPem)),
+        x5c: cert.raw.toString('base64'),
+      };
+    }
     const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
       this.handle(req, res).catch((e: unknown) => {
         if (!res.headersSent) this.json(res, 500, { error: { message: String(e) } });
@@ -151,9 +250,9 @@ export class KatelloDouble {
     return this.requests.filter((r) => r.path === path);
   }
 
-  /** The user's current registry token, if one was issued. */
+  /** The user's current registry token (with `jwt`: the last JWT issued to it), if one was issued. */
   tokenOf(user: string): string | undefined {
-    return this.tokens.get(user)?.token;
+    return this.latestJwt.get(user) ?? this.tokens.get(user)?.token;
   }
 
   /** Revoke a user's token (as `revoked` at construction). */
@@ -226,6 +325,8 @@ export class KatelloDouble {
     for (const [user, t] of this.tokens) {
       if (t.token === m[1] && !this.revoked.has(user) && t.expiresAt > this.now()) return user;
     }
+    const j = this.jwts.get(m[1]!);
+    if (j && !this.revoked.has(j.user) && j.expiresAt > this.now()) return j.user;
     return undefined;
   }
 
@@ -241,11 +342,52 @@ export class KatelloDouble {
     return `kt$${randomBytes(6).toString('hex')}/${randomBytes(12).toString('base64')}.${randomBytes(4).toString('hex')}`;
   }
 
+  /** What a user may do, per requested scope (empty grants left out). */
+  grants(user: string, scopes: Scope[]): JwtAccess[] {
+    const u = this.users[user];
+    const out: JwtAccess[] = [];
+    for (const s of scopes) {
+      const allowed = new Set<string>();
+      if (s.type === 'repository') {
+        if (u?.push || this.publicRepositories.includes(s.name) || u?.repositories.includes(s.name)) allowed.add('pull');
+        if (u?.push) allowed.add('push');
+      } else if (s.type === 'registry' && s.name === 'catalog' && u?.catalog) {
+        allowed.add('*');
+      }
+      const actions = [...new Set(s.actions.filter((a) => allowed.has(a)))];
+      if (actions.length) out.push({ type: s.type, name: s.name, actions });
+    }
+    return out;
+  }
+
+  private signJwt(user: string, scopes: Scope[], now: number): { token: string; expiresAt: number } {
+    const signer = this.jwtSigner!;
+    const iat = Math.floor(now / 1000);
+    const claims: JwtClaims = {
+      iss: signer.issuer,
+      sub: user,
+      aud: signer.service,
+      exp: iat + this.tokenExpiresIn,
+      nbf: iat,
+      iat,
+      jti: randomUUID(),
+      access: this.grants(user, scopes),
+    };
+    const input = `${b64url(JSON.stringify({ typ: 'JWT', alg: 'RS256', x5c: [signer.x5c] }))}.${b64url(JSON.stringify(claims))}`;
+    const sig = createSign('RSA-SHA256').update(input).sign(signer.key);
+    const token = `${input}.${b64url(sig)}`;
+    const expiresAt = claims.exp * 1000;
+    this.jwts.set(token, { user, expiresAt, claims });
+    this.latestJwt.set(user, token);
+    return { token, expiresAt };
+  }
+
   private token(req: http.IncomingMessage, res: http.ServerResponse, q: URLSearchParams): void {
-    const scope = q.get('scope') ?? '';
+    const scopes = parseScopes(q.getAll('scope'));
+    const scope = q.getAll('scope').join(' ').trim();
     const account = q.get('account') ?? '';
-    const parts = scope.split(':');
-    const publicScope = parts[0] === 'repository' && parts.length === 3 && parts[2] === 'pull' && this.publicRepositories.includes(parts[1]!);
+    const only = scopes.length === 1 ? scopes[0]! : undefined;
+    const publicScope = only !== undefined && only.type === 'repository' && only.actions.length === 1 && only.actions[0] === 'pull' && this.publicRepositories.includes(only.name);
     const now = this.now();
     // Katello answers "unauthenticated" for these whatever the Authorization.
     const anonymousPublic = publicScope && (this.publicScopeWithBasic === 'unauthenticated' || !this.basic(req));
@@ -260,6 +402,13 @@ export class KatelloDouble {
       if (scope) return this.unauthorized(req, res, user);
       this.revoked.delete(user);
       pat = undefined;
+      // The JWTs issued before the revocation stay dead.
+      for (const [t, j] of this.jwts) if (j.user === user) this.jwts.delete(t);
+      this.latestJwt.delete(user);
+    }
+    if (this.jwtSigner) {
+      const j = this.signJwt(user, scopes, now);
+      return this.json(res, 200, { token: j.token, expires_in: this.tokenExpiresIn, issued_at: rfc3339(now) });
     }
     if (!pat) {
       pat = { token: this.newToken(), createdAt: Math.floor(now / 1000) * 1000, expiresAt: 0 };

@@ -141,6 +141,14 @@ export class GatewayDb {
     this.db.transaction(() => this.linkUser(this.userId(user), names)).immediate();
   }
 
+  /** The pusher of a repository may read it here before Katello's next mapping update says so. */
+  addUserRepository(user: string, name: string): void {
+    this.db.transaction(() => {
+      this.sql('INSERT INTO repositories (name, auth_required) VALUES (?, 1) ON CONFLICT(name) DO NOTHING').run(name);
+      this.sql('INSERT OR IGNORE INTO repositories_users (repository_id, user_id) SELECT id, ? FROM repositories WHERE name = ?').run(this.userId(user), name);
+    }).immediate();
+  }
+
   /** update_hosts: full replacement of the known hosts. */
   replaceHosts(uuids: string[]): void {
     const insert = this.sql('INSERT INTO hosts (uuid) VALUES (?) ON CONFLICT(uuid) DO NOTHING');

@@ -67,5 +67,18 @@ export const MIGRATIONS: readonly string[] = [
      repository_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
      created_at INTEGER NOT NULL
    ) WITHOUT ROWID;`,
+  // Sync runs (sync/runs.ts), shared by every worker; at most one running.
+  `CREATE TABLE sync_runs (
+     id INTEGER PRIMARY KEY,
+     state TEXT NOT NULL CHECK (state IN ('running', 'succeeded', 'failed', 'interrupted')),
+     repositories TEXT,
+     started_at INTEGER NOT NULL,
+     finished_at INTEGER,
+     updated_at INTEGER NOT NULL,
+     progress TEXT NOT NULL,
+     error TEXT,
+     pid INTEGER NOT NULL
+   );
+   CREATE UNIQUE INDEX sync_runs_one_running ON sync_runs(state) WHERE state = 'running';`,
 ];
 

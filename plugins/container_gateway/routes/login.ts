@@ -5,7 +5,7 @@ import { basicUser, sha256 } from '../auth/client.ts';
 import { RegistryError } from '../errors.ts';
 import type { Gateway } from '../gateway.ts';
 import { repositoriesOf } from '../upstream/katello.ts';
-import { issueToken, type StandaloneAccounts } from '../auth/standalone.ts';
+import { issueToken, parseScopes, type StandaloneAccounts } from '../auth/standalone.ts';
 
 export function ping(gw: Gateway, req: Request, res: Response): void {
   const client = gw.client(req);
@@ -78,7 +78,8 @@ export async function token(gw: Gateway, req: Request, res: Response): Promise<v
     const lifetime = typeof body.expires_in === 'number' && body.expires_in > 0 ? body.expires_in : 60;
     // Defect 5: a revoked token must not live on for Katello's whole lifetime.
     const expireAt = Math.min(issued + lifetime * 1000, Date.now() + gw.settings.token_max_lifetime * 1000);
-    gw.db.storeToken(sha256(body.token), expireAt, account);
+    // The scopes asked for tell a push (its HEAD probes go to the main server); Katello decides what they grant.
+    gw.db.storeGrantedToken(sha256(body.token), expireAt, account, parseScopes(scopesOf(req)));
     const catalog = await katello.userCatalog(account, authorization);
     if (catalog.status !== 200) {
       res.status(catalog.status).type(catalog.contentType).send(catalog.text);

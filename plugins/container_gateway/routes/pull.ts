@@ -31,7 +31,7 @@ function upstreamHeaders(gw: Gateway, req: Request, client: RegistryClient): htt
   return headers;
 }
 
-function abortOnClose(req: Request, res: Response): AbortSignal {
+export function abortOnClose(req: Request, res: Response): AbortSignal {
   const controller = new AbortController();
   res.on('close', () => {
     if (!res.writableFinished) controller.abort();

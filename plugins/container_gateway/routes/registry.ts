@@ -8,6 +8,7 @@ import { UpstreamError } from '../upstream/http-upstream.ts';
 import { catalog, tagsList } from './discovery.ts';
 import { ping, token } from './login.ts';
 import { pullBlob, pullManifest } from './pull.ts';
+import { forwardPush, pushProbe } from './push.ts';
 import { checkDigest, checkName, checkReference } from './reference.ts';
 import { local } from './local/index.ts';
 import { v1Ping, v1Search } from './v1.ts';
@@ -21,7 +22,7 @@ interface Route {
 }
 
 const GET = ['GET', 'HEAD'];
-const PUSH_UNSUPPORTED = 'Pushing content through this gateway is not supported with content_backend: pulp';
+const PUSH_UNSUPPORTED = 'Pushing needs a main server (foreman_url) or content_backend: local';
 
 function pulpOnlyReads(req: Request): void {
   if (req.method !== 'GET' && req.method !== 'HEAD') throw new RegistryError('UNSUPPORTED', PUSH_UNSUPPORTED);
@@ -46,6 +47,9 @@ const V2_ROUTES: Route[] = [
     handler: async (gw, req, res, m) => {
       const name = checkName(m[1]!);
       const { reference, isDigest } = checkReference(decodeURIComponent(m[2]!));
+      if (gw.mainRegistry && (req.method === 'PUT' || req.method === 'DELETE' || pushProbe(gw, req, name))) {
+        return forwardPush(gw, req, res, { kind: 'manifest', name, reference, isDigest });
+      }
       if (gw.backend === 'local') return local.manifest(gw, req, res, name, reference, isDigest);
       pulpOnlyReads(req);
       return pullManifest(gw, req, res, await gw.authorize(req, res, name), name, reference);
@@ -56,6 +60,7 @@ const V2_ROUTES: Route[] = [
     pattern: /^\/(.+)\/blobs\/uploads\/?$/,
     handler: (gw, req, res, m) => {
       const name = checkName(m[1]!);
+      if (gw.mainRegistry) return forwardPush(gw, req, res, { kind: 'upload-start', name });
       if (gw.backend !== 'local') throw new RegistryError('UNSUPPORTED', PUSH_UNSUPPORTED);
       return local.uploads(gw, req, res, name, undefined);
     },
@@ -65,6 +70,7 @@ const V2_ROUTES: Route[] = [
     pattern: /^\/(.+)\/blobs\/uploads\/([^/]+)$/,
     handler: (gw, req, res, m) => {
       const name = checkName(m[1]!);
+      if (gw.mainRegistry) return forwardPush(gw, req, res, { kind: 'upload', name, uuid: m[2]! });
       if (gw.backend !== 'local') throw new RegistryError('UNSUPPORTED', PUSH_UNSUPPORTED);
       return local.uploads(gw, req, res, name, m[2]!);
     },
@@ -75,6 +81,7 @@ const V2_ROUTES: Route[] = [
     handler: async (gw, req, res, m) => {
       const name = checkName(m[1]!);
       const digest = checkDigest(decodeURIComponent(m[2]!));
+      if (gw.mainRegistry && (req.method === 'DELETE' || pushProbe(gw, req, name))) return forwardPush(gw, req, res, { kind: 'blob', name, digest });
       if (gw.backend === 'local') return local.blob(gw, req, res, name, digest);
       pulpOnlyReads(req);
       return pullBlob(gw, req, res, await gw.authorize(req, res, name), name, digest);

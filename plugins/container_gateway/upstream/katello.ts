@@ -15,15 +15,17 @@ export interface KatelloReply {
 
 export class KatelloClient {
   private readonly http: AxiosInstance;
+  /** TLS towards Katello (system roots plus foreman_ssl_ca), for its other APIs. */
+  readonly agent: https.Agent;
 
   constructor(foremanUrl: string, registryPath: string, opts: { ca?: string; timeoutMs: number }) {
     const base = new URL(registryPath.replace(/^\//, ''), foremanUrl).href;
+    // No client certificate: Katello would take it for a content host's identity.
+    this.agent = new https.Agent({ keepAlive: true, ...(opts.ca ? { ca: [...rootCertificates, readFileSync(opts.ca, 'utf8')] } : {}) });
     this.http = axios.create({
       baseURL: base,
       timeout: opts.timeoutMs,
-      // The system trust store, plus foreman_ssl_ca when set. No client certificate:
-      // Katello would take it for a content host's identity.
-      httpsAgent: new https.Agent({ keepAlive: true, ...(opts.ca ? { ca: [...rootCertificates, readFileSync(opts.ca, 'utf8')] } : {}) }),
+      httpsAgent: this.agent,
       validateStatus: () => true,
       responseType: 'text',
       transformResponse: (d) => d,

@@ -27,7 +27,7 @@ export function getManifest(gw: Gateway, req: Request, res: Response, repository
 /** Past the limit, the rest of a body is read and dropped (up to this much) so the client hears the 413. */
 const DISCARD_LIMIT = 64 * 1024 * 1024;
 
-function readManifestBody(req: Request): Promise<Buffer> {
+export function readManifestBody(req: Request): Promise<Buffer> {
   const tooLarge = () => new RegistryError('SIZE_INVALID', `manifests are limited to ${MANIFEST_LIMIT} bytes`, undefined, 413);
   const declared = Number(req.get('content-length') ?? 0);
   if (declared > MANIFEST_LIMIT + DISCARD_LIMIT) return Promise.reject(tooLarge());

@@ -1,0 +1,196 @@
+// The local side of a push through the proxy. Blob bytes are written to the
+// embedded store as they stream past to the main server, and committed only
+// when the main server accepted them and their digest verifies. After the
+// main server stored a manifest, it is stored here too (with whatever blobs
+// did not pass through, fetched from the main server), so the tag is pullable
+// from this proxy when the client hears 201. The push itself never fails
+// because of this side: its problems are logged, and the next sync repairs.
+import { createHash } from 'node:crypto';
+import type http from 'node:http';
+import { PassThrough, type Readable } from 'node:stream';
+import type { Request } from 'express';
+import type { Gateway, LocalStore } from '../gateway.ts';
+import { parseManifest } from '../store/manifest-parse.ts';
+import { mirrorBlob, mirrorManifest, type RegistryFetch } from '../sync/mirror.ts';
+import { triggerCapsuleSync } from '../upstream/capsule-sync.ts';
+
+const SHA256 = /^sha256:[a-f0-9]{64}$/;
+
+export interface UploadTee {
+  /** What goes to the main server. */
+  upstream: Readable;
+  /** After the main server answered: commit (PUT) or keep (PATCH) on success, drop otherwise. */
+  settle(ok: boolean, up: http.IncomingMessage): Promise<void>;
+  /** The main server was never reached. */
+  abandon(): Promise<void>;
+}
+
+/** The store's upload id for the main server's session `uuid` of `name` (any worker computes the same). */
+export function localUploadId(name: string, uuid: string): string {
+  const h = createHash('sha256').update(`${name}\0${uuid}`).digest('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
+}
+
+function sessionOf(location: string | undefined): string | undefined {
+  return location ? /\/blobs\/uploads\/([^/?#]+)/.exec(location)?.[1] : undefined;
+}
+
+function digestQuery(req: Request): string | undefined {
+  const d = req.query.digest;
+  return typeof d === 'string' && SHA256.test(d) ? d : undefined;
+}
+
+export class PushMirror {
+  private readonly store: LocalStore | undefined;
+
+  constructor(
+    private readonly gw: Gateway,
+    private readonly req: Request,
+  ) {
+    this.store = gw.backend === 'local' ? gw.localStore() : undefined;
+  }
+
+  private warn(what: string, err: unknown): void {
+    this.req.log.warn(`push mirror: ${what}: ${(err as Error)?.message ?? String(err)}`);
+  }
+
+  private repository(name: string): number {
+    return this.store!.index.ensureRepository(name, undefined);
+  }
+
+  private async commit(name: string, id: string, digest: string): Promise<void> {
+    const store = this.store!;
+    try {
+      const { size } = await store.blobs.commit(id, digest);
+      store.index.linkBlob(this.repository(name), digest, size);
+    } catch (err) {
+      await store.blobs.cancel(id).catch(() => undefined);
+      // A session that did not (all) pass through here: the manifest PUT fetches the blob.
+      this.req.log.debug(`push mirror: ${digest} not kept from the upload: ${(err as Error).message}`);
+    }
+  }
+
+  /** POST answered: a session to follow (202), or a mount / monolithic upload done (201). */
+  async uploadStarted(name: string, status: number, headers: http.IncomingHttpHeaders, req: Request): Promise<void> {
+    if (!this.store) return;
+    try {
+      if (status === 202) {
+        const uuid = sessionOf(headers.location) ?? (headers['docker-upload-uuid'] as string | undefined);
+        if (uuid) await this.store.blobs.createUpload(localUploadId(name, uuid));
+        return;
+      }
+      const mounted = typeof req.query.mount === 'string' && SHA256.test(req.query.mount) ? req.query.mount : undefined;
+      const info = mounted ? await this.store.blobs.stat(mounted) : undefined;
+      if (mounted && info) this.store.index.linkBlob(this.repository(name), mounted, info.size);
+    } catch (err) {
+      this.warn(`upload of ${name} not followed`, err);
+    }
+  }
+
+  async uploadFinished(name: string, uuid: string, req: Request): Promise<void> {
+    const digest = digestQuery(req);
+    if (this.store && digest) await this.commit(name, localUploadId(name, uuid), digest);
+  }
+
+  async uploadCancelled(name: string, uuid: string): Promise<void> {
+    await this.store?.blobs.cancel(localUploadId(name, uuid)).catch(() => undefined);
+  }
+
+  /** Split an upload body between the main server and the store; the store never slows the push beyond disk speed. */
+  teeUpload(uuid: string | undefined, name: string, req: Request): UploadTee {
+    const upstream = new PassThrough({ highWaterMark: 1024 * 1024 });
+    req.pipe(upstream);
+    const store = this.store;
+    const digest = digestQuery(req);
+    // POST with a body is a monolithic upload: only worth keeping with its digest.
+    if (!store || (uuid === undefined && !digest)) return { upstream, settle: async () => undefined, abandon: async () => undefined };
+    const local = new PassThrough({ highWaterMark: 1024 * 1024 });
+    req.pipe(local);
+    const id = uuid === undefined ? undefined : localUploadId(name, uuid);
+    const range = /^(\d+)-\d+$/.exec(req.get('content-range')?.trim() ?? '');
+    let failed = false;
+    const stored: Promise<unknown> = (id === undefined ? store.blobs.ingest(digest!, local) : store.blobs.append(id, local, range ? { start: Number(range[1]) } : {})).catch((err: unknown) => {
+      failed = true;
+      // Keep the push flowing without us.
+      req.unpipe(local);
+      local.resume();
+      this.req.log.debug(`push mirror: not keeping ${name} upload bytes: ${(err as Error).message}`);
+    });
+    const drop = async () => {
+      local.destroy(new Error('the main server refused the upload'));
+      await stored;
+      if (id) await store.blobs.cancel(id).catch(() => undefined);
+    };
+    return {
+      upstream,
+      abandon: drop,
+      settle: async (ok) => {
+        if (!ok) return drop();
+        await stored;
+        if (failed) {
+          if (id) await store.blobs.cancel(id).catch(() => undefined);
+          return;
+        }
+        if (id === undefined) {
+          const info = await store.blobs.stat(digest!);
+          if (info) store.index.linkBlob(this.repository(name), digest!, info.size);
+        } else if (req.method === 'PUT' && digest) {
+          await this.commit(name, id, digest);
+        }
+      },
+    };
+  }
+
+  /** The main server stored the manifest: store it here, with every blob it needs. */
+  async manifestPushed(name: string, reference: string, isDigest: boolean, body: Buffer, contentType: string | undefined): Promise<void> {
+    const client = this.gw.client(this.req);
+    if (client.kind === 'user') this.gw.db.addUserRepository(client.name, name);
+    if (!this.store) {
+      if (this.gw.settings.push_sync_trigger === 'capsule_sync') void triggerCapsuleSync(this.gw, this.req.log);
+      return;
+    }
+    try {
+      const store = this.store;
+      const repositoryId = this.repository(name);
+      const parsed = parseManifest(body, contentType);
+      const fetch = this.fetcher();
+      for (const digest of parsed.blobs) {
+        if (store.index.blobInRepository(repositoryId, digest)) continue;
+        await mirrorBlob(store, fetch, name, repositoryId, digest);
+      }
+      for (const digest of parsed.manifests) {
+        if (!store.index.manifest(repositoryId, digest)) await mirrorManifest(store, fetch, name, repositoryId, digest);
+      }
+      const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
+      store.index.putManifest(
+        repositoryId,
+        {
+          digest,
+          mediaType: parsed.mediaType,
+          content: body,
+          children: [...parsed.blobs, ...parsed.manifests],
+          ...(parsed.artifactType ? { artifactType: parsed.artifactType } : {}),
+          ...(parsed.subject ? { subject: parsed.subject } : {}),
+          ...(parsed.annotations ? { annotations: parsed.annotations } : {}),
+        },
+        isDigest ? undefined : reference,
+      );
+      this.gw.manifests.clear();
+    } catch (err) {
+      this.warn(`${name}:${reference} pushed to the main server but not stored here (the next sync will)`, err);
+    }
+  }
+
+  manifestDeleted(name: string, reference: string, isDigest: boolean): void {
+    const id = this.store?.index.repositoryId(name);
+    if (id === undefined) return;
+    if (isDigest) this.store!.index.deleteManifest(id, reference);
+    else this.store!.index.deleteTag(id, reference);
+    this.gw.manifests.clear();
+  }
+
+  /** Reads from the main server as the pusher (who can read what they just pushed). */
+  private fetcher(): RegistryFetch {
+    return this.gw.mainRegistryFetch(this.req.get('authorization'));
+  }
+}

@@ -1,0 +1,158 @@
+// Pushes through a smart proxy (foreman_url set): every write, and the probes
+// a client makes before writing, go to the main server's registry with the
+// client's Authorization. Bodies stream both ways; the main server's answers
+// reach the client unchanged except for what names the main server (absolute
+// Locations, Link, the token realm). The main server is the authority on who
+// may push: nothing here rejects a request the main server would accept.
+import type http from 'node:http';
+import { PassThrough, type Readable } from 'node:stream';
+import type { Request, Response } from 'express';
+import { tokenAllows, type GrantedScope } from '../auth/standalone.ts';
+import { RegistryError } from '../errors.ts';
+import type { Gateway } from '../gateway.ts';
+import { UpstreamError, type HttpUpstream } from '../upstream/http-upstream.ts';
+import { streamTo } from '../upstream/stream.ts';
+import { abortOnClose } from './pull.ts';
+import { readManifestBody } from './local/manifests.ts';
+import { PushMirror } from './push-mirror.ts';
+
+const REQUEST_HEADERS = ['authorization', 'accept', 'content-type', 'content-length', 'content-range', 'range', 'user-agent', 'docker-distribution-api-version'];
+const RESPONSE_HEADERS = [
+  'content-type',
+  'content-length',
+  'content-range',
+  'range',
+  'location',
+  'link',
+  'docker-upload-uuid',
+  'docker-content-digest',
+  'www-authenticate',
+  'retry-after',
+  'etag',
+  'oci-subject',
+  'oci-filters-applied',
+];
+
+export type PushTarget =
+  | { kind: 'upload-start'; name: string }
+  | { kind: 'upload'; name: string; uuid: string }
+  | { kind: 'manifest'; name: string; reference: string; isDigest: boolean }
+  | { kind: 'blob'; name: string; digest: string };
+
+/**
+ * Is this HEAD a probe before a push? Clients ask for a token with push scope
+ * on the repository before pushing to it; the proxy remembers the scopes a
+ * main-server token was asked for (the main server decides what they grant).
+ */
+export function pushProbe(gw: Gateway, req: Request, name: string): boolean {
+  if (req.method !== 'HEAD' || !gw.mainRegistry) return false;
+  const client = gw.client(req);
+  return client.kind === 'user' && Array.isArray(client.grants) && tokenAllows(client.grants as GrantedScope[], name, 'push');
+}
+
+/** The request headers the main server needs; hop-by-hop and identity headers never pass. */
+function forwardedHeaders(req: Request): http.OutgoingHttpHeaders {
+  const headers: http.OutgoingHttpHeaders = { 'x-request-id': req.id };
+  for (const h of REQUEST_HEADERS) {
+    const v = req.headers[h];
+    if (v !== undefined) headers[h] = v;
+  }
+  // A chunked body stays chunked: without Content-Length node sends it so.
+  return headers;
+}
+
+/** Map a URL of the main registry (absolute or relative) to the same resource on this proxy. */
+export function rewriteToProxy(gw: Gateway, req: Request, main: HttpUpstream, value: string): string {
+  let url: URL;
+  try {
+    url = new URL(value, main.origin);
+  } catch {
+    return value;
+  }
+  if (url.origin !== main.origin) return value;
+  const base = main.basePath;
+  const path = url.pathname === base || url.pathname.startsWith(`${base}/`) ? `${req.baseUrl}${url.pathname.slice(base.length)}` : url.pathname;
+  const absolute = /^[a-z][a-z0-9+.-]*:/i.test(value);
+  return `${absolute ? gw.origin(req) : ''}${path}${url.search}`;
+}
+
+function rewriteHeader(gw: Gateway, req: Request, main: HttpUpstream, name: string, value: string): string {
+  if (name === 'location') return rewriteToProxy(gw, req, main, value);
+  if (name === 'link') return value.replace(/<([^>]*)>/g, (_, u: string) => `<${rewriteToProxy(gw, req, main, u)}>`);
+  // Clients log in here: the proxy records the token, then passes it on.
+  if (name === 'www-authenticate') return value.replace(/realm="[^"]*"/i, `realm="${gw.origin(req)}/v2/token"`);
+  return value;
+}
+
+function copyResponseHead(gw: Gateway, req: Request, res: Response, main: HttpUpstream, up: http.IncomingMessage): void {
+  res.status(up.statusCode ?? 502);
+  for (const name of RESPONSE_HEADERS) {
+    const v = up.headers[name];
+    if (v === undefined) continue;
+    res.set(name, Array.isArray(v) ? v.map((x) => rewriteHeader(gw, req, main, name, x)) : rewriteHeader(gw, req, main, name, v));
+  }
+}
+
+/** The main server could not be reached: 503 at once, in the OCI shape; an upload still arriving is cut. */
+function unavailable(req: Request, res: Response, err: UpstreamError): never {
+  if (req.readable && !req.readableEnded) res.set('Connection', 'close');
+  res.set('Retry-After', '10');
+  const status = err.kind === 'connect' ? 503 : err.kind === 'timeout' ? 504 : 502;
+  throw new RegistryError('UNAVAILABLE', `the main server's registry is unavailable: ${err.message}`, undefined, status);
+}
+
+async function send(gw: Gateway, req: Request, res: Response, main: HttpUpstream, body: Readable | Buffer | undefined, headers = forwardedHeaders(req)): Promise<http.IncomingMessage> {
+  const signal = abortOnClose(req, res);
+  try {
+    if (Buffer.isBuffer(body)) headers['content-length'] = String(body.length);
+    const stream = Buffer.isBuffer(body) ? PassThrough.from([body]) : body;
+    return await main.request({ method: req.method, path: req.url, headers, ...(stream ? { body: stream } : {}), signal });
+  } catch (err) {
+    if (err instanceof UpstreamError && err.message !== 'client went away') unavailable(req, res, err);
+    throw err;
+  }
+}
+
+async function relay(gw: Gateway, req: Request, res: Response, main: HttpUpstream, up: http.IncomingMessage): Promise<void> {
+  copyResponseHead(gw, req, res, main, up);
+  await streamTo(up, res);
+}
+
+function hasBody(req: Request): boolean {
+  const length = req.get('content-length');
+  return (length !== undefined && length !== '0') || req.get('transfer-encoding') !== undefined;
+}
+
+/** Forward one write (or push probe) to the main server's registry. */
+export async function forwardPush(gw: Gateway, req: Request, res: Response, target: PushTarget): Promise<void> {
+  const main = gw.requireMainRegistry();
+  const mirror = new PushMirror(gw, req);
+  if (target.kind === 'manifest' && req.method === 'PUT') {
+    const manifest = await readManifestBody(req);
+    const up = await send(gw, req, res, main, manifest);
+    if (up.statusCode === 201 || up.statusCode === 200) await mirror.manifestPushed(target.name, target.reference, target.isDigest, manifest, req.get('content-type'));
+    return relay(gw, req, res, main, up);
+  }
+  if (target.kind === 'manifest' && req.method === 'DELETE') {
+    const up = await send(gw, req, res, main, undefined);
+    if (up.statusCode === 202) mirror.manifestDeleted(target.name, target.reference, target.isDigest);
+    return relay(gw, req, res, main, up);
+  }
+  const uploadBody = (target.kind === 'upload' || target.kind === 'upload-start') && hasBody(req);
+  if (!uploadBody) {
+    const up = await send(gw, req, res, main, undefined);
+    if (target.kind === 'upload' && req.method === 'DELETE') await mirror.uploadCancelled(target.name, target.uuid);
+    if (target.kind === 'upload-start' && (up.statusCode === 201 || up.statusCode === 202)) await mirror.uploadStarted(target.name, up.statusCode, up.headers, req);
+    if (target.kind === 'upload' && req.method === 'PUT' && up.statusCode === 201) await mirror.uploadFinished(target.name, target.uuid, req);
+    return relay(gw, req, res, main, up);
+  }
+  // A blob body: streamed to the main server and, as it passes, into the local store.
+  const tee = mirror.teeUpload(target.kind === 'upload' ? target.uuid : undefined, target.name, req);
+  const up = await send(gw, req, res, main, tee.upstream).catch(async (err: unknown) => {
+    await tee.abandon();
+    throw err;
+  });
+  const ok = up.statusCode !== undefined && up.statusCode >= 200 && up.statusCode < 300;
+  await tee.settle(ok, up);
+  return relay(gw, req, res, main, up);
+}

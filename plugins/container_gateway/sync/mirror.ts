@@ -1,0 +1,207 @@
+// Copying content from the main server's registry into the embedded store,
+// for sync and for the push path: a blob (downloaded only when the store
+// lacks it, verified by BlobStore.ingest before it becomes visible) and a
+// manifest with everything it refers to (children first, so a stored manifest
+// is always complete). Blobs wanted by several callers at once in this
+// process are downloaded once; across processes the store's atomic renames
+// make a double download harmless.
+import { createHash } from 'node:crypto';
+import type http from 'node:http';
+import { RegistryError } from '../errors.ts';
+import type { LocalStore } from '../gateway.ts';
+import { DigestMismatchError, InvalidDigestError } from '../store/blob-store.ts';
+import { DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, parseManifest } from '../store/manifest-parse.ts';
+import { readBounded } from '../upstream/http-upstream.ts';
+import { mapLimit } from './pool.ts';
+
+/** GET (or HEAD) a path relative to the main registry's /v2, e.g. `/org/app/manifests/v1`, with suitable auth; resolves with the response head (body not read). */
+export type RegistryFetch = (method: 'GET' | 'HEAD', path: string, headers?: Record<string, string>) => Promise<http.IncomingMessage>;
+
+/** Every manifest type the store keeps: the main server must not convert (Pulp answers 404 for a type not accepted). */
+export const MANIFEST_ACCEPT = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST].join(', ');
+/** As for pushed manifests (routes/local/manifests.ts). */
+const MANIFEST_LIMIT = 4 * 1024 * 1024;
+const SHA256 = /^sha256:[0-9a-f]{64}$/;
+const TAG = /^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$/;
+/** A blob body that breaks off is fetched again this many times in all (the fetch retries connection failures itself). */
+const BODY_ATTEMPTS = 3;
+
+/** The main server's content cannot be mirrored (unknown, refused, not what it claims to be). */
+export class MirrorError extends Error {
+  override readonly name = 'MirrorError';
+  constructor(
+    message: string,
+    readonly status?: number,
+  ) {
+    super(message);
+  }
+}
+
+export interface MirrorOptions {
+  /** Blobs of one manifest downloaded in parallel (default 4). */
+  concurrency?: number;
+  /** Each blob done: bytes downloaded (0 when the store had it). */
+  onBlob?: (bytes: number, deduplicated: boolean) => void;
+  /** Blobs a manifest about to be mirrored refers to (for progress totals). */
+  onBlobsFound?: (count: number) => void;
+}
+
+/** Downloads in flight in this process, by store root and digest. */
+const inflight = new Map<string, Promise<number>>();
+
+function isTag(reference: string): boolean {
+  return TAG.test(reference);
+}
+
+/** The blob is in the store: make sure the repository links it. */
+async function linkStored(store: LocalStore, repositoryId: number, digest: string): Promise<boolean> {
+  if (store.index.blobInRepository(repositoryId, digest) && (await store.blobs.stat(digest))) return true;
+  const st = await store.blobs.stat(digest);
+  if (!st) return false;
+  // Link first, then look again: a gc that judged the file unreferenced
+  // before the link may have removed it meanwhile; then download it anew.
+  store.index.linkBlob(repositoryId, digest, st.size);
+  return (await store.blobs.stat(digest)) !== undefined;
+}
+
+async function download(store: LocalStore, fetch: RegistryFetch, name: string, repositoryId: number, digest: string, size: number | undefined): Promise<number> {
+  for (let attempt = 1; ; attempt++) {
+    const res = await fetch('GET', `/${name}/blobs/${digest}`);
+    if (res.statusCode !== 200) {
+      res.resume();
+      throw new MirrorError(`blob ${digest} of ${name}: the main server answered ${res.statusCode}`, res.statusCode);
+    }
+    const length = res.headers['content-length'] === undefined ? undefined : Number(res.headers['content-length']);
+    if (size !== undefined && length !== undefined && length !== size) {
+      res.destroy();
+      throw new MirrorError(`blob ${digest} of ${name}: the main server sends ${length} bytes, the manifest says ${size}`);
+    }
+    try {
+      const stored = await store.blobs.ingest(digest, res, size ?? length);
+      store.index.linkBlob(repositoryId, digest, stored.size);
+      return stored.size;
+    } catch (err) {
+      res.destroy();
+      if (err instanceof DigestMismatchError) throw new MirrorError(`blob ${digest} of ${name} from the main server does not match its digest (${err.actual})`);
+      if (attempt >= BODY_ATTEMPTS) throw err;
+    }
+  }
+}
+
+/** Make sure the blob is in the store and linked to the repository; downloads (verified by digest) only if the store lacks it. Returns bytes transferred (0 when deduplicated). */
+export async function mirrorBlob(store: LocalStore, fetch: RegistryFetch, name: string, repositoryId: number, digest: string, size?: number): Promise<number> {
+  if (!SHA256.test(digest)) throw new InvalidDigestError(digest);
+  if (await linkStored(store, repositoryId, digest)) return 0;
+  const key = `${store.blobs.root}\0${digest}`;
+  for (;;) {
+    const running = inflight.get(key);
+    if (!running) break;
+    // Someone in this process is downloading it: wait, then link theirs.
+    await running.catch(() => undefined);
+    if (await linkStored(store, repositoryId, digest)) return 0;
+  }
+  const p = download(store, fetch, name, repositoryId, digest, size);
+  inflight.set(key, p);
+  try {
+    return await p;
+  } finally {
+    if (inflight.get(key) === p) inflight.delete(key);
+  }
+}
+
+/** Descriptor sizes by digest (config, layers), to check what the main server sends. */
+function sizesOf(body: Buffer): Map<string, number> {
+  const sizes = new Map<string, number>();
+  const doc = JSON.parse(body.toString('utf8')) as { config?: { digest?: unknown; size?: unknown }; layers?: Array<{ digest?: unknown; size?: unknown }> };
+  for (const d of [doc.config, ...(Array.isArray(doc.layers) ? doc.layers : [])]) {
+    if (d && typeof d.digest === 'string' && typeof d.size === 'number') sizes.set(d.digest, d.size);
+  }
+  return sizes;
+}
+
+/**
+ * Fetch a manifest by tag or digest, mirror its blobs and child manifests (for an index) first, then store it (and the tag if `reference` is a tag).
+ * Resolves with its digest, the blobs downloaded (0 when the store had them all) and their bytes.
+ */
+export async function mirrorManifest(
+  store: LocalStore,
+  fetch: RegistryFetch,
+  name: string,
+  repositoryId: number,
+  reference: string,
+  opts: MirrorOptions = {},
+): Promise<{ digest: string; blobs: number; bytes: number }> {
+  const byDigest = SHA256.test(reference);
+  if (!byDigest && !isTag(reference)) throw new MirrorError(`'${reference}' is neither a tag nor a sha256 digest`);
+  const res = await fetch('GET', `/${name}/manifests/${reference}`, { Accept: MANIFEST_ACCEPT });
+  const { body, complete } = await readBounded(res, MANIFEST_LIMIT).catch((err: Error) => {
+    throw new MirrorError(`manifest ${name}:${reference}: ${err.message}`);
+  });
+  if (res.statusCode !== 200) throw new MirrorError(`manifest ${name}:${reference}: the main server answered ${res.statusCode}`, res.statusCode);
+  if (!complete) throw new MirrorError(`manifest ${name}:${reference}: the body ended early`);
+  const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
+  if (byDigest && digest !== reference) throw new MirrorError(`manifest ${name}@${reference}: the main server sent content of digest ${digest}`);
+  const claimed = res.headers['docker-content-digest'];
+  if (typeof claimed === 'string' && claimed.startsWith('sha256:') && claimed !== digest) {
+    throw new MirrorError(`manifest ${name}:${reference}: Docker-Content-Digest says ${claimed}, the content is ${digest}`);
+  }
+  let parsed;
+  try {
+    parsed = parseManifest(body, res.headers['content-type']);
+  } catch (err) {
+    throw new MirrorError(`manifest ${name}:${reference}: ${err instanceof RegistryError ? err.message : String(err)}`);
+  }
+  for (const d of [...parsed.blobs, ...parsed.manifests]) if (!SHA256.test(d)) throw new MirrorError(`manifest ${name}:${reference} refers to ${d}: only sha256 digests are supported`);
+  let blobs = 0;
+  let bytes = 0;
+  // Children of an index first, one at a time: each bounds its own blobs.
+  for (const child of parsed.manifests) {
+    const r = await mirrorManifest(store, fetch, name, repositoryId, child, opts);
+    blobs += r.blobs;
+    bytes += r.bytes;
+  }
+  const sizes = sizesOf(body);
+  opts.onBlobsFound?.(parsed.blobs.length);
+  await mapLimit(parsed.blobs, opts.concurrency ?? 4, async (d) => {
+    const n = await mirrorBlob(store, fetch, name, repositoryId, d, sizes.get(d));
+    if (n > 0) blobs++;
+    bytes += n;
+    opts.onBlob?.(n, n === 0);
+  });
+  store.index.putManifest(
+    repositoryId,
+    {
+      digest,
+      mediaType: parsed.mediaType,
+      content: body,
+      children: [...parsed.blobs, ...parsed.manifests],
+      ...(parsed.artifactType ? { artifactType: parsed.artifactType } : {}),
+      ...(parsed.subject ? { subject: parsed.subject } : {}),
+      ...(parsed.annotations ? { annotations: parsed.annotations } : {}),
+    },
+    byDigest ? undefined : reference,
+  );
+  return { digest, blobs, bytes };
+}
+
+/** Is this manifest stored in the repository with everything it refers to (blob files included)? */
+export async function manifestComplete(store: LocalStore, repositoryId: number, digest: string): Promise<boolean> {
+  const m = store.index.manifest(repositoryId, digest);
+  if (!m) return false;
+  let parsed;
+  try {
+    parsed = parseManifest(m.content, m.mediaType);
+  } catch {
+    return false;
+  }
+  for (const d of parsed.blobs) {
+    if (!store.index.blobInRepository(repositoryId, d)) return false;
+    try {
+      if (!(await store.blobs.stat(d))) return false;
+    } catch {
+      return false; // not a sha256 digest: not ours to judge complete
+    }
+  }
+  for (const d of parsed.manifests) if (!(await manifestComplete(store, repositoryId, d))) return false;
+  return true;
+}

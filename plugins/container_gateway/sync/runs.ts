@@ -1,0 +1,145 @@
+// Sync runs in SQLite (table sync_runs), so every worker process sees the
+// same state: at most one run is `running`; a running row whose process is
+// gone (SIGKILL) or that stopped reporting counts as `interrupted`.
+import type Database from 'better-sqlite3';
+import { Statements } from '../db/statements.ts';
+import type { RetryNotice } from '../upstream/main-registry.ts';
+
+export type RunState = 'running' | 'succeeded' | 'failed' | 'interrupted';
+
+export interface SyncProgress {
+  repositories: { done: number; total: number };
+  tags: { done: number; total: number };
+  /** `transferred`: blobs downloaded; the others were in the store already. */
+  blobs: { done: number; total: number; transferred: number };
+  /** Bytes downloaded. */
+  bytes: number;
+  /** The main server is failing and the current request waits to be retried. */
+  retrying?: RetryNotice;
+}
+
+export interface SyncRun {
+  id: number;
+  state: RunState;
+  /** The repositories asked for; null: the whole catalog. */
+  repositories: string[] | null;
+  started_at: string;
+  finished_at?: string;
+  progress: SyncProgress;
+  error?: string;
+  retrying?: RetryNotice;
+  pid: number;
+}
+
+interface Row {
+  id: number;
+  state: RunState;
+  repositories: string | null;
+  started_at: number;
+  finished_at: number | null;
+  updated_at: number;
+  progress: string;
+  error: string | null;
+  pid: number;
+}
+
+/** A running run that has not reported for this long is taken for dead (its pid may be reused). */
+export const STALE_MS = 60_000;
+
+export function emptyProgress(): SyncProgress {
+  return { repositories: { done: 0, total: 0 }, tags: { done: 0, total: 0 }, blobs: { done: 0, total: 0, transferred: 0 }, bytes: 0 };
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function toRun(row: Row): SyncRun {
+  const { retrying, ...progress } = JSON.parse(row.progress) as SyncProgress;
+  return {
+    id: row.id,
+    state: row.state,
+    repositories: row.repositories === null ? null : (JSON.parse(row.repositories) as string[]),
+    started_at: new Date(row.started_at).toISOString(),
+    ...(row.finished_at === null ? {} : { finished_at: new Date(row.finished_at).toISOString() }),
+    progress,
+    ...(row.error === null ? {} : { error: row.error }),
+    ...(retrying && row.state === 'running' ? { retrying } : {}),
+    pid: row.pid,
+  };
+}
+
+export class SyncRuns {
+  private readonly statements: Statements;
+
+  /** `ownRuns`: ids this process is running right now (a row with our pid but not listed is a previous life's). */
+  constructor(
+    private readonly db: Database.Database,
+    private readonly ownRuns: () => ReadonlySet<number>,
+  ) {
+    this.statements = new Statements(db);
+  }
+
+  private sql(text: string): Database.Statement {
+    return this.statements.get(text);
+  }
+
+  /** Mark running rows whose process is gone as interrupted. */
+  reap(now = Date.now()): void {
+    const rows = this.sql("SELECT id, pid, updated_at FROM sync_runs WHERE state = 'running'").all() as Array<Pick<Row, 'id' | 'pid' | 'updated_at'>>;
+    for (const r of rows) {
+      const dead = r.pid === process.pid ? !this.ownRuns().has(r.id) : !pidAlive(r.pid) || now - r.updated_at > STALE_MS;
+      if (dead) {
+        this.sql("UPDATE sync_runs SET state = 'interrupted', finished_at = ?, error = ? WHERE id = ? AND state = 'running'").run(
+          now,
+          'interrupted: the daemon process running it stopped (run the sync again to resume)',
+          r.id,
+        );
+      }
+    }
+  }
+
+  /** A new running run, or the one already running. */
+  start(repositories: string[] | null, pid = process.pid): { run: SyncRun } | { running: SyncRun } {
+    return this.db.transaction(() => {
+      const now = Date.now();
+      this.reap(now);
+      const running = this.sql("SELECT * FROM sync_runs WHERE state = 'running'").get() as Row | undefined;
+      if (running) return { running: toRun(running) };
+      const id = this.sql("INSERT INTO sync_runs (state, repositories, started_at, updated_at, progress, pid) VALUES ('running', ?, ?, ?, ?, ?)").run(
+        repositories === null ? null : JSON.stringify(repositories),
+        now,
+        now,
+        JSON.stringify(emptyProgress()),
+        pid,
+      ).lastInsertRowid;
+      return { run: this.get(Number(id))! };
+    }).immediate();
+  }
+
+  /** Progress (and heartbeat) of a running run. */
+  update(id: number, progress: SyncProgress): void {
+    this.sql("UPDATE sync_runs SET progress = ?, updated_at = ? WHERE id = ? AND state = 'running'").run(JSON.stringify(progress), Date.now(), id);
+  }
+
+  finish(id: number, state: Exclude<RunState, 'running'>, progress: SyncProgress, error?: string): void {
+    const now = Date.now();
+    const { retrying: _, ...rest } = progress;
+    this.sql("UPDATE sync_runs SET state = ?, progress = ?, error = ?, finished_at = ?, updated_at = ? WHERE id = ? AND state = 'running'").run(state, JSON.stringify(rest), error ?? null, now, now, id);
+  }
+
+  get(id: number): SyncRun | undefined {
+    const row = this.sql('SELECT * FROM sync_runs WHERE id = ?').get(id) as Row | undefined;
+    return row && toRun(row);
+  }
+
+  latest(): SyncRun | undefined {
+    const row = this.sql('SELECT * FROM sync_runs ORDER BY id DESC LIMIT 1').get() as Row | undefined;
+    return row && toRun(row);
+  }
+}

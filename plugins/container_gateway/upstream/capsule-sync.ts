@@ -1,0 +1,41 @@
+// With content_backend: pulp, a push through the proxy reaches this proxy's
+// Pulp only through a capsule sync. push_sync_trigger: capsule_sync asks
+// Katello for one (POST /katello/api/capsules/:id/content/sync, katello-api.md
+// §6) with the sync credentials. Pushes of several blobs and manifests come
+// in bursts: the requests of one burst are folded into one sync.
+import axios from 'axios';
+import type { Logger } from '../../../lib/logging/logger.ts';
+import type { Gateway } from '../gateway.ts';
+
+const QUIET_MS = 2000;
+let pending: NodeJS.Timeout | undefined;
+
+export function triggerCapsuleSync(gw: Gateway, log: Logger): void {
+  if (pending) clearTimeout(pending);
+  pending = setTimeout(() => {
+    pending = undefined;
+    void requestSync(gw, log);
+  }, QUIET_MS);
+  pending.unref();
+}
+
+async function requestSync(gw: Gateway, log: Logger): Promise<void> {
+  const s = gw.settings;
+  const foreman = gw.ctx.global.foreman_url;
+  if (!foreman || s.capsule_id === undefined) return;
+  const url = new URL(`katello/api/capsules/${s.capsule_id}/content/sync`, foreman).href;
+  try {
+    const res = await axios.post(url, {}, {
+      ...(s.sync_username && s.sync_password ? { auth: { username: s.sync_username, password: s.sync_password } } : {}),
+      headers: { Accept: 'application/json' },
+      httpsAgent: gw.katello?.agent,
+      timeout: s.upstream_response_timeout * 1000,
+      validateStatus: () => true,
+      proxy: false,
+    });
+    if (res.status >= 200 && res.status < 300) log.info(`asked the main server to sync capsule ${s.capsule_id} after a push`);
+    else log.warn(`capsule sync request answered ${res.status}: ${JSON.stringify(res.data).slice(0, 300)}`);
+  } catch (err) {
+    log.warn(`capsule sync request failed: ${(err as Error).message}`);
+  }
+}
