@@ -105,7 +105,13 @@ export class PushMirror {
     // POST with a body is a monolithic upload: only worth keeping with its digest.
     if (!store || (uuid === undefined && !digest)) return { upstream, settle: async () => undefined, abandon: async () => undefined };
     const local = new PassThrough({ highWaterMark: 1024 * 1024 });
+    // Its failures surface through the store's promise below.
+    local.on('error', () => undefined);
     req.pipe(local);
+    // A client that goes away mid-body must not leave the store waiting for the rest.
+    req.once('close', () => {
+      if (!req.complete) local.destroy(new Error('the client went away'));
+    });
     const id = uuid === undefined ? undefined : localUploadId(name, uuid);
     const range = /^(\d+)-\d+$/.exec(req.get('content-range')?.trim() ?? '');
     let failed = false;
@@ -117,7 +123,7 @@ export class PushMirror {
       this.req.log.debug(`push mirror: not keeping ${name} upload bytes: ${(err as Error).message}`);
     });
     const drop = async () => {
-      local.destroy(new Error('the main server refused the upload'));
+      if (!local.writableFinished) local.destroy(new Error('the main server refused the upload'));
       await stored;
       if (id) await store.blobs.cancel(id).catch(() => undefined);
     };

@@ -115,6 +115,12 @@ async function send(gw: Gateway, req: Request, res: Response, main: HttpUpstream
 
 async function relay(gw: Gateway, req: Request, res: Response, main: HttpUpstream, up: http.IncomingMessage): Promise<void> {
   copyResponseHead(gw, req, res, main, up);
+  if (!req.complete && hasBody(req)) {
+    // The main server answered before it read the whole body (e.g. 401): drop the rest, then the connection.
+    res.set('Connection', 'close');
+    req.unpipe();
+    req.resume();
+  }
   await streamTo(up, res);
 }
 
@@ -152,7 +158,9 @@ export async function forwardPush(gw: Gateway, req: Request, res: Response, targ
     await tee.abandon();
     throw err;
   });
-  const ok = up.statusCode !== undefined && up.statusCode >= 200 && up.statusCode < 300;
+  // A monolithic POST is done only with 201; a 202 means the main server ignored the body and opened a session.
+  const ok = target.kind === 'upload-start' ? up.statusCode === 201 : up.statusCode !== undefined && up.statusCode >= 200 && up.statusCode < 300;
   await tee.settle(ok, up);
+  if (target.kind === 'upload-start' && up.statusCode === 202) await mirror.uploadStarted(target.name, 202, up.headers, req);
   return relay(gw, req, res, main, up);
 }

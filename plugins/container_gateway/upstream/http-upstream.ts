@@ -30,6 +30,9 @@ export class UpstreamError extends Error {
   }
 }
 
+/** The request went out on a kept-alive connection that turned out to be closed. */
+class StaleSocketError extends Error {}
+
 export interface UpstreamRequest {
   method: string;
   /** Path and query, starting with '/'. */
@@ -73,7 +76,17 @@ export class HttpUpstream {
   }
 
   /** Send a request; resolves with the response head (body not yet read). */
-  request(r: UpstreamRequest): Promise<http.IncomingMessage> {
+  async request(r: UpstreamRequest): Promise<http.IncomingMessage> {
+    try {
+      return await this.attempt(r);
+    } catch (err) {
+      // A kept-alive socket the server closed meanwhile: a request without a body is sent again, once, on a new connection.
+      if (err instanceof StaleSocketError && !r.body) return this.attempt(r);
+      throw err instanceof StaleSocketError ? new UpstreamError('reset', err.message) : err;
+    }
+  }
+
+  private attempt(r: UpstreamRequest): Promise<http.IncomingMessage> {
     const options: http.RequestOptions = {
       agent: this.agent,
       method: r.method,
@@ -102,6 +115,11 @@ export class HttpUpstream {
       req.setTimeout(this.timeouts.idleMs, () => fail('timeout', `${this.origin} went idle for ${this.timeouts.idleMs} ms`));
       req.on('error', (err: NodeJS.ErrnoException) => {
         clearTimeout(responseTimer);
+        if (err.code === 'ECONNRESET' && req.reusedSocket && !settled) {
+          settled = true;
+          reject(new StaleSocketError(`${this.origin}: ${err.message}`));
+          return;
+        }
         const kind: UpstreamFailure = ['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ENOENT', 'EHOSTUNREACH', 'ENETUNREACH'].includes(err.code ?? '') ? 'connect' : 'reset';
         fail(kind, `${this.origin}: ${err.message}`);
       });
