@@ -1,7 +1,8 @@
 // proxyctl sync against real registries: a docker-registry without auth as
 // the main server's registry (Katello double as foreman_url), filled by
 // skopeo with 20 repositories × 5 tags, mirrored into the embedded store and
-// pulled back byte for byte; a second sync transfers nothing; tags gone
+// pulled back byte for byte (public where Katello's anonymous catalog says
+// so, host mappings refreshed); a second sync transfers nothing; tags gone
 // upstream are pruned; bad requests start nothing; `proxyctl status` shows the
 // last run; the authenticated main server (token auth whose tokens come from
 // the Katello double) with an outage the sync rides out; and an unreachable
@@ -10,6 +11,7 @@ import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import t from 'tap';
 import { request } from './helpers/http.ts';
 import { buildImage, layoutBlobs, layoutManifest, pullImage, pushImage, type BuiltImage } from './helpers/images.ts';
@@ -96,12 +98,16 @@ function i0(repo: string, tag: string): boolean {
   return repo.endsWith('07') && tag === 'v5';
 }
 
-const katello = new KatelloDouble({ publicRepositories: REPOS });
+const HOST = '7c1d2e3f-4a5b-4c6d-8e9f-0a1b2c3d4e5f';
+// app19 is private at the main server, readable by one content host.
+const katello = new KatelloDouble({ publicRepositories: REPOS.slice(0, 19), hosts: { [HOST]: ['org/prod/app19'] } });
 const foremanUrl = await katello.start();
 t.teardown(() => katello.stop());
 
 t.test('20 repositories × 5 tags: mirrored, pullable byte for byte; a second sync transfers 0 blobs; pruning; status', async (t) => {
   const p = await daemon(t, 'main', foremanUrl, `${upstream.url}/v2/`);
+  const hosts = await request(`${p.httpUrl}/container_gateway/update_hosts`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ hosts: [{ uuid: HOST }] }) });
+  t.equal(hosts.status, 200, 'a content host known here');
   const started = await request(`${p.httpUrl}/container_gateway/sync`, { method: 'POST' });
   t.equal(started.status, 202, started.body);
   const { id } = started.json();
@@ -118,10 +124,14 @@ t.test('20 repositories × 5 tags: mirrored, pullable byte for byte; a second sy
   t.ok(first.progress.bytes > 0);
   t.ok(first.finished_at && first.started_at);
 
-  // Pullable from the proxy: Katello says which repositories are public here.
-  await listRepositories(t, p, REPOS);
+  // Access as Katello has it: public where its anonymous catalog says so, host mappings fetched again.
+  t.equal((await request(`${p.httpUrl}/v2/org/prod/app19/manifests/v1`, { headers: { ...anon, Accept: ACCEPT } })).status, 404, 'private at the main server: private here');
+  const db = new Database(join(work, 'main.db'), { readonly: true });
+  t.same(db.prepare('SELECT r.name FROM hosts_repositories hr JOIN hosts h ON h.id = hr.host_id JOIN repositories r ON r.id = hr.repository_id WHERE h.uuid = ?').pluck().all(HOST), ['org/prod/app19'], "the host's mapping");
+  db.close();
+  // Pullable from the proxy, byte for byte.
   const gw = new URL(p.httpUrl).host;
-  for (const [repo, tag] of [['org/prod/app00', 'v1'], ['org/prod/app07', 'v5'], ['org/prod/app13', 'v3'], ['org/prod/app19', 'v5']] as const) {
+  for (const [repo, tag] of [['org/prod/app00', 'v1'], ['org/prod/app07', 'v5'], ['org/prod/app13', 'v3'], ['org/prod/app18', 'v5']] as const) {
     const want = await request(`${upstream.url}/v2/${repo}/manifests/${tag}`, { headers: { Accept: ACCEPT } });
     const got = await request(`${p.httpUrl}/v2/${repo}/manifests/${tag}`, { headers: { ...anon, Accept: ACCEPT } });
     t.equal(got.status, 200, `${repo}:${tag} is served`);

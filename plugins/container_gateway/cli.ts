@@ -279,7 +279,7 @@ async function followSync(target: DaemonTarget, id: number, json: boolean): Prom
     const line = JSON.stringify(done ? { ...view, final: true } : view);
     if (json && line !== last) process.stdout.write(`${line}\n`);
     last = line;
-    if (tty) process.stderr.write(`\r${progressLine(run, Math.max(20, (process.stderr.columns ?? 80) - 1))}\x1b[K${done ? '\n' : ''}`);
+    if (tty) process.stderr.write(`\r${progressLine(run, Math.max(20, (process.stderr.columns || 80) - 1))}\x1b[K${done ? '\n' : ''}`);
     else if (!json && run.retrying && run.retrying.message !== lastRetry) process.stderr.write(`sync #${id}: ${run.retrying.message}\n`);
     lastRetry = run.retrying?.message ?? '';
     if (done) return run;

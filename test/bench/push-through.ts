@@ -74,7 +74,8 @@ export async function pushThroughSection(o: PushThroughInput): Promise<{ rows: P
       const repository = `bench/${side}-push-${i}`;
       const target = `${side === 'direct' ? o.registry.host : proxyHost}/${repository}:${o.tag}`;
       o.progress(`push ${i} ${side}: skopeo copy ${o.layout} docker://${target}...`);
-      const s = await timed(() => pushImage(o.layout, target, { timeoutMs: 600_000 }));
+      // Through the proxy as a user of the main server (Katello lets no one push anonymously).
+      const s = await timed(() => pushImage(o.layout, target, { timeoutMs: 600_000, ...(side === 'proxy' ? { creds: `${o.user}:${o.password}` } : {}) }));
       seconds[side].push(s);
       o.progress(`push ${i} ${side}: ${s.toFixed(1)} s, ${(o.layer.size / s / 1e6).toFixed(0)} MB/s`);
       const link = join(o.registry.dir, 'data/docker/registry/v2/repositories', repository, '_layers/sha256', o.layer.digest.slice(7), 'link');

@@ -40,6 +40,8 @@ export interface SyncJob {
 }
 
 export interface SyncResult {
+  /** The repositories of the run (valid names), mirrored or not. */
+  repositories: string[];
   /** Repositories (or tags) that could not be mirrored; the others were. */
   failures: Array<{ repository: string; error: string }>;
 }
@@ -84,9 +86,14 @@ export async function runSync(job: SyncJob): Promise<SyncResult> {
     const head = await fetch('HEAD', `/${name}/manifests/${tag}`, { Accept: MANIFEST_ACCEPT });
     head.resume();
     const digest = head.headers['docker-content-digest'];
-    if (head.statusCode === 200 && typeof digest === 'string' && (await manifestComplete(store, repositoryId, digest))) {
+    const stored = head.statusCode === 200 && typeof digest === 'string' ? await manifestComplete(store, repositoryId, digest) : undefined;
+    if (stored !== undefined) {
+      // Its blobs count as done: every run's totals cover the whole content.
+      progress.blobs.total += stored;
+      progress.blobs.done += stored;
+      job.changed();
       if (store.index.tagged(repositoryId, tag)?.digest !== digest) {
-        const m = store.index.manifest(repositoryId, digest)!;
+        const m = store.index.manifest(repositoryId, digest as string)!;
         const parsed = parseManifest(m.content, m.mediaType);
         store.index.putManifest(repositoryId, { ...m, children: [...parsed.blobs, ...parsed.manifests] }, tag);
       }
@@ -147,5 +154,5 @@ export async function runSync(job: SyncJob): Promise<SyncResult> {
     progress.repositories.done++;
     job.changed();
   });
-  return { failures };
+  return { repositories: valid, failures };
 }

@@ -184,24 +184,28 @@ export async function mirrorManifest(
   return { digest, blobs, bytes };
 }
 
-/** Is this manifest stored in the repository with everything it refers to (blob files included)? */
-export async function manifestComplete(store: LocalStore, repositoryId: number, digest: string): Promise<boolean> {
+/**
+ * Is this manifest stored in the repository with everything it refers to
+ * (blob files included)? Resolves with the number of blobs it (with its
+ * child manifests) refers to, or undefined when something is missing.
+ */
+export async function manifestComplete(store: LocalStore, repositoryId: number, digest: string): Promise<number | undefined> {
   const m = store.index.manifest(repositoryId, digest);
-  if (!m) return false;
+  if (!m) return undefined;
   let parsed;
   try {
     parsed = parseManifest(m.content, m.mediaType);
   } catch {
-    return false;
+    return undefined;
   }
+  let blobs = parsed.blobs.length;
   for (const d of parsed.blobs) {
-    if (!store.index.blobInRepository(repositoryId, d)) return false;
-    try {
-      if (!(await store.blobs.stat(d))) return false;
-    } catch {
-      return false; // not a sha256 digest: not ours to judge complete
-    }
+    if (!SHA256.test(d) || !store.index.blobInRepository(repositoryId, d) || !(await store.blobs.stat(d))) return undefined;
   }
-  for (const d of parsed.manifests) if (!(await manifestComplete(store, repositoryId, d))) return false;
-  return true;
+  for (const d of parsed.manifests) {
+    const n = await manifestComplete(store, repositoryId, d);
+    if (n === undefined) return undefined;
+    blobs += n;
+  }
+  return blobs;
 }

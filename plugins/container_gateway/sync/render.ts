@@ -31,10 +31,11 @@ export function formatBytes(n: number): string {
   return `${v.toFixed(v < 10 ? 2 : 1)} ${units[i]}`;
 }
 
-/** `12/20 repositories, 340/800 blobs (25 downloaded), 1.23 GB`. */
+/** `12/20 repositories, 55/100 tags, 340/800 blobs (25 downloaded, 1.23 GB)`. */
 export function counters(run: RunView): string {
   const p = run.progress;
-  return `${p.repositories.done}/${p.repositories.total} repositories, ${p.blobs.done}/${p.blobs.total} blobs (${p.blobs.transferred} downloaded), ${formatBytes(p.bytes)}`;
+  const tags = p.tags ? `${p.tags.done}/${p.tags.total} tags, ` : '';
+  return `${p.repositories.done}/${p.repositories.total} repositories, ${tags}${p.blobs.done}/${p.blobs.total} blobs (${p.blobs.transferred} downloaded, ${formatBytes(p.bytes)})`;
 }
 
 /** One terminal line: a bar over the repositories, the counters, or the retry notice; cut to `width`. */
@@ -46,7 +47,9 @@ export function progressLine(run: RunView, width: number): string {
   const fraction = p.repositories.total > 0 ? Math.min(1, Math.max(p.repositories.done / p.repositories.total, (p.repositories.done + partial) / p.repositories.total)) : 0;
   const filled = Math.round(fraction * cells);
   const bar = `[${'#'.repeat(filled)}${'.'.repeat(cells - filled)}]`;
-  const text = `sync #${run.id} ${bar} ${counters(run)}${run.retrying ? ` - ${run.retrying.message}` : ''}`;
+  const tags = p.tags ? ` ${p.tags.done}/${p.tags.total} tags` : '';
+  // Short words: the line must fit a terminal row to be redrawn in place.
+  const text = `sync #${run.id} ${bar} ${p.repositories.done}/${p.repositories.total} repos${tags} ${p.blobs.done}/${p.blobs.total} blobs ${p.blobs.transferred} new ${formatBytes(p.bytes)}${run.retrying ? ` - ${run.retrying.message}` : ''}`;
   return text.length > width ? `${text.slice(0, Math.max(0, width - 1))}…` : text;
 }
 

@@ -1,10 +1,12 @@
 // Sync runs of this process: started by the admin API, run in the background
 // of the worker that took the request, their state written to sync_runs
-// (throttled, with a heartbeat) so any worker can answer about them. Stopping
-// the daemon marks its runs interrupted; a rerun resumes.
+// (throttled, with a heartbeat) so any worker can answer about them. After the
+// content, access is refreshed (sync/refresh.ts). Stopping the daemon marks
+// its runs interrupted; a rerun resumes.
 import type { Gateway } from '../gateway.ts';
 import { MainRegistry, mainRegistryUrl } from '../upstream/main-registry.ts';
 import { runSync } from './engine.ts';
+import { refreshAccess } from './refresh.ts';
 import { emptyProgress, SyncRuns, type SyncProgress, type SyncRun } from './runs.ts';
 
 /** Progress is written at most this often (every change is kept in memory). */
@@ -130,7 +132,12 @@ export class SyncService {
         a.controller.abort();
       },
     });
-    job
+    const refreshed = job.then(async (result) => {
+      const r = await refreshAccess(gw, result.repositories, s.sync_concurrency, { warn: (m) => gw.logger.warn(m) });
+      gw.logger.info(`sync #${run.id}: ${r.public} of ${result.repositories.length} repositories public (Katello's anonymous catalog), ${r.hosts} content host mappings refreshed`);
+      return result;
+    });
+    refreshed
       .then(
         ({ failures }) => {
           if (failures.length === 0) return { state: 'succeeded' as const };

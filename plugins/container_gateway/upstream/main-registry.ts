@@ -14,7 +14,7 @@ export interface RetryNotice {
   retries: number;
   delayMs: number;
   reason: string;
-  /** e.g. "main server unreachable (connect ECONNREFUSED), retrying in 4 s (attempt 2/5)". */
+  /** e.g. "main server unreachable (connect ECONNREFUSED), retrying in 4 s (attempt 2/5)"; "failing" for 5xx/429. */
   message: string;
 }
 
@@ -156,7 +156,7 @@ export class MainRegistry {
         reason = `${method} ${path} answered ${res.statusCode}`;
         if (attempt >= this.o.retries) throw new MainRegistryUnavailable(`main server failing after ${this.o.retries + 1} attempts: ${reason}`);
         const after = Number(res.headers['retry-after']);
-        await this.backoff(attempt + 1, reason, Number.isFinite(after) && after > 0 ? Math.min(after * 1000, MAX_BACKOFF_MS) : undefined);
+        await this.backoff(attempt + 1, reason, Number.isFinite(after) && after > 0 ? Math.min(after * 1000, MAX_BACKOFF_MS) : undefined, 'failing');
       } catch (err) {
         if (this.o.signal?.aborted) throw abortError();
         if (err instanceof MainRegistryUnavailable) throw err;
@@ -348,10 +348,10 @@ export class MainRegistry {
     this.o.onRetry?.(undefined);
   }
 
-  private async backoff(attempt: number, reason: string, delayMs?: number): Promise<void> {
+  private async backoff(attempt: number, reason: string, delayMs?: number, state: 'unreachable' | 'failing' = 'unreachable'): Promise<void> {
     const delay = delayMs ?? Math.min((this.o.backoffMs ?? 1000) * 2 ** (attempt - 1), MAX_BACKOFF_MS);
     const seconds = delay >= 1000 ? `${Math.round(delay / 1000)} s` : `${delay} ms`;
-    const message = `main server unreachable (${reason}), retrying in ${seconds} (attempt ${attempt}/${this.o.retries})`;
+    const message = `main server ${state} (${reason}), retrying in ${seconds} (attempt ${attempt}/${this.o.retries})`;
     this.failing = true;
     this.o.onRetry?.({ attempt, retries: this.o.retries, delayMs: delay, reason, message });
     await new Promise<void>((resolve, reject) => {

@@ -1,0 +1,65 @@
+// After a sync run, the access rules Katello would otherwise only send at its
+// next capsule sync (katello-api.md §5, §7), as far as the registry API tells
+// them without anyone's password: a mirrored repository is public exactly
+// when Katello's anonymous catalog lists it (lifecycle environments with
+// unauthenticated pull), and each known content host's catalog is fetched
+// again (HostUUID). Users' mappings need their own credentials: they stay as
+// Katello last sent them (PUT user_repository_mapping).
+import { Statements } from '../db/statements.ts';
+import type { Gateway } from '../gateway.ts';
+import { HttpUpstream, readBounded } from '../upstream/http-upstream.ts';
+import { repositoriesOf } from '../upstream/katello.ts';
+import { mapLimit } from './pool.ts';
+
+export interface RefreshResult {
+  /** Mirrored repositories now public. */
+  public: number;
+  /** Content hosts whose mapping was fetched again. */
+  hosts: number;
+}
+
+/** Katello's `_catalog` for anonymous clients; undefined when it does not answer 200 with a list. */
+async function anonymousCatalog(gw: Gateway, foremanUrl: string): Promise<Set<string> | undefined> {
+  const base = new URL(gw.settings.katello_registry_path.replace(/^\//, ''), foremanUrl.endsWith('/') ? foremanUrl : `${foremanUrl}/`);
+  const up = new HttpUpstream(base.href.replace(/\/$/, ''), gw.timeouts(), gw.ctx.global.foreman_ssl_ca ? { ca: gw.ctx.global.foreman_ssl_ca } : {}, 1);
+  try {
+    const res = await up.request({ method: 'GET', path: '/_catalog', headers: { Accept: 'application/json' } });
+    const { body } = await readBounded(res, 32 * 1024 * 1024);
+    if (res.statusCode !== 200) return undefined;
+    const list = (JSON.parse(body.toString('utf8')) as { repositories?: unknown }).repositories;
+    return Array.isArray(list) ? new Set(list.filter((n): n is string => typeof n === 'string')) : undefined;
+  } finally {
+    up.close();
+  }
+}
+
+export async function refreshAccess(gw: Gateway, mirrored: string[], concurrency: number, log: { warn(msg: string): void }): Promise<RefreshResult> {
+  const result: RefreshResult = { public: 0, hosts: 0 };
+  const foremanUrl = gw.ctx.global.foreman_url;
+  if (!foremanUrl || !gw.katello) return result;
+  try {
+    const open = await anonymousCatalog(gw, foremanUrl);
+    if (open) {
+      for (const name of mirrored) {
+        const isPublic = open.has(name);
+        gw.db.setPublic(name, isPublic);
+        if (isPublic) result.public++;
+      }
+    } else log.warn("sync: Katello's anonymous catalog is unavailable: repository visibility left as it was");
+  } catch (err) {
+    log.warn(`sync: Katello's anonymous catalog could not be read (${(err as Error).message}): repository visibility left as it was`);
+  }
+  const katello = gw.katello;
+  const hosts = new Statements(gw.db.db).get('SELECT uuid FROM hosts ORDER BY uuid').pluck().all() as string[];
+  await mapLimit(hosts, concurrency, async (uuid) => {
+    try {
+      const reply = await katello.hostCatalog(uuid);
+      if (reply.status !== 200) return;
+      gw.db.setHostRepositories(uuid, repositoriesOf(reply));
+      result.hosts++;
+    } catch (err) {
+      log.warn(`sync: the catalog of host ${uuid} could not be fetched: ${(err as Error).message}`);
+    }
+  });
+  return result;
+}
