@@ -12,7 +12,7 @@
 // are atomic, and two commits of the same digest both succeed.
 import { createHash, randomBytes, type Hash } from 'node:crypto';
 import fs from 'node:fs';
-import { mkdir, open, readdir, rename, stat, unlink, utimes, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, stat, unlink, utimes, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 
@@ -22,6 +22,7 @@ const ABANDONED_MS = 24 * 60 * 60 * 1000;
 const SHA256_DIGEST = /^sha256:([0-9a-f]{64})$/;
 const HEX64 = /^[0-9a-f]{64}$/;
 const UPLOAD_ID = /^[0-9a-f-]{36}$/;
+const DIGEST_NOTE = /^[0-9a-f-]{36}\.sha256$/;
 /** Temporary files that are not upload sessions: one-shot ingests, claimed commits, gc's trash. */
 const INGEST_TMP = /^\.ingest-[0-9a-f]{32}$/;
 const COMMIT_TMP = /^\.commit-[0-9a-f-]{36}-[0-9a-f]{16}$/;
@@ -177,20 +178,61 @@ async function hashHandle(fh: FileHandle): Promise<{ hex: string; size: number }
  */
 async function writeBody(fh: FileHandle, body: Readable, position: number, hash: Hash | undefined, limit: number | undefined, tooLarge: () => Error): Promise<number> {
   let written = 0;
+  // Positional writes of successive chunks run in the thread pool while the
+  // next chunk is hashed here: at most WRITES_IN_FLIGHT_BYTES outstanding.
+  const inflight: Array<{ done: Promise<void>; bytes: number }> = [];
+  let inflightBytes = 0;
+  let failure: unknown;
+  const settleOldest = async () => {
+    const first = inflight.shift()!;
+    inflightBytes -= first.bytes;
+    await first.done;
+  };
+  // Write-behind: flush what has arrived while the rest is still coming, so
+  // the fsync at commit is short instead of writing a whole blob back at once.
+  let flushing: Promise<void> | undefined;
+  let unflushed = 0;
   const chunks: AsyncIterable<Buffer | string> = typeof body.iterator === 'function' ? body.iterator({ destroyOnReturn: false }) : body;
-  for await (const chunk of chunks) {
-    const buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
-    if (limit !== undefined && written + buf.length > limit) throw tooLarge();
-    let off = 0;
-    while (off < buf.length) {
-      const { bytesWritten } = await fh.write(buf, off, buf.length - off, position + written + off);
-      off += bytesWritten;
+  try {
+    for await (const chunk of chunks) {
+      const buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+      if (limit !== undefined && written + buf.length > limit) throw tooLarge();
+      const done = writeFully(fh, buf, position + written);
+      // Observed now so a failure is never unhandled; rethrown in order below.
+      done.catch((err: unknown) => (failure ??= err));
+      inflight.push({ done, bytes: buf.length });
+      inflightBytes += buf.length;
+      hash?.update(buf);
+      written += buf.length;
+      unflushed += buf.length;
+      while (inflightBytes > WRITES_IN_FLIGHT_BYTES) await settleOldest();
+      if (unflushed >= WRITE_BEHIND_BYTES && !flushing) {
+        unflushed = 0;
+        flushing = fh.datasync().finally(() => (flushing = undefined));
+      }
     }
-    hash?.update(buf);
-    written += buf.length;
+    while (inflight.length > 0) await settleOldest();
+  } finally {
+    // Never leave a write or a flush running on a handle the caller is about to close.
+    await Promise.allSettled(inflight.map((w) => w.done));
+    await flushing?.catch(() => undefined);
   }
+  if (failure !== undefined) throw failure;
   return written;
 }
+
+async function writeFully(fh: FileHandle, buf: Buffer, at: number): Promise<void> {
+  let off = 0;
+  while (off < buf.length) {
+    const { bytesWritten } = await fh.write(buf, off, buf.length - off, at + off);
+    off += bytesWritten;
+  }
+}
+
+/** Bytes written between two write-behind flushes. */
+const WRITE_BEHIND_BYTES = 32 * MiB;
+/** Bytes handed to the thread pool and not yet written. */
+const WRITES_IN_FLIGHT_BYTES = 4 * MiB;
 
 function sameFile(a: FileId, b: FileId): boolean {
   return a.dev === b.dev && a.ino === b.ino && a.birthtimeNs === b.birthtimeNs && a.size === b.size && a.mtimeNs === b.mtimeNs;
@@ -251,6 +293,7 @@ export class BlobStore {
     await mkdir(this.uploadsDir, { recursive: true });
     await this.exclusive(uuid, async () => {
       this.hashes.delete(uuid);
+      await unlinkQuiet(this.digestNotePath(uuid));
       let fh: FileHandle;
       try {
         fh = await open(this.uploadPath(uuid), 'wx');
@@ -324,8 +367,10 @@ export class BlobStore {
         }
         if (hash !== undefined) {
           const after = await fh.stat({ bigint: true });
-          if (after.size === BigInt(size + written)) this.remember(uuid, { hash, ...fileId(after) });
-          else this.hashes.delete(uuid); // someone else wrote too: re-hash from disk at commit
+          if (after.size === BigInt(size + written)) {
+            this.remember(uuid, { hash, ...fileId(after) });
+            await this.writeDigestNote(uuid, hash, after);
+          } else this.hashes.delete(uuid); // someone else wrote too: re-hash from disk at commit
         }
         return size + written;
       } finally {
@@ -361,10 +406,13 @@ export class BlobStore {
         try {
           const st = await fh.stat({ bigint: true });
           size = Number(st.size);
+          const noted = await this.readDigestNote(uuid, st);
           if (opts.expectedSize !== undefined && opts.expectedSize !== size) throw new SizeMismatchError(opts.expectedSize, size);
           let actual: string;
           if (state !== undefined && sameFile(state, st)) {
             actual = state.hash.digest('hex');
+          } else if (noted !== undefined) {
+            actual = noted;
           } else {
             const hashed = await hashHandle(fh);
             if (hashed.size !== size) throw new BlobStoreError(`upload ${uuid} changed while it was committed`);
@@ -391,6 +439,7 @@ export class BlobStore {
     await this.exclusive(uuid, async () => {
       this.hashes.delete(uuid);
       await unlinkQuiet(this.uploadPath(uuid));
+      await unlinkQuiet(this.digestNotePath(uuid));
     });
   }
 
@@ -562,6 +611,37 @@ export class BlobStore {
     return join(this.uploadsDir, uuid);
   }
 
+  private digestNotePath(uuid: string): string {
+    return join(this.uploadsDir, `${uuid}.sha256`);
+  }
+
+  /**
+   * Workers share uploads but not memory: a PATCH on one and the PUT on
+   * another would re-hash the whole upload at commit. So the digest of the
+   * upload as this process left it is noted next to it, with the file's
+   * identity; commit trusts the note only for exactly that file.
+   */
+  private async writeDigestNote(uuid: string, hash: Hash, st: fs.BigIntStats): Promise<void> {
+    const id = fileId(st);
+    const note = { hex: hash.copy().digest('hex'), ...Object.fromEntries(Object.entries(id).map(([k, v]) => [k, String(v)])) };
+    await writeFile(this.digestNotePath(uuid), JSON.stringify(note)).catch(() => undefined);
+  }
+
+  /** The noted digest of the claimed upload, if the note describes this very file. */
+  private async readDigestNote(uuid: string, st: fs.BigIntStats): Promise<string | undefined> {
+    const path = this.digestNotePath(uuid);
+    try {
+      const note = JSON.parse(await readFile(path, 'utf8')) as Record<string, string>;
+      const id = fileId(st);
+      const same = Object.entries(id).every(([k, v]) => note[k] === String(v));
+      return same && /^[a-f0-9]{64}$/.test(note.hex ?? '') ? note.hex : undefined;
+    } catch {
+      return undefined;
+    } finally {
+      await unlinkQuiet(path);
+    }
+  }
+
   private remember(uuid: string, state: HashState): void {
     this.hashes.delete(uuid);
     this.hashes.set(uuid, state);
@@ -656,11 +736,14 @@ export class BlobStore {
     const cutoff = Date.now() - olderThanMs;
     const stale: string[] = [];
     for (const name of names) {
-      if (!UPLOAD_ID.test(name) && !INGEST_TMP.test(name) && !COMMIT_TMP.test(name)) continue;
+      if (!UPLOAD_ID.test(name) && !DIGEST_NOTE.test(name) && !INGEST_TMP.test(name) && !COMMIT_TMP.test(name)) continue;
+      // A digest note lives and dies with its upload.
+      const judged = DIGEST_NOTE.test(name) ? name.slice(0, -'.sha256'.length) : name;
       try {
-        if ((await stat(join(this.uploadsDir, name))).mtimeMs < cutoff) stale.push(name);
+        if ((await stat(join(this.uploadsDir, judged))).mtimeMs < cutoff) stale.push(name);
       } catch (err) {
         if (errno(err) !== 'ENOENT') throw err;
+        if (judged !== name) stale.push(name);
       }
     }
     return stale;
