@@ -76,7 +76,9 @@ export function runPrimary(count: number, logger: Logger): Promise<number> {
     });
     // A small young generation per worker: under load V8 otherwise grows it
     // to 16 MiB semi-spaces in every process (about 25-30 MB of peak RSS each).
-    cluster.setupPrimary({ execArgv: [...process.execArgv, '--max-semi-space-size=2'] });
+    // bin/proxyd starts with the flag; `node bin/proxyd` does not, so it is added if missing.
+    const flag = '--max-semi-space-size=2';
+    cluster.setupPrimary({ execArgv: process.execArgv.some((a) => a.startsWith('--max-semi-space-size')) ? process.execArgv : [...process.execArgv, flag] });
     logger.info(`proxyd primary ${process.pid} starting ${count} workers`);
     for (let i = 0; i < count; i++) fork();
   });

@@ -64,7 +64,7 @@ function parseOptions() {
         connections: { type: 'string', default: '32' },
         threads: { type: 'string', default: '2' },
         runs: { type: 'string', default: '3' },
-        'push-runs': { type: 'string', default: '1' },
+        'push-runs': { type: 'string', default: '3' },
         workers: { type: 'string', default: '2' },
         'cpu-prof': { type: 'string' },
         help: { type: 'boolean', short: 'h' },

@@ -29,7 +29,9 @@ export function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv 
  */
 export function spawnNode(argv: string[], options: { cwd: string; env: NodeJS.ProcessEnv; stdin?: 'ignore' | 'pipe' }): ChildProcess {
   const { stdin = 'ignore', ...rest } = options;
-  return spawn('env', ['-u', 'NODE_OPTIONS', process.execPath, ...argv], { ...rest, stdio: [stdin, 'pipe', 'pipe'] });
+  // bin/ programs run through their own #! line (with its node flags), as users run them.
+  const command = argv[0] === PROXYD || argv[0] === PROXYCTL ? argv : [process.execPath, ...argv];
+  return spawn('env', ['-u', 'NODE_OPTIONS', ...command], { ...rest, stdio: [stdin, 'pipe', 'pipe'] });
 }
 
 /** Ask the OS for a free port on 127.0.0.1. */

@@ -7,8 +7,7 @@
 // Katello last sent them (PUT user_repository_mapping).
 import { Statements } from '../db/statements.ts';
 import type { Gateway } from '../gateway.ts';
-import { HttpUpstream, readBounded } from '../upstream/http-upstream.ts';
-import { repositoriesOf } from '../upstream/katello.ts';
+import { repositoriesOf, type KatelloClient } from '../upstream/katello.ts';
 import { mapLimit } from './pool.ts';
 
 export interface RefreshResult {
@@ -19,26 +18,19 @@ export interface RefreshResult {
 }
 
 /** Katello's `_catalog` for anonymous clients; undefined when it does not answer 200 with a list. */
-async function anonymousCatalog(gw: Gateway, foremanUrl: string): Promise<Set<string> | undefined> {
-  const base = new URL(gw.settings.katello_registry_path.replace(/^\//, ''), foremanUrl.endsWith('/') ? foremanUrl : `${foremanUrl}/`);
-  const up = new HttpUpstream(base.href.replace(/\/$/, ''), gw.timeouts(), gw.ctx.global.foreman_ssl_ca ? { ca: gw.ctx.global.foreman_ssl_ca } : {}, 1);
-  try {
-    const res = await up.request({ method: 'GET', path: '/_catalog', headers: { Accept: 'application/json' } });
-    const { body } = await readBounded(res, 32 * 1024 * 1024);
-    if (res.statusCode !== 200) return undefined;
-    const list = (JSON.parse(body.toString('utf8')) as { repositories?: unknown }).repositories;
-    return Array.isArray(list) ? new Set(list.filter((n): n is string => typeof n === 'string')) : undefined;
-  } finally {
-    up.close();
-  }
+async function anonymousCatalog(katello: KatelloClient): Promise<Set<string> | undefined> {
+  const reply = await katello.anonymousCatalog();
+  if (reply.status !== 200) return undefined;
+  const list = (JSON.parse(reply.text) as { repositories?: unknown }).repositories;
+  return Array.isArray(list) ? new Set(list.filter((n): n is string => typeof n === 'string')) : undefined;
 }
 
 export async function refreshAccess(gw: Gateway, mirrored: string[], concurrency: number, log: { warn(msg: string): void }): Promise<RefreshResult> {
   const result: RefreshResult = { public: 0, hosts: 0 };
-  const foremanUrl = gw.ctx.global.foreman_url;
-  if (!foremanUrl || !gw.katello) return result;
+  const katello = gw.katello;
+  if (!katello) return result;
   try {
-    const open = await anonymousCatalog(gw, foremanUrl);
+    const open = await anonymousCatalog(katello);
     if (open) {
       for (const name of mirrored) {
         const isPublic = open.has(name);
@@ -49,7 +41,6 @@ export async function refreshAccess(gw: Gateway, mirrored: string[], concurrency
   } catch (err) {
     log.warn(`sync: Katello's anonymous catalog could not be read (${(err as Error).message}): repository visibility left as it was`);
   }
-  const katello = gw.katello;
   const hosts = new Statements(gw.db.db).get('SELECT uuid FROM hosts ORDER BY uuid').pluck().all() as string[];
   await mapLimit(hosts, concurrency, async (uuid) => {
     try {

@@ -51,6 +51,11 @@ export class KatelloClient {
     return this.get('_catalog', new URLSearchParams({ account }), authorization ? { Authorization: authorization } : {});
   }
 
+  /** Without credentials: the repositories in lifecycle environments with unauthenticated pull. */
+  anonymousCatalog(): Promise<KatelloReply> {
+    return this.get('_catalog', new URLSearchParams(), {});
+  }
+
   hostCatalog(uuid: string): Promise<KatelloReply> {
     return this.get('_catalog', new URLSearchParams(), { HostUUID: uuid });
   }
