@@ -279,7 +279,7 @@ async function main(): Promise<void> {
   tempDirs.add(gateway.dir);
   cleanups.push({ what: 'proxyd', fn: async () => { const code = await gateway.stop(); tempDirs.delete(gateway.dir); if (code !== 0) progress(`proxyd exited with code ${code}`); } });
   progress(`proxyd on ${gateway.httpUrl}, pid ${gateway.pid}: ${gateway.cmdline}`);
-  check(gateway.cmdline.startsWith(`${process.execPath} `) && gateway.cmdline.includes(PROXYD), `pid ${gateway.pid} is not the node process of proxyd: ${gateway.cmdline}`);
+  check(/^(\S*\/)?node /.test(gateway.cmdline) && gateway.cmdline.includes(PROXYD), `pid ${gateway.pid} is not the node process of proxyd: ${gateway.cmdline}`);
 
   const sampler = new ProcSampler(gateway.pid, { gateway: gateway.pid, registry: registry.proc.pid! });
   await sampler.start();
@@ -625,7 +625,7 @@ async function embeddedSection(o: EmbeddedInput): Promise<EmbeddedOutcome> {
   children.add(gw.proc);
   tempDirs.add(gw.dir);
   cleanups.push({ what: 'proxyd (embedded store)', fn: async () => { const code = await gw.stop(); tempDirs.delete(gw.dir); if (code !== 0) progress(`proxyd (embedded store) exited with code ${code}`); } });
-  check(gw.cmdline.startsWith(`${process.execPath} `) && gw.cmdline.includes(PROXYD), `pid ${gw.pid} is not the node process of proxyd: ${gw.cmdline}`);
+  check(/^(\S*\/)?node /.test(gw.cmdline) && gw.cmdline.includes(PROXYD), `pid ${gw.pid} is not the node process of proxyd: ${gw.cmdline}`);
   try {
     return await embeddedRun(o, gw, state, storage, dbPath);
   } catch (err) {

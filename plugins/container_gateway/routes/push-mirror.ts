@@ -10,7 +10,7 @@ import type http from 'node:http';
 import { PassThrough, type Readable } from 'node:stream';
 import type { Request } from 'express';
 import type { Gateway, LocalStore } from '../gateway.ts';
-import { parseManifest } from '../store/manifest-parse.ts';
+import { manifestRecord, parseManifest } from '../store/manifest-parse.ts';
 import { mirrorBlob, mirrorManifest, type RegistryFetch } from '../sync/mirror.ts';
 import { triggerCapsuleSync } from '../upstream/capsule-sync.ts';
 
@@ -170,15 +170,7 @@ export class PushMirror {
       const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
       store.index.putManifest(
         repositoryId,
-        {
-          digest,
-          mediaType: parsed.mediaType,
-          content: body,
-          children: [...parsed.blobs, ...parsed.manifests],
-          ...(parsed.artifactType ? { artifactType: parsed.artifactType } : {}),
-          ...(parsed.subject ? { subject: parsed.subject } : {}),
-          ...(parsed.annotations ? { annotations: parsed.annotations } : {}),
-        },
+        manifestRecord(digest, body, parsed),
         isDigest ? undefined : reference,
       );
       this.gw.manifests.clear();

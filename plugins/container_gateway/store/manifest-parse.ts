@@ -2,6 +2,7 @@
 // manifests for an index), its subject and artifact type (referrers API).
 // Unknown fields are allowed; the bytes are stored exactly as received.
 import { RegistryError } from '../errors.ts';
+import type { ManifestRecord } from './content-index.ts';
 
 export const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 export const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
@@ -77,4 +78,17 @@ export function accepts(accept: string | undefined, mediaType: string): boolean 
   if (!accept) return true;
   const types = accept.split(',').map((t) => t.split(';')[0]!.trim().toLowerCase());
   return types.some((t) => t === '*/*' || t === mediaType || t === 'application/*' || t === '');
+}
+
+/** What the content index stores for a manifest: its exact bytes and what parsing found. */
+export function manifestRecord(digest: string, body: Buffer, parsed: ParsedManifest): ManifestRecord {
+  return {
+    digest,
+    mediaType: parsed.mediaType,
+    content: body,
+    children: [...parsed.blobs, ...parsed.manifests],
+    ...(parsed.artifactType ? { artifactType: parsed.artifactType } : {}),
+    ...(parsed.subject ? { subject: parsed.subject } : {}),
+    ...(parsed.annotations ? { annotations: parsed.annotations } : {}),
+  };
 }

@@ -10,7 +10,7 @@ import type http from 'node:http';
 import { RegistryError } from '../errors.ts';
 import type { LocalStore } from '../gateway.ts';
 import { DigestMismatchError, InvalidDigestError } from '../store/blob-store.ts';
-import { DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, parseManifest } from '../store/manifest-parse.ts';
+import { DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, manifestRecord, parseManifest } from '../store/manifest-parse.ts';
 import { readBounded } from '../upstream/http-upstream.ts';
 import { mapLimit } from './pool.ts';
 
@@ -170,15 +170,7 @@ export async function mirrorManifest(
   });
   store.index.putManifest(
     repositoryId,
-    {
-      digest,
-      mediaType: parsed.mediaType,
-      content: body,
-      children: [...parsed.blobs, ...parsed.manifests],
-      ...(parsed.artifactType ? { artifactType: parsed.artifactType } : {}),
-      ...(parsed.subject ? { subject: parsed.subject } : {}),
-      ...(parsed.annotations ? { annotations: parsed.annotations } : {}),
-    },
+    manifestRecord(digest, body, parsed),
     byDigest ? undefined : reference,
   );
   return { digest, blobs, bytes };

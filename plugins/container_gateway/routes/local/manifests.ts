@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import type { Request, Response } from 'express';
 import { RegistryError } from '../../errors.ts';
 import type { Gateway } from '../../gateway.ts';
-import { accepts, parseManifest } from '../../store/manifest-parse.ts';
+import { accepts, manifestRecord, parseManifest } from '../../store/manifest-parse.ts';
 
 export const MANIFEST_LIMIT = 4 * 1024 * 1024;
 
@@ -59,15 +59,7 @@ export async function putManifest(gw: Gateway, req: Request, res: Response, name
   const repositoryId = existingId ?? create();
   index.putManifest(
     repositoryId,
-    {
-      digest,
-      mediaType: parsed.mediaType,
-      content: body,
-      children: [...parsed.blobs, ...parsed.manifests],
-      ...(parsed.artifactType ? { artifactType: parsed.artifactType } : {}),
-      ...(parsed.subject ? { subject: parsed.subject } : {}),
-      ...(parsed.annotations ? { annotations: parsed.annotations } : {}),
-    },
+    manifestRecord(digest, body, parsed),
     isDigest ? undefined : reference,
   );
   gw.manifests.clear();
