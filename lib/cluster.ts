@@ -74,11 +74,11 @@ export function runPrimary(count: number, logger: Logger): Promise<number> {
     process.on('SIGUSR1', () => {
       for (const w of live) w.process.kill('SIGUSR1');
     });
-    // A small young generation per worker: under load V8 otherwise grows it
-    // to 16 MiB semi-spaces in every process (about 25-30 MB of peak RSS each).
-    // bin/proxyd starts with the flag; `node bin/proxyd` does not, so it is added if missing.
-    const flag = '--max-semi-space-size=2';
-    cluster.setupPrimary({ execArgv: process.execArgv.some((a) => a.startsWith('--max-semi-space-size')) ? process.execArgv : [...process.execArgv, flag] });
+    // Memory flags of bin/proxyd's #! line (a small young generation, V8's
+    // memory-saving heuristics): `node bin/proxyd` lacks them, so they are added.
+    const flags = ['--max-semi-space-size=2', '--optimize-for-size'];
+    const missing = flags.filter((f) => !process.execArgv.some((a) => a.startsWith(f.split('=')[0]!)));
+    cluster.setupPrimary({ execArgv: [...process.execArgv, ...missing] });
     logger.info(`proxyd primary ${process.pid} starting ${count} workers`);
     for (let i = 0; i < count; i++) fork();
   });
