@@ -11,6 +11,17 @@ import http from 'node:http';
 // Commands
 // ---------------------------------------------------------------------------
 
+/** One line of a result table: `ratio` is gateway / direct (or its inverse for times), `pass` undefined for information only. */
+export interface Row {
+  metric: string;
+  unit: string;
+  direct?: number;
+  gateway: number;
+  ratio?: number;
+  target?: string;
+  pass?: boolean;
+}
+
 export interface Output {
   code: number | null;
   stdout: string;

@@ -12,7 +12,7 @@ import { layoutManifest, pushImage } from '../helpers/images.ts';
 import type { KatelloDouble } from '../helpers/katello-double.ts';
 import type { RunningRegistry } from '../helpers/registry.ts';
 import { startGateway, type RunningGateway } from './gateway.ts';
-import { exec, median, request } from './measure.ts';
+import { exec, median, request, type Row } from './measure.ts';
 
 export const PUSH_THROUGH_TARGETS = { pushRatio: 0.85 };
 
@@ -35,15 +35,6 @@ export interface PushThroughInput {
   adopt(gw: RunningGateway): void;
 }
 
-export interface PushThroughRow {
-  metric: string;
-  unit: string;
-  direct?: number;
-  gateway: number;
-  ratio?: number;
-  target?: string;
-  pass?: boolean;
-}
 
 function check(cond: unknown, msg: string): asserts cond {
   if (!cond) throw new Error(msg);
@@ -56,7 +47,7 @@ async function timed(work: () => Promise<unknown>): Promise<number> {
   return Number(process.hrtime.bigint() - t) / 1e9;
 }
 
-export async function pushThroughSection(o: PushThroughInput): Promise<{ rows: PushThroughRow[]; notes: string[]; json: Record<string, unknown> }> {
+export async function pushThroughSection(o: PushThroughInput): Promise<{ rows: Row[]; notes: string[]; json: Record<string, unknown> }> {
   const storage = join(o.dataDir, 'storage');
   const gw = await startGateway({
     settings: { log_level: 'WARN', foreman_url: o.katello.url, workers: o.workers },
@@ -116,7 +107,7 @@ export async function pushThroughSection(o: PushThroughInput): Promise<{ rows: P
   const proxy = median(seconds.proxy);
   const ratio = direct / proxy;
   const mib = (o.layer.size / 2 ** 20).toFixed(0);
-  const rows: PushThroughRow[] = [
+  const rows: Row[] = [
     { metric: `push through the proxy, ${mib} MiB layer, median of ${o.runs}`, unit: 'MB/s', direct: o.layer.size / direct / 1e6, gateway: o.layer.size / proxy / 1e6, ratio, target: `>= ${PUSH_THROUGH_TARGETS.pushRatio.toFixed(2)}x`, pass: ratio >= PUSH_THROUGH_TARGETS.pushRatio },
     { metric: 'push time (info)', unit: 's', direct, gateway: proxy, ratio: proxy / direct },
     { metric: `manifest PUT 201 -> pullable from the proxy (GETs: ${attempts})`, unit: 'ms', gateway: pullableMs },

@@ -39,6 +39,7 @@ import { PROXYD, ROOT } from '../helpers/proxyd.ts';
 import { startRegistry, type RunningRegistry } from '../helpers/registry.ts';
 import { startGateway, type RunningGateway } from './gateway.ts';
 import { pushThroughSection } from './push-through.ts';
+import type { Row } from './measure.ts';
 import { childrenOf, cpuDetailOf, cpuSecondsOf, curlDownload, ticksPerSecond, exec, fetchHashed, ioOf, median, memoryOf, ProcGroupSampler, ProcSampler, request, runWrk, type Download, type GroupUsage, type PhaseUsage, type WrkResult } from './measure.ts';
 import { formatProfile, summarizeProfile, type ProfileSummary, type Window } from './profile.ts';
 
@@ -170,15 +171,6 @@ function check(cond: unknown, msg: string): asserts cond {
 // Results
 // ---------------------------------------------------------------------------
 
-interface Row {
-  metric: string;
-  unit: string;
-  direct?: number;
-  gateway: number;
-  ratio?: number;
-  target?: string;
-  pass?: boolean;
-}
 
 /** Now, in microseconds of CLOCK_MONOTONIC (the clock of V8's profile samples). */
 const monoUs = () => Number(process.hrtime.bigint() / 1000n);

@@ -101,7 +101,7 @@ function unavailable(req: Request, res: Response, err: UpstreamError): never {
   throw new RegistryError('UNAVAILABLE', `the main server's registry is unavailable: ${err.message}`, undefined, status);
 }
 
-async function send(gw: Gateway, req: Request, res: Response, main: HttpUpstream, body: Readable | Buffer | undefined, headers = forwardedHeaders(req)): Promise<http.IncomingMessage> {
+async function send(req: Request, res: Response, main: HttpUpstream, body: Readable | Buffer | undefined, headers = forwardedHeaders(req)): Promise<http.IncomingMessage> {
   const signal = abortOnClose(req, res);
   try {
     if (Buffer.isBuffer(body)) headers['content-length'] = String(body.length);
@@ -135,18 +135,18 @@ export async function forwardPush(gw: Gateway, req: Request, res: Response, targ
   const mirror = new PushMirror(gw, req);
   if (target.kind === 'manifest' && req.method === 'PUT') {
     const manifest = await readManifestBody(req);
-    const up = await send(gw, req, res, main, manifest);
+    const up = await send(req, res, main, manifest);
     if (up.statusCode === 201 || up.statusCode === 200) await mirror.manifestPushed(target.name, target.reference, target.isDigest, manifest, req.get('content-type'));
     return relay(gw, req, res, main, up);
   }
   if (target.kind === 'manifest' && req.method === 'DELETE') {
-    const up = await send(gw, req, res, main, undefined);
+    const up = await send(req, res, main, undefined);
     if (up.statusCode === 202) mirror.manifestDeleted(target.name, target.reference, target.isDigest);
     return relay(gw, req, res, main, up);
   }
   const uploadBody = (target.kind === 'upload' || target.kind === 'upload-start') && hasBody(req);
   if (!uploadBody) {
-    const up = await send(gw, req, res, main, undefined);
+    const up = await send(req, res, main, undefined);
     if (target.kind === 'upload' && req.method === 'DELETE') await mirror.uploadCancelled(target.name, target.uuid);
     if (target.kind === 'upload-start' && (up.statusCode === 201 || up.statusCode === 202)) await mirror.uploadStarted(target.name, up.statusCode, up.headers, req);
     if (target.kind === 'upload' && req.method === 'PUT' && up.statusCode === 201) await mirror.uploadFinished(target.name, target.uuid, req);
@@ -154,7 +154,7 @@ export async function forwardPush(gw: Gateway, req: Request, res: Response, targ
   }
   // A blob body: streamed to the main server and, as it passes, into the local store.
   const tee = mirror.teeUpload(target.kind === 'upload' ? target.uuid : undefined, target.name, req);
-  const up = await send(gw, req, res, main, tee.upstream).catch(async (err: unknown) => {
+  const up = await send(req, res, main, tee.upstream).catch(async (err: unknown) => {
     await tee.abandon();
     throw err;
   });
