@@ -8,7 +8,7 @@
 // the Katello double) with an outage the sync rides out; and an unreachable
 // one that makes the run fail with its reason.
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -121,7 +121,9 @@ t.test('20 repositories × 5 tags: mirrored, pullable byte for byte; a second sy
   t.same(first.progress.tags, { done: 100, total: 100 });
   const uniqueBlobs = 4 * 3 + 20 * 3; // config + 2 layers per image
   t.equal(first.progress.blobs.transferred, uniqueBlobs, 'each blob downloaded once, however many repositories use it');
-  t.ok(first.progress.bytes > 0);
+  const stored = readdirSync(join(work, 'main-storage', 'blobs', 'sha256'), { recursive: true, withFileTypes: true }).filter((e) => e.isFile());
+  t.equal(stored.length, uniqueBlobs, 'the store holds each blob once');
+  t.equal(first.progress.bytes, stored.reduce((sum, e) => sum + statSync(join(e.parentPath, e.name)).size, 0), 'bytes: exactly what the store holds');
   t.ok(first.finished_at && first.started_at);
 
   // Access as Katello has it: public where its anonymous catalog says so, host mappings fetched again.

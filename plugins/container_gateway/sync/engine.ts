@@ -108,7 +108,11 @@ export async function runSync(job: SyncJob): Promise<SyncResult> {
       onBlob: (bytes) => {
         progress.blobs.done++;
         if (bytes > 0) progress.blobs.transferred++;
-        progress.bytes += bytes;
+        job.changed();
+      },
+      // Bytes as they arrive, so the bar moves within a big blob too.
+      onBytes: (n) => {
+        progress.bytes += n;
         job.changed();
       },
     });

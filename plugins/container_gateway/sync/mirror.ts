@@ -7,6 +7,7 @@
 // make a double download harmless.
 import { createHash } from 'node:crypto';
 import type http from 'node:http';
+import { pipeline, Transform, type Readable } from 'node:stream';
 import { RegistryError } from '../errors.ts';
 import type { LocalStore } from '../gateway.ts';
 import { DigestMismatchError, InvalidDigestError } from '../store/blob-store.ts';
@@ -44,6 +45,8 @@ export interface MirrorOptions {
   onBlob?: (bytes: number, deduplicated: boolean) => void;
   /** Blobs a manifest about to be mirrored refers to (for progress totals). */
   onBlobsFound?: (count: number) => void;
+  /** Bytes of blobs as they arrive (a retried download counts again). */
+  onBytes?: (bytes: number) => void;
 }
 
 /** Downloads in flight in this process, by store root and digest. */
@@ -64,7 +67,19 @@ async function linkStored(store: LocalStore, repositoryId: number, digest: strin
   return (await store.blobs.stat(digest)) !== undefined;
 }
 
-async function download(store: LocalStore, fetch: RegistryFetch, name: string, repositoryId: number, digest: string, size: number | undefined): Promise<number> {
+/** The body, counted as it passes (a failure of either side ends both). */
+function counted(body: Readable, onBytes: (n: number) => void): Readable {
+  const counter = new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      onBytes(chunk.length);
+      done(null, chunk);
+    },
+  });
+  pipeline(body, counter, () => undefined);
+  return counter;
+}
+
+async function download(store: LocalStore, fetch: RegistryFetch, name: string, repositoryId: number, digest: string, size: number | undefined, onBytes?: (n: number) => void): Promise<number> {
   for (let attempt = 1; ; attempt++) {
     const res = await fetch('GET', `/${name}/blobs/${digest}`);
     if (res.statusCode !== 200) {
@@ -77,7 +92,7 @@ async function download(store: LocalStore, fetch: RegistryFetch, name: string, r
       throw new MirrorError(`blob ${digest} of ${name}: the main server sends ${length} bytes, the manifest says ${size}`);
     }
     try {
-      const stored = await store.blobs.ingest(digest, res, size ?? length);
+      const stored = await store.blobs.ingest(digest, onBytes ? counted(res, onBytes) : res, size ?? length);
       store.index.linkBlob(repositoryId, digest, stored.size);
       return stored.size;
     } catch (err) {
@@ -89,7 +104,7 @@ async function download(store: LocalStore, fetch: RegistryFetch, name: string, r
 }
 
 /** Make sure the blob is in the store and linked to the repository; downloads (verified by digest) only if the store lacks it. Returns bytes transferred (0 when deduplicated). */
-export async function mirrorBlob(store: LocalStore, fetch: RegistryFetch, name: string, repositoryId: number, digest: string, size?: number): Promise<number> {
+export async function mirrorBlob(store: LocalStore, fetch: RegistryFetch, name: string, repositoryId: number, digest: string, size?: number, onBytes?: (n: number) => void): Promise<number> {
   if (!SHA256.test(digest)) throw new InvalidDigestError(digest);
   if (await linkStored(store, repositoryId, digest)) return 0;
   const key = `${store.blobs.root}\0${digest}`;
@@ -100,7 +115,7 @@ export async function mirrorBlob(store: LocalStore, fetch: RegistryFetch, name: 
     await running.catch(() => undefined);
     if (await linkStored(store, repositoryId, digest)) return 0;
   }
-  const p = download(store, fetch, name, repositoryId, digest, size);
+  const p = download(store, fetch, name, repositoryId, digest, size, onBytes);
   inflight.set(key, p);
   try {
     return await p;
@@ -163,7 +178,7 @@ export async function mirrorManifest(
   const sizes = sizesOf(body);
   opts.onBlobsFound?.(parsed.blobs.length);
   await mapLimit(parsed.blobs, opts.concurrency ?? 4, async (d) => {
-    const n = await mirrorBlob(store, fetch, name, repositoryId, d, sizes.get(d));
+    const n = await mirrorBlob(store, fetch, name, repositoryId, d, sizes.get(d), opts.onBytes);
     if (n > 0) blobs++;
     bytes += n;
     opts.onBlob?.(n, n === 0);
