@@ -13,6 +13,7 @@ import t from 'tap';
 import { request } from './helpers/http.ts';
 import { buildImage, inspectImage, layoutBlobPath, layoutBlobs, layoutManifest, podman, pullImage, pushImage, sha256 } from './helpers/images.ts';
 import { startMainServer, type MainServer } from './helpers/main-server.ts';
+import { KatelloDouble } from './helpers/katello-double.ts';
 import { startProxyd, type RunningProxyd } from './helpers/proxyd.ts';
 
 const PUSHER = 'pusher:pusher-pw';
@@ -256,4 +257,42 @@ t.test('main server down: pushes get 503 at once, pulls are still served; back u
   }
   await pushImage(img.ref, `${gw}/acme/web/outage:v2`, { creds: PUSHER });
   t.equal((await inspectImage(`${main.registry.host}/acme/web/outage:v2`, { creds: PUSHER })).Digest, layoutManifest(img.layout).digest, 'the next push works');
+});
+
+t.test("Katello's relative Locations stay relative (under /container_gateway too); Link and realm point at the proxy", async (t) => {
+  // Katello itself as the main registry: it answers uploads with relative Locations (katello-api.md §3).
+  const katello = new KatelloDouble({ users: { pusher: { password: 'pusher-pw', repositories: [] } } });
+  const foremanUrl = await katello.start();
+  t.teardown(() => katello.stop());
+  katello.override((req, res, rec) => {
+    if (req.method !== 'POST' || !rec.path.endsWith('/blobs/uploads/')) return false;
+    const name = rec.path.slice('/v2/'.length, -'/blobs/uploads/'.length);
+    res.writeHead(202, {
+      Location: `/v2/${name}/blobs/uploads/0b7e5ad4-9c1e-4e0a-b2c4-1f0e8d6a7c3b?state=abc`,
+      Link: `<${foremanUrl}v2/${name}/tags/list?n=1&last=a>; rel="next"`,
+      'Docker-Upload-UUID': '0b7e5ad4-9c1e-4e0a-b2c4-1f0e8d6a7c3b',
+      Range: '0-0',
+      'X-Registry-Supports-Signatures': '1',
+      'Content-Length': '0',
+    });
+    res.end();
+    return true;
+  });
+  const p = await startProxyd({
+    fixtures: false,
+    settings: { foreman_url: foremanUrl },
+    plugins: { container_gateway: { enabled: true, content_backend: 'local', sqlite_db_path: join(work, 'katello-main.db'), storage_path: join(work, 'katello-main') } },
+  });
+  t.teardown(() => p.stop());
+  for (const prefix of ['', '/container_gateway']) {
+    const res = await request(`${p.httpUrl}${prefix}/v2/acme/web/app/blobs/uploads/`, { method: 'POST', headers: { Authorization: 'Bearer anything' } });
+    t.equal(res.status, 202, `${prefix || '/'}: Katello's status`);
+    t.equal(res.headers.location, `${prefix}/v2/acme/web/app/blobs/uploads/0b7e5ad4-9c1e-4e0a-b2c4-1f0e8d6a7c3b?state=abc`, 'relative, with its query, on the path the client used');
+    t.equal(res.headers.link, `<${p.httpUrl}${prefix}/v2/acme/web/app/tags/list?n=1&last=a>; rel="next"`, 'Link: the proxy instead of the main server');
+    t.equal(res.headers['docker-upload-uuid'], '0b7e5ad4-9c1e-4e0a-b2c4-1f0e8d6a7c3b');
+    t.equal(res.headers['x-registry-supports-signatures'], undefined, 'no signature extension is advertised');
+  }
+  const sent = katello.requestsTo('/v2/acme/web/app/blobs/uploads/');
+  t.equal(sent.length, 2, 'both went to the main server');
+  t.equal(sent[0]?.headers.authorization, 'Bearer anything', "with the client's Authorization");
 });
