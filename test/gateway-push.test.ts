@@ -240,6 +240,43 @@ t.test('the protocol through the proxy: Locations rewritten, headers kept, chunk
   t.equal(refused.status, 401, 'a body the main server refuses before reading it: its 401 arrives, nothing hangs');
 });
 
+t.test('a client that goes away mid-PATCH: the proxy lets go of both sides, and the next upload works', async (t) => {
+  const name = 'acme/web/aborted';
+  const token = await tokenFor(PUSHER, `repository:${name}:pull,push`);
+  const auth = { Authorization: `Bearer ${token}` };
+  const start = await call('POST', `/v2/${name}/blobs/uploads/`, auth);
+  t.equal(start.status, 202);
+  const at = new URL(start.headers.location!, proxy.httpUrl);
+  await new Promise<void>((resolve) => {
+    const req = http.request(`${proxy.httpUrl}${at.pathname}${at.search}`, { method: 'PATCH', headers: { ...auth, 'Content-Type': 'application/octet-stream' } });
+    req.on('error', () => resolve());
+    req.on('close', () => resolve());
+    let sent = 0;
+    const pump = () => {
+      while (sent < 4 * 1024 * 1024) {
+        sent += 256 * 1024;
+        if (!req.write(Buffer.alloc(256 * 1024, 3))) return void req.once('drain', pump);
+      }
+      setTimeout(() => req.destroy(), 200); // gone mid-body, never ends it
+    };
+    pump();
+  });
+  const health = await request(`${proxy.httpUrl}/healthz`, { timeoutMs: 5000 });
+  t.equal(health.status, 200, 'the proxy answers');
+  const body = Buffer.alloc(300_000, 9);
+  const digest = sha256(body);
+  const again = await call('POST', `/v2/${name}/blobs/uploads/?digest=${digest}`, { ...auth, 'Content-Length': String(body.length), 'Content-Type': 'application/octet-stream' }, body);
+  let status = again.status;
+  if (status === 202) {
+    const to = new URL(again.headers.location!, proxy.httpUrl);
+    to.searchParams.set('digest', digest);
+    status = (await call('PUT', to.pathname + to.search, { ...auth, 'Content-Length': String(body.length), 'Content-Type': 'application/octet-stream' }, body)).status;
+  }
+  t.equal(status, 201, 'a new upload of the repository completes');
+  const head = await call('HEAD', `/v2/${name}/blobs/${digest}`, auth);
+  t.equal(head.status, 200, 'and the main server has it');
+});
+
 t.test('main server down: pushes get 503 at once, pulls are still served; back up: pushes work', async (t) => {
   const img = await buildImage(join(work, 'src-outage'), { name: 'outage', files: { '/etc/o.txt': 'outage\n' } });
   await pushImage(img.ref, `${gw}/acme/web/outage:v1`, { creds: PUSHER });
