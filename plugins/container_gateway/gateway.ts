@@ -32,6 +32,7 @@ export class Gateway {
   readonly logger: Logger;
   readonly manifests: ManifestCache;
   private readonly contentApps = new Map<string, HttpUpstream>();
+  private readonly clients = new WeakMap<Request, RegistryClient>();
   /** Unknown host UUIDs recently asked of Katello (defect 19: don't ask on every request). */
   private readonly hostLookups = new Map<string, number>();
 
@@ -117,8 +118,14 @@ export class Gateway {
     return this.katello;
   }
 
+  /** Who is calling: identified once per request (routing and access checks both ask). */
   client(req: Request): RegistryClient {
-    return identifyClient(req, this.ctx.auth.identity(req), this.db, this.settings.trusted_proxies);
+    let client = this.clients.get(req);
+    if (!client) {
+      client = identifyClient(req, this.ctx.auth.identity(req), this.db, this.settings.trusted_proxies);
+      this.clients.set(req, client);
+    }
+    return client;
   }
 
   /** A host seen for the first time: fetch its catalog from Katello (at most once per host_lookup_interval). */

@@ -5,9 +5,9 @@
 // never written. Extra node flags (e.g. --cpu-prof) can be passed.
 import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { statusOf } from '../helpers/http.ts';
 import { childEnv, freePort, PROXYD, ROOT, spawnNode, writeSettings } from '../helpers/proxyd.ts';
 
 export interface GatewayOptions {
@@ -35,18 +35,6 @@ export interface RunningGateway {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function getStatus(url: string): Promise<number> {
-  return new Promise((res) => {
-    const req = http.get(url, { agent: false, timeout: 1000 }, (r) => {
-      r.resume();
-      r.on('end', () => res(r.statusCode ?? 0));
-      r.on('error', () => res(0));
-    });
-    req.on('timeout', () => req.destroy());
-    req.on('error', () => res(0));
-  });
-}
 
 export async function startGateway(opts: GatewayOptions = {}): Promise<RunningGateway> {
   const dir = mkdtempSync(join(tmpdir(), 'proxyd-bench-'));
@@ -102,7 +90,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<RunningGa
       const code = await stop();
       throw new Error(`proxyd exited (code ${code}) during start-up; output:\n${out}`);
     }
-    if ((await getStatus(`${httpUrl}/readyz`)) === 200) break;
+    if ((await statusOf(`${httpUrl}/readyz`)) === 200) break;
     if (Date.now() > deadline) {
       await stop(2000);
       throw new Error(`proxyd not ready (GET /readyz != 200) within ${opts.readyTimeoutMs ?? 30_000} ms; output:\n${out}`);

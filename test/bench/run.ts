@@ -167,6 +167,17 @@ function check(cond: unknown, msg: string): asserts cond {
   if (!cond) throw new Error(msg);
 }
 
+/** GET the blob once from each side: status, size and sha256 checked (this also warms the page cache). */
+async function verifyBlob(sides: Array<[string, string, Record<string, string>]>, layer: { digest: string; size: number }): Promise<void> {
+  for (const [side, url, headers] of sides) {
+    const v = await fetchHashed(url, headers);
+    check(v.status === 200, `${side} blob GET answered ${v.status}`);
+    check(v.bytes === layer.size, `${side} blob GET gave ${v.bytes} bytes, not ${layer.size}`);
+    check(v.digest === layer.digest, `${side} blob GET gave bytes with digest ${v.digest}, not ${layer.digest}`);
+    progress(`  ${side}: 200, ${v.bytes} bytes, ${v.digest} OK (${(v.bytes / v.seconds / 1e6).toFixed(0)} MB/s while hashing)`);
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Results
 // ---------------------------------------------------------------------------
@@ -350,16 +361,7 @@ async function main(): Promise<void> {
   const directBlobUrl = `${registry.url}/v2/${REPO}/blobs/${layer.digest}`;
   const gwBlobUrl = `${gateway.httpUrl}/v2/${REPO}/blobs/${layer.digest}`;
   progress(`blob ${layer.digest}: verifying size and sha256, direct then through the gateway (also warms the page cache)...`);
-  for (const [side, url, headers] of [
-    ['direct', directBlobUrl, {}],
-    ['gateway', gwBlobUrl, bearer],
-  ] as const) {
-    const v = await fetchHashed(url, headers);
-    check(v.status === 200, `${side} blob GET answered ${v.status}`);
-    check(v.bytes === layer.size, `${side} blob GET gave ${v.bytes} bytes, not ${layer.size}`);
-    check(v.digest === layer.digest, `${side} blob GET gave bytes with digest ${v.digest}, not ${layer.digest}`);
-    progress(`  ${side}: 200, ${v.bytes} bytes, ${v.digest} OK (${(v.bytes / v.seconds / 1e6).toFixed(0)} MB/s while hashing)`);
-  }
+  await verifyBlob([['direct', directBlobUrl, {}], ['gateway', gwBlobUrl, bearer]], layer);
   const downloads: Record<'direct' | 'gateway', Download[]> = { direct: [], gateway: [] };
   const blobCpu: Record<string, number> = {};
   const { usage: blobUsage } = await window(`blob GET, ${opt.runs} curl runs each side`, () => sampler.phase(async () => {
@@ -754,16 +756,7 @@ async function embeddedRun(o: EmbeddedInput, gw: RunningGateway, state: string, 
   const embBlobUrl = `${gw.httpUrl}/v2/${REPO}/blobs/${layer.digest}`;
   const regBlobUrl = `${registry.url}/v2/${REPO}/blobs/${layer.digest}`;
   progress(`blob ${layer.digest}: verifying size and sha256 from both (also warms the page cache)...`);
-  for (const [side, url, headers] of [
-    ['registry', regBlobUrl, {}],
-    ['embedded', embBlobUrl, bearer],
-  ] as const) {
-    const v = await fetchHashed(url, headers);
-    check(v.status === 200, `${side} blob GET answered ${v.status}`);
-    check(v.bytes === layer.size, `${side} blob GET gave ${v.bytes} bytes, not ${layer.size}`);
-    check(v.digest === layer.digest, `${side} blob GET gave bytes with digest ${v.digest}, not ${layer.digest}`);
-    progress(`  ${side}: 200, ${v.bytes} bytes, ${v.digest} OK (${(v.bytes / v.seconds / 1e6).toFixed(0)} MB/s while hashing)`);
-  }
+  await verifyBlob([['registry', regBlobUrl, {}], ['embedded', embBlobUrl, bearer]], layer);
   const downloads: Record<'registry' | 'embedded', Download[]> = { registry: [], embedded: [] };
   const blobCpu: Record<string, number> = {};
   const blobPeak: Record<string, number> = {};

@@ -47,3 +47,16 @@ export function request(url: string, opts: RequestOptions = {}): Promise<Reply> 
     req.end(opts.body);
   });
 }
+
+/** The status of a plain-HTTP GET, or 0 when there is no answer within a second (readiness polls). */
+export function statusOf(url: string): Promise<number> {
+  return new Promise((res) => {
+    const req = http.get(url, { agent: false, timeout: 1000 }, (r) => {
+      r.resume();
+      r.on('end', () => res(r.statusCode ?? 0));
+      r.on('error', () => res(0));
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => res(0));
+  });
+}

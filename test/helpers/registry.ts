@@ -3,9 +3,9 @@
 // loopback port chosen at run time (never 5000).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { statusOf } from './http.ts';
 import { freePort } from './proxyd.ts';
 
 export interface RegistryTokenAuth {
@@ -143,19 +143,7 @@ function registryConfig(dir: string, port: number, opts: RegistryOptions): strin
   return `${lines.join('\n')}\n`;
 }
 
-function get(url: string): Promise<number> {
-  return new Promise((res) => {
-    const req = http.get(url, { agent: false, timeout: 1000 }, (r) => {
-      r.resume();
-      r.on('end', () => res(r.statusCode ?? 0));
-      r.on('error', () => res(0));
-    });
-    req.on('timeout', () => req.destroy());
-    req.on('error', () => res(0));
-  });
-}
-
-const ping = (url: string) => get(`${url}/v2/`);
+const ping = (url: string) => statusOf(`${url}/v2/`);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -328,7 +316,7 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Running
     async flushAccessLog(waitMs = 5000) {
       if (!opts.accessLog || !reg.running) return entries.slice();
       const id = `${process.pid}-${++flushCounter}`;
-      await get(`${url}/v2/?${FLUSH_PARAM}=${id}`);
+      await statusOf(`${url}/v2/?${FLUSH_PARAM}=${id}`);
       const deadline = Date.now() + waitMs;
       while (!flushesSeen.has(id)) {
         if (Date.now() > deadline) throw new Error(`access log line of the flush request ${id} did not arrive within ${waitMs} ms`);

@@ -224,25 +224,21 @@ export class GatewayDb {
     return this.sql('UPDATE repositories SET auth_required = ? WHERE name = ?').run(isPublic ? 0 : 1, name).changes > 0;
   }
 
-  /** A token of standalone mode, with what it grants (JSON). */
-  storeGrantedToken(checksum: string, expireAtMs: number, user: string, scopes: unknown): void {
-    this.db.transaction(() => {
-      this.sql('DELETE FROM authentication_tokens WHERE token_checksum = ? OR expire_at <= ?').run(checksum, Date.now());
-      this.sql('INSERT INTO authentication_tokens (token_checksum, expire_at, user_id, scopes) VALUES (?, ?, ?, ?)').run(checksum, expireAtMs, this.userId(user), JSON.stringify(scopes));
-    }).immediate();
-  }
-
   /** The owner and grants of an unexpired token. */
   tokenRecord(checksum: string): { user: string; scopes?: unknown } | undefined {
     const row = this.sql('SELECT u.name AS user, t.scopes FROM authentication_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_checksum = ? AND t.expire_at > ?').get(checksum, Date.now()) as { user: string; scopes: string | null } | undefined;
     return row && { user: row.user, ...(row.scopes ? { scopes: JSON.parse(row.scopes) as unknown } : {}) };
   }
 
-  /** Store a token's checksum; drop expired tokens and any older copy, in one transaction. */
-  storeToken(checksum: string, expireAtMs: number, user: string): void {
+  /**
+   * Store a token's checksum, with its scopes (JSON: what a standalone token
+   * grants, or what a main-server token was asked for); drop expired tokens
+   * and any older copy, in one transaction.
+   */
+  storeToken(checksum: string, expireAtMs: number, user: string, scopes?: unknown): void {
     this.db.transaction(() => {
       this.sql('DELETE FROM authentication_tokens WHERE token_checksum = ? OR expire_at <= ?').run(checksum, Date.now());
-      this.sql('INSERT INTO authentication_tokens (token_checksum, expire_at, user_id) VALUES (?, ?, ?)').run(checksum, expireAtMs, this.userId(user));
+      this.sql('INSERT INTO authentication_tokens (token_checksum, expire_at, user_id, scopes) VALUES (?, ?, ?, ?)').run(checksum, expireAtMs, this.userId(user), scopes === undefined ? null : JSON.stringify(scopes));
     }).immediate();
   }
 }

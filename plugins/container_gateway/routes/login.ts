@@ -30,7 +30,7 @@ async function standaloneToken(gw: Gateway, req: Request, res: Response): Promis
     repository: (name) => gw.db.repositoryInfo(name),
     userMapped: (user, repo) => gw.db.userMapped(user, repo),
     storeToken: (checksum, expireAtMs, user, scopes) => {
-      if (user !== undefined) gw.db.storeGrantedToken(checksum, expireAtMs, user, scopes);
+      if (user !== undefined) gw.db.storeToken(checksum, expireAtMs, user, scopes);
     },
   };
   const result = await issueToken(accounts, {
@@ -79,7 +79,7 @@ export async function token(gw: Gateway, req: Request, res: Response): Promise<v
     // Defect 5: a revoked token must not live on for Katello's whole lifetime.
     const expireAt = Math.min(issued + lifetime * 1000, Date.now() + gw.settings.token_max_lifetime * 1000);
     // The scopes asked for tell a push (its HEAD probes go to the main server); Katello decides what they grant.
-    gw.db.storeGrantedToken(sha256(body.token), expireAt, account, parseScopes(scopesOf(req)));
+    gw.db.storeToken(sha256(body.token), expireAt, account, parseScopes(scopesOf(req)));
     const catalog = await katello.userCatalog(account, authorization);
     if (catalog.status !== 200) {
       res.status(catalog.status).type(catalog.contentType).send(catalog.text);

@@ -1,29 +1,20 @@
 // Reads from the main server's registry with a given Authorization (a
 // pusher's own), following the redirects Katello answers blob GETs with.
-// Like Go clients, the Authorization is dropped when a redirect leaves the
-// main server's origin: the target (Pulp's content app) has its own token.
-import type http from 'node:http';
 import type { RegistryFetch } from '../sync/mirror.ts';
 import { UpstreamError, type HttpUpstream } from './http-upstream.ts';
+import { followRedirects } from './redirects.ts';
 
 const MAX_REDIRECTS = 3;
 
 export function mainFetch(main: HttpUpstream, upstreamFor: (origin: string) => HttpUpstream, authorization: string | undefined): RegistryFetch {
+  // `main` prepends its base path; any other target is asked for its whole path.
+  const send = (method: string, target: URL, headers: Record<string, string>) =>
+    target.origin === main.origin && target.pathname.startsWith(`${main.basePath}/`)
+      ? main.request({ method, path: target.pathname.slice(main.basePath.length) + target.search, headers })
+      : upstreamFor(target.origin).request({ method, path: target.pathname + target.search, headers });
   return async (method, path, headers = {}) => {
-    let up: HttpUpstream = main;
-    let target = path;
-    let auth = authorization;
-    for (let hop = 0; ; hop++) {
-      const res: http.IncomingMessage = await up.request({ method, path: target, headers: { ...headers, ...(auth ? { authorization: auth } : {}) } });
-      const location = res.headers.location;
-      if (res.statusCode === undefined || res.statusCode < 300 || res.statusCode >= 400 || !location) return res;
-      res.resume();
-      if (hop === MAX_REDIRECTS) throw new UpstreamError('reset', `more than ${MAX_REDIRECTS} redirects from ${main.origin}`);
-      const next = new URL(location, `${up.origin}${up.basePath}${target}`);
-      if (next.origin !== up.origin) auth = undefined;
-      up = next.origin === main.origin ? main : upstreamFor(next.origin);
-      // `main` prepends its base path; absolute targets of other origins are taken whole.
-      target = up === main && next.pathname.startsWith(main.basePath) ? next.pathname.slice(main.basePath.length) + next.search : next.pathname + next.search;
-    }
+    const url = new URL(`${main.origin}${main.basePath}${path}`);
+    const first = await send(method, url, { ...headers, ...(authorization ? { Authorization: authorization } : {}) });
+    return followRedirects(first, url, headers, authorization, (target, h) => send(method, target, h), MAX_REDIRECTS, () => new UpstreamError('reset', `more than ${MAX_REDIRECTS} redirects from ${main.origin}`));
   };
 }

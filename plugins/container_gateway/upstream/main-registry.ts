@@ -6,6 +6,7 @@
 // retry reported so the operator hears "main server unreachable, retrying".
 import type http from 'node:http';
 import { HttpUpstream, readBounded, UpstreamError, type UpstreamTimeouts } from './http-upstream.ts';
+import { followRedirects } from './redirects.ts';
 import type { RegistryFetch } from '../sync/mirror.ts';
 
 export interface RetryNotice {
@@ -100,7 +101,6 @@ export function scopeOf(path: string): string | undefined {
   return m ? `repository:${m[1]}:pull` : undefined;
 }
 
-const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 const MAX_REDIRECTS = 5;
 const MAX_BACKOFF_MS = 30_000;
 const LIST_LIMIT = 32 * 1024 * 1024;
@@ -248,17 +248,7 @@ export class MainRegistry {
         res = await this.send(url, method, { ...headers, ...(authorization ? { Authorization: authorization } : {}) });
       }
     }
-    for (let hop = 0; REDIRECTS.has(res.statusCode ?? 0) && res.headers.location; hop++) {
-      res.resume();
-      if (hop >= MAX_REDIRECTS) throw new MainRegistryError(`${method} ${path}: more than ${MAX_REDIRECTS} redirects`);
-      const target = new URL(res.headers.location, url);
-      // Like Go's client: credentials are not sent to another origin (S3, a CDN).
-      const sameOrigin = target.origin === url.origin;
-      res = await this.send(target, method, { ...headers, ...(authorization && sameOrigin ? { Authorization: authorization } : {}) });
-      if (!sameOrigin) authorization = undefined;
-      url.href = target.href;
-    }
-    return res;
+    return followRedirects(res, url, headers, authorization, (target, h) => this.send(target, method, h), MAX_REDIRECTS, () => new MainRegistryError(`${method} ${path}: more than ${MAX_REDIRECTS} redirects`));
   }
 
   /**
