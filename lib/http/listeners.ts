@@ -1,7 +1,8 @@
 // HTTP and HTTPS listeners on every bind_host. HTTPS asks for a client
 // certificate and checks it against ssl_ca_file, but does not require one:
-// routes decide (see trusted-client.ts). Shutdown lets in-flight requests end
-// within a bound, then cuts what is left.
+// routes decide (see trusted-client.ts). A request may take as long as it
+// keeps moving bytes; a connection silent for idle_timeout is closed. Shutdown
+// lets in-flight requests end within a bound, then cuts what is left.
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -44,6 +45,19 @@ function listen(server: http.Server, port: number, host: string | undefined): Pr
   });
 }
 
+/** Headers must arrive within this (slowloris); the body and the answer have no total bound. */
+const HEADERS_TIMEOUT_MS = 60_000;
+
+function applyTimeouts(server: http.Server, global: GlobalSettings): void {
+  // Node's default requestTimeout (300 s) cut slow uploads that were still moving.
+  server.requestTimeout = 0;
+  server.headersTimeout = HEADERS_TIMEOUT_MS;
+  // Inactivity of the socket, either way: without a 'timeout' listener Node destroys it.
+  server.timeout = global.idle_timeout * 1000;
+  // Between requests of a kept-alive connection, the same bound (65 s at most, as before).
+  server.keepAliveTimeout = Math.min(65_000, server.timeout);
+}
+
 /** Bind every listener; any bind error closes those already bound and throws. */
 export async function startListeners(global: GlobalSettings, apps: Partial<Record<ListenerKind, Express>>): Promise<Listener[]> {
   const plan: Array<{ kind: ListenerKind; port: number }> = [];
@@ -57,7 +71,7 @@ export async function startListeners(global: GlobalSettings, apps: Partial<Recor
         // 16 KiB default would stall every chunk on backpressure.
         const buffers = { highWaterMark: 1024 * 1024 };
         const server = kind === 'https' ? https.createServer({ ...tlsOptions(global), ...buffers }, apps.https) : http.createServer(buffers, apps.http);
-        server.keepAliveTimeout = 65_000;
+        applyTimeouts(server, global);
         const host = bind === '*' ? undefined : bind;
         try {
           await listen(server, port, host);

@@ -41,6 +41,7 @@ export interface GlobalSettings {
   readonly log_buffer_errors: number;
   readonly shutdown_timeout: number;
   readonly plugin_hook_timeout: number;
+  readonly idle_timeout: number;
   readonly workers: number;
 }
 
@@ -77,6 +78,7 @@ export const GLOBAL_SCHEMA: SettingsSchema = {
     log_buffer_errors: { type: 'integer', minimum: 0, default: 1000, description: 'a number of log records (0 or more)' },
     shutdown_timeout: { type: 'number', minimum: 0, default: 30, description: 'seconds (0 or more)' },
     plugin_hook_timeout: { type: 'number', exclusiveMinimum: 0, default: 60, description: 'seconds (more than 0)' },
+    idle_timeout: { type: 'number', exclusiveMinimum: 0, default: 120, description: 'seconds a connection may move no bytes before it is closed (more than 0)' },
     workers: { type: 'integer', minimum: 1, maximum: 64, default: 1, description: 'a number of daemon processes (1-64)' },
   },
 };
