@@ -23,6 +23,8 @@ export const notFound: RequestHandler = (_req, res) => {
 /** Last handler: known HttpErrors keep their status; anything else is a logged 500. */
 export const errorHandler: ErrorRequestHandler = (err, req, res, _next) => {
   if (err instanceof HttpError) return sendJsonError(res, err.status, err.message);
+  // A malformed percent-escape anywhere a route decodes the URL is the client's error.
+  if (err instanceof URIError) return sendJsonError(res, 400, 'the URL has a malformed percent-escape');
   const status = typeof err?.status === 'number' && err.status >= 400 && err.status < 500 ? err.status : 500;
   if (status === 500) req.log.error({ err }, `${req.method} ${req.originalUrl} failed: ${err?.message ?? err}`);
   if (res.headersSent) {

@@ -29,6 +29,8 @@ export function requestContext(logger: Logger, isStopping: () => boolean): Reque
     });
     for (const header of IDENTITY_HEADERS) delete req.headers[header];
     res.setHeader('X-Request-Id', req.id);
+    // Every body is what its Content-Type says; browsers must not guess otherwise.
+    res.setHeader('X-Content-Type-Options', 'nosniff');
     // While shutting down, finish this request but don't keep the connection.
     if (isStopping()) res.setHeader('Connection', 'close');
 

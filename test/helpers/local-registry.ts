@@ -2,7 +2,8 @@
 // the few raw registry calls tests need: users through the admin API, tokens
 // from /v2/token, blobs pushed as clients push them.
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import Database from 'better-sqlite3';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,7 +28,21 @@ export interface LocalRegistry {
   tokenFor(user: string, password: string, ...repos: string[]): Promise<string>;
   /** POST then PUT ?digest with the body; throws unless 202 then 201. */
   pushBlob(repo: string, token: string, bytes: Buffer): Promise<{ digest: string; size: number }>;
+  /** What the store holds: the content rows of the database and every file under storage_path with its size. */
+  snapshot(): string;
   stop(): Promise<void>;
+}
+
+const CONTENT_TABLES = ['repositories', 'blobs', 'repository_blobs', 'manifests', 'manifest_children', 'tags', 'uploads'];
+
+function files(dir: string, prefix = ''): string[] {
+  let entries;
+  try {
+    entries = readdirSync(dir, { withFileTypes: true });
+  } catch {
+    return [];
+  }
+  return entries.flatMap((e) => (e.isDirectory() ? files(join(dir, e.name), `${prefix}${e.name}/`) : [`${prefix}${e.name} ${statSync(join(dir, e.name)).size}`])).sort();
 }
 
 export function sha256(data: Buffer | string): string {
@@ -91,6 +106,15 @@ export async function startLocalRegistry(settings: Record<string, unknown> = {})
       const put = await call('PUT', loc.pathname + loc.search, { token, body: bytes, headers: { 'Content-Type': 'application/octet-stream' } });
       if (put.status !== 201) throw new Error(`PUT upload to ${repo}: ${put.status} ${put.text}`);
       return { digest, size: bytes.length };
+    },
+    snapshot() {
+      const db = new Database(join(work, 'gw.db'), { readonly: true, fileMustExist: true });
+      try {
+        const rows = CONTENT_TABLES.map((table) => `${table}: ${JSON.stringify(db.prepare(`SELECT * FROM ${table} ORDER BY 1, 2`).raw().all())}`);
+        return [...rows, ...files(join(work, 'storage'))].join('\n');
+      } finally {
+        db.close();
+      }
     },
     async stop() {
       await proxyd.stop();

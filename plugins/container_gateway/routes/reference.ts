@@ -19,6 +19,15 @@ export function checkDigest(digest: string): string {
   return digest;
 }
 
+/** A percent-encoded path segment, decoded; a malformed escape is the client's error. */
+export function decodeSegment(raw: string, code: 'MANIFEST_INVALID' | 'DIGEST_INVALID'): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw new RegistryError(code, `'${raw.slice(0, 200)}' is not a valid percent-encoded path segment`, undefined, 400);
+  }
+}
+
 /** A manifest reference: a tag, or a digest. */
 export function checkReference(reference: string): { reference: string; isDigest: boolean } {
   if (reference.includes(':')) return { reference: checkDigest(reference), isDigest: true };

@@ -2,6 +2,7 @@
 // root and under /container_gateway. Every answer carries
 // Docker-Distribution-API-Version; every error is an OCI error body.
 import express, { type Request, type Response, type Router } from 'express';
+import { isValidHost } from '../../../lib/http/host.ts';
 import { RegistryError, sendOciError } from '../errors.ts';
 import type { Gateway } from '../gateway.ts';
 import { UpstreamError } from '../upstream/http-upstream.ts';
@@ -9,7 +10,7 @@ import { catalog, tagsList } from './discovery.ts';
 import { ping, token } from './login.ts';
 import { pullBlob, pullManifest } from './pull.ts';
 import { forwardPush, pushProbe } from './push.ts';
-import { checkDigest, checkName, checkReference } from './reference.ts';
+import { checkDigest, checkName, checkReference, decodeSegment } from './reference.ts';
 import { local } from './local/index.ts';
 import { v1Ping, v1Search } from './v1.ts';
 
@@ -46,7 +47,7 @@ const V2_ROUTES: Route[] = [
     pattern: /^\/(.+)\/manifests\/([^/]+)$/,
     handler: async (gw, req, res, m) => {
       const name = checkName(m[1]!);
-      const { reference, isDigest } = checkReference(decodeURIComponent(m[2]!));
+      const { reference, isDigest } = checkReference(decodeSegment(m[2]!, 'MANIFEST_INVALID'));
       if (gw.mainRegistry && (req.method === 'PUT' || req.method === 'DELETE' || pushProbe(gw, req, name))) {
         return forwardPush(gw, req, res, { kind: 'manifest', name, reference, isDigest });
       }
@@ -80,7 +81,7 @@ const V2_ROUTES: Route[] = [
     pattern: /^\/(.+)\/blobs\/([^/]+)$/,
     handler: async (gw, req, res, m) => {
       const name = checkName(m[1]!);
-      const digest = checkDigest(decodeURIComponent(m[2]!));
+      const digest = checkDigest(decodeSegment(m[2]!, 'DIGEST_INVALID'));
       if (gw.mainRegistry && (req.method === 'DELETE' || pushProbe(gw, req, name))) return forwardPush(gw, req, res, { kind: 'blob', name, digest });
       if (gw.backend === 'local') return local.blob(gw, req, res, name, digest);
       pulpOnlyReads(req);
@@ -92,7 +93,7 @@ const V2_ROUTES: Route[] = [
     pattern: /^\/(.+)\/referrers\/([^/]+)$/,
     handler: (gw, req, res, m) => {
       const name = checkName(m[1]!);
-      const digest = checkDigest(decodeURIComponent(m[2]!));
+      const digest = checkDigest(decodeSegment(m[2]!, 'DIGEST_INVALID'));
       // 404 makes clients fall back to the sha256-<hex> tag schema.
       if (gw.backend !== 'local') throw new RegistryError('UNSUPPORTED', 'the referrers API needs content_backend: local', undefined, 404);
       return local.referrers(gw, req, res, name, digest);
@@ -119,6 +120,11 @@ function fail(gw: Gateway, req: Request, res: Response, err: unknown): void {
 function dispatcher(gw: Gateway, routes: Route[]): express.RequestHandler {
   return async (req, res) => {
     res.set('Docker-Distribution-API-Version', 'registry/2.0');
+    // Token realms, Locations and Links are built from the Host header.
+    const host = req.get('host');
+    if (host !== undefined && !isValidHost(host)) {
+      return sendOciError(res, new RegistryError('UNKNOWN', `the Host header ${JSON.stringify(host.slice(0, 200))} is not a valid host[:port]`, undefined, 400));
+    }
     const path = req.path;
     let pathMatched = false;
     for (const route of routes) {

@@ -112,12 +112,13 @@ export class ContentIndex {
     return missing;
   }
 
+  /** Store a manifest (a digest already stored keeps its media type) and point `tag` at it. */
   putManifest(repositoryId: number, m: ManifestRecord, tag?: string): void {
     this.db.transaction(() => {
       this.sql(
         `INSERT INTO manifests (repository_id, digest, media_type, artifact_type, subject, annotations, content, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT(repository_id, digest) DO UPDATE SET media_type = excluded.media_type`,
+         ON CONFLICT(repository_id, digest) DO NOTHING`,
       ).run(repositoryId, m.digest, m.mediaType, m.artifactType ?? null, m.subject ?? null, m.annotations ? JSON.stringify(m.annotations) : null, m.content, Date.now());
       const child = this.sql('INSERT OR IGNORE INTO manifest_children (repository_id, manifest_digest, digest) VALUES (?, ?, ?)');
       for (const d of m.children) child.run(repositoryId, m.digest, d);

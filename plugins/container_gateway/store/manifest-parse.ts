@@ -10,6 +10,34 @@ export const DOCKER_MANIFEST = 'application/vnd.docker.distribution.manifest.v2+
 export const DOCKER_LIST = 'application/vnd.docker.distribution.manifest.list.v2+json';
 const INDEX_TYPES = new Set([OCI_INDEX, DOCKER_LIST]);
 const IMAGE_TYPES = new Set([OCI_MANIFEST, DOCKER_MANIFEST]);
+/** The only media types a manifest is stored and served with. */
+export const MANIFEST_TYPES: ReadonlySet<string> = new Set([...IMAGE_TYPES, ...INDEX_TYPES]);
+
+function notAManifestType(what: string): RegistryError {
+  return new RegistryError('MANIFEST_INVALID', `${what} is not a manifest media type (${[...MANIFEST_TYPES].join(', ')})`);
+}
+
+/**
+ * The media type a client's manifest PUT declares: its Content-Type, or when
+ * there is none, the body's own mediaType. Anything but a manifest type is
+ * refused: a manifest is served back with this type.
+ */
+export function declaredManifestType(body: Buffer, contentType: string | undefined): string {
+  const header = contentType?.split(';')[0]?.trim().toLowerCase();
+  if (header) {
+    if (!MANIFEST_TYPES.has(header)) throw notAManifestType(`Content-Type ${JSON.stringify(header.slice(0, 100))}`);
+    return header;
+  }
+  let declared: unknown;
+  try {
+    declared = (JSON.parse(body.toString('utf8')) as { mediaType?: unknown } | null)?.mediaType;
+  } catch {
+    throw new RegistryError('MANIFEST_INVALID', 'the manifest is not valid JSON');
+  }
+  if (typeof declared !== 'string') throw new RegistryError('MANIFEST_INVALID', 'a manifest needs a Content-Type or a mediaType field');
+  if (!MANIFEST_TYPES.has(declared)) throw notAManifestType(`mediaType ${JSON.stringify(declared.slice(0, 100))}`);
+  return declared;
+}
 
 export interface ParsedManifest {
   mediaType: string;
@@ -47,11 +75,14 @@ export function parseManifest(body: Buffer, contentType: string | undefined): Pa
   if (!doc || typeof doc !== 'object' || Array.isArray(doc)) throw new RegistryError('MANIFEST_INVALID', 'the manifest is not a JSON object');
   if (doc.schemaVersion !== 2) throw new RegistryError('MANIFEST_INVALID', 'only schemaVersion 2 manifests are supported');
   const declared = typeof doc.mediaType === 'string' ? doc.mediaType : undefined;
-  const header = contentType?.split(';')[0]?.trim();
-  if (declared && header && header !== declared && header !== 'application/octet-stream') {
+  // A main server may answer without a useful Content-Type: then the body says, or its shape.
+  const rawHeader = contentType?.split(';')[0]?.trim().toLowerCase();
+  const header = rawHeader && rawHeader !== 'application/octet-stream' ? rawHeader : undefined;
+  if (declared && header && header !== declared) {
     throw new RegistryError('MANIFEST_INVALID', `Content-Type ${header} does not match the manifest's mediaType ${declared}`);
   }
-  const mediaType = declared ?? (header && header !== 'application/octet-stream' ? header : Array.isArray(doc.manifests) ? OCI_INDEX : OCI_MANIFEST);
+  const mediaType = declared ?? header ?? (Array.isArray(doc.manifests) ? OCI_INDEX : OCI_MANIFEST);
+  if (!MANIFEST_TYPES.has(mediaType)) throw notAManifestType(JSON.stringify(mediaType.slice(0, 100)));
   const result: ParsedManifest = { mediaType, blobs: [], manifests: [] };
   if (INDEX_TYPES.has(mediaType) || (!IMAGE_TYPES.has(mediaType) && Array.isArray(doc.manifests))) {
     if (!Array.isArray(doc.manifests)) throw new RegistryError('MANIFEST_INVALID', 'an index needs a manifests array');

@@ -1,11 +1,12 @@
 // Manifests of the embedded store: GET/HEAD by tag or digest (Accept
-// honoured), PUT (4 MiB limit → 413, referenced blobs checked →
-// MANIFEST_BLOB_UNKNOWN, subject → OCI-Subject), DELETE (202).
+// honoured), PUT (4 MiB limit → 413, a manifest media type required and kept
+// for good, referenced blobs checked → MANIFEST_BLOB_UNKNOWN, subject →
+// OCI-Subject), DELETE (202).
 import { createHash } from 'node:crypto';
 import type { Request, Response } from 'express';
 import { RegistryError } from '../../errors.ts';
 import type { Gateway } from '../../gateway.ts';
-import { accepts, manifestRecord, parseManifest } from '../../store/manifest-parse.ts';
+import { accepts, declaredManifestType, manifestRecord, parseManifest } from '../../store/manifest-parse.ts';
 
 export const MANIFEST_LIMIT = 4 * 1024 * 1024;
 
@@ -27,7 +28,14 @@ export function getManifest(gw: Gateway, req: Request, res: Response, repository
 /** Past the limit, the rest of a body is read and dropped (up to this much) so the client hears the 413. */
 const DISCARD_LIMIT = 64 * 1024 * 1024;
 
-export function readManifestBody(req: Request): Promise<Buffer> {
+/** A manifest PUT's body, read whole (bounded); refused unless it declares a manifest media type. */
+export async function readManifestBody(req: Request): Promise<Buffer> {
+  const body = await readBounded(req);
+  declaredManifestType(body, req.get('content-type'));
+  return body;
+}
+
+function readBounded(req: Request): Promise<Buffer> {
   const tooLarge = () => new RegistryError('SIZE_INVALID', `manifests are limited to ${MANIFEST_LIMIT} bytes`, undefined, 413);
   const declared = Number(req.get('content-length') ?? 0);
   if (declared > MANIFEST_LIMIT + DISCARD_LIMIT) return Promise.reject(tooLarge());
@@ -53,6 +61,11 @@ export async function putManifest(gw: Gateway, req: Request, res: Response, name
   if (isDigest && reference !== digest) throw new RegistryError('DIGEST_INVALID', `the manifest's digest is ${digest}, not ${reference}`);
   const parsed = parseManifest(body, req.get('content-type'));
   const index = gw.localStore().index;
+  // A digest's media type is fixed by its first PUT: the same bytes are not re-labelled.
+  const stored = existingId === undefined ? undefined : index.manifest(existingId, digest);
+  if (stored && stored.mediaType !== parsed.mediaType) {
+    throw new RegistryError('MANIFEST_INVALID', `manifest ${digest} is stored as ${stored.mediaType}; it cannot be put again as ${parsed.mediaType}`);
+  }
   const children = [...parsed.blobs, ...parsed.manifests];
   const missing = existingId === undefined ? children : index.missingChildren(existingId, parsed.blobs, parsed.manifests);
   if (missing.length > 0) throw new RegistryError('MANIFEST_BLOB_UNKNOWN', 'the manifest references blobs or manifests unknown to this repository', { missing });

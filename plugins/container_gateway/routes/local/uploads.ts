@@ -80,21 +80,29 @@ function session(gw: Gateway, repositoryId: number, uuid: string): void {
 
 export async function patchUpload(gw: Gateway, req: Request, res: Response, name: string, repositoryId: number, uuid: string): Promise<void> {
   session(gw, repositoryId, uuid);
-  const store = gw.localStore();
+  const size = await appendChunk(gw, req, res, name, uuid, chunkStart(req));
+  uploadHeaders(req, res, name, uuid, size);
+  res.status(202).set('Content-Length', '0').end();
+}
+
+/** Where a chunk's Content-Range says it starts (undefined without one); malformed → 416, length mismatch → 400. */
+function chunkStart(req: Request): number | undefined {
   const contentRange = req.get('content-range');
-  let start: number | undefined;
-  if (contentRange !== undefined) {
-    const m = /^(\d+)-(\d+)$/.exec(contentRange.trim());
-    if (!m) throw new RegistryError('BLOB_UPLOAD_INVALID', `Content-Range must be <start>-<end>, got '${contentRange}'`, undefined, 416);
-    start = Number(m[1]);
-    const length = req.get('content-length');
-    if (length !== undefined && Number(length) !== Number(m[2]) - start + 1) {
-      throw new RegistryError('SIZE_INVALID', `Content-Length ${length} does not match Content-Range ${contentRange}`);
-    }
+  if (contentRange === undefined) return undefined;
+  const m = /^(\d+)-(\d+)$/.exec(contentRange.trim());
+  if (!m || Number(m[2]) < Number(m[1])) throw new RegistryError('BLOB_UPLOAD_INVALID', `Content-Range must be <start>-<end>, got '${contentRange.slice(0, 100)}'`, undefined, 416);
+  const start = Number(m[1]);
+  const length = req.get('content-length');
+  if (length !== undefined && Number(length) !== Number(m[2]) - start + 1) {
+    throw new RegistryError('SIZE_INVALID', `Content-Length ${length} does not match Content-Range ${contentRange}`);
   }
-  let size: number;
+  return start;
+}
+
+/** Append the body at `start` (when given, it must be the upload's size: else 416 and nothing written). */
+async function appendChunk(gw: Gateway, req: Request, res: Response, name: string, uuid: string, start: number | undefined): Promise<number> {
   try {
-    size = await store.blobs.append(uuid, req, start === undefined ? {} : { start });
+    return await gw.localStore().blobs.append(uuid, req, start === undefined ? {} : { start });
   } catch (err) {
     if (err instanceof UploadRangeError) {
       uploadHeaders(req, res, name, uuid, err.size);
@@ -102,8 +110,6 @@ export async function patchUpload(gw: Gateway, req: Request, res: Response, name
     }
     throw err;
   }
-  uploadHeaders(req, res, name, uuid, size);
-  res.status(202).set('Content-Length', '0').end();
 }
 
 export async function finishUpload(gw: Gateway, req: Request, res: Response, name: string, repositoryId: number, uuid: string): Promise<void> {
@@ -111,19 +117,9 @@ export async function finishUpload(gw: Gateway, req: Request, res: Response, nam
   const digest = digestParam(req);
   if (!digest) throw new RegistryError('DIGEST_INVALID', 'the digest query parameter is required to complete an upload');
   const store = gw.localStore();
-  if (hasBody(req)) {
-    const contentRange = req.get('content-range');
-    const start = contentRange && /^(\d+)-(\d+)$/.exec(contentRange.trim()) ? Number(contentRange.split('-')[0]) : undefined;
-    try {
-      await store.blobs.append(uuid, req, start === undefined ? {} : { start });
-    } catch (err) {
-      if (err instanceof UploadRangeError) {
-        uploadHeaders(req, res, name, uuid, err.size);
-        throw new RegistryError('RANGE_INVALID', `the chunk must start at ${err.size}`);
-      }
-      throw err;
-    }
-  }
+  // A final chunk is held to the same Content-Range rules as a PATCH.
+  const start = chunkStart(req);
+  if (hasBody(req) || start !== undefined) await appendChunk(gw, req, res, name, uuid, start);
   try {
     const { size } = await store.blobs.commit(uuid, digest);
     store.index.linkBlob(repositoryId, digest, size);

@@ -1,0 +1,48 @@
+// A slow client beyond Node's old 300 s request limit: a chunked PATCH at
+// 1 KiB/s and a download at 160 KiB/s, each for about 310 s, at the same time,
+// against a daemon with default settings. Both complete with every byte.
+// (This file takes over five minutes; the short-limit cases are in
+// test/idle-timeout.test.ts.)
+import { randomBytes } from 'node:crypto';
+import t from 'tap';
+import { sha256, startLocalRegistry } from './helpers/local-registry.ts';
+import { pacedDownload, pacedUpload } from './helpers/slow-client.ts';
+
+const OLD_LIMIT_SECONDS = 300;
+const RUN_SECONDS = OLD_LIMIT_SECONDS + 10;
+t.setTimeout((RUN_SECONDS + 120) * 1000);
+
+const registry = await startLocalRegistry();
+t.teardown(() => registry.stop());
+const { call, base } = registry;
+await registry.addUser('alice', 'alice-pw');
+const repo = 'alice/slow';
+const token = await registry.tokenFor('alice', 'alice-pw', repo);
+const auth = { Authorization: `Bearer ${token}` };
+
+t.test(`a 1 KiB/s chunked PATCH and a slow download, each for ${RUN_SECONDS} s, complete`, async (t) => {
+  const download = randomBytes(RUN_SECONDS * 160 * 1024);
+  const { digest: downloadDigest } = await registry.pushBlob(repo, token, download);
+  const start = await call('POST', `/v2/${repo}/blobs/uploads/`, { token });
+  t.equal(start.status, 202);
+  const pieces = Array.from({ length: RUN_SECONDS }, () => randomBytes(1024));
+
+  const [patch, got] = await Promise.all([
+    pacedUpload({ url: new URL(start.headers.location!, base).href, method: 'PATCH', headers: { ...auth, 'Content-Type': 'application/octet-stream' } }, pieces, 1000),
+    pacedDownload({ url: `${base}/v2/${repo}/blobs/${downloadDigest}`, method: 'GET', headers: auth }, 160 * 1024),
+  ]);
+
+  t.equal(patch.status, 202, `the PATCH was answered 202 after ${patch.seconds} s (not 408)`);
+  t.ok(patch.seconds > OLD_LIMIT_SECONDS, 'the upload lasted longer than the old limit (it really was slow)');
+  const whole = Buffer.concat(pieces);
+  t.equal(patch.headers?.range, `0-${whole.length - 1}`, 'every uploaded byte arrived');
+  const done = new URL(patch.headers!.location as string, base);
+  done.searchParams.set('digest', sha256(whole));
+  t.equal((await call('PUT', done.pathname + done.search, { token })).status, 201, 'the upload completes');
+  t.ok((await call('GET', `/v2/${repo}/blobs/${sha256(whole)}`, { token })).body.equals(whole), 'the blob holds exactly the bytes sent');
+
+  t.equal(got.status, 200, `the download ended after ${got.seconds} s`);
+  t.ok(got.seconds > OLD_LIMIT_SECONDS, 'the download lasted longer than the old limit');
+  t.equal(got.received, download.length, 'every downloaded byte arrived');
+  t.equal(got.digest, downloadDigest, 'and they are the blob');
+});
