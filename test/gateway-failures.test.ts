@@ -143,7 +143,10 @@ function cut(tt: Tap, o: Outcome, announced: number): void {
   tt.ok(o.body.length < announced, `fewer bytes (${o.body.length}) than the ${announced} announced`);
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Upstream timeouts the proxy logged after `mark` (an index into its log lines). */
+function timeoutsLogged(p: RunningProxyd, mark: number): string[] {
+  return p.lines.slice(mark).filter((line) => /went idle for|within \d+ ms|took over \d+ ms/.test(line));
+}
 
 t.test('a real docker-registry: the unsatisfiable Range pitfall, and a normal Range', async (t) => {
   const registry = await startRegistry();
@@ -162,15 +165,16 @@ t.test('a real docker-registry: the unsatisfiable Range pitfall, and a normal Ra
   t.equal(announced, blob.length, 'with the full blob length as Content-Length');
   t.ok(direct.body.length < announced, `and a short body (${direct.body.length} bytes), then closes`);
 
-  // Long upstream timeouts here: a prompt answer must not come from a timeout rescuing a stuck stream.
-  const p = await gateway(t, 'registry', registry.url, { connect: CONNECT_S, response: 10, idle: 10 });
+  // Upstream timeouts longer than the client's deadline: an answer at all did not come from a timeout rescuing a stuck stream.
+  const p = await gateway(t, 'registry', registry.url, { connect: CONNECT_S, response: 60, idle: 60 });
   await registerPublic(t, p, [NAME]);
   const url = `${p.httpsUrl}/v2/${NAME}/blobs/${layer.digest}`;
 
-  await t.test('Range: bytes=999999999- → 416 with an OCI body, promptly', async (t) => {
+  await t.test('Range: bytes=999999999- → 416 with an OCI body, before any upstream timeout', async (t) => {
+    const mark = p.lines.length;
     const o = await fetch(url, { Range: 'bytes=999999999-' });
     ociError(t, o, 416, 'RANGE_INVALID');
-    t.ok(o.ms < 5000, `answered in ${o.ms} ms, well before the 10 s upstream timeouts`);
+    t.same(timeoutsLogged(p, mark), [], 'no upstream timeout was involved');
     await healthy(t, p, 'the 416');
   });
 
@@ -325,19 +329,19 @@ t.test('a scripted faulty backend', async (t) => {
   });
 
   await t.test('200 with Content-Length 1000000, 1000 bytes, then the socket is destroyed: the client\'s response is cut', async (t) => {
+    const mark = p.lines.length;
     const o = await fetch(blobUrl(FAULTY.cut));
     t.equal(o.status, 200, 'the head had been sent');
     t.equal(o.headers['content-length'], String(ANNOUNCED), 'with the announced length');
     cut(t, o, ANNOUNCED);
-    t.ok(o.ms < IDLE_S * 1000 + 5000, `promptly (${o.ms} ms)`);
+    t.same(timeoutsLogged(p, mark), [], 'cut because the backend hung up, not by a timeout');
     await healthy(t, p, 'a cut body');
   });
 
   await t.test('a backend that accepts and never answers: 504 UNAVAILABLE after upstream_response_timeout', async (t) => {
     const o = await fetch(blobUrl(FAULTY.silent));
     ociError(t, o, 504, 'UNAVAILABLE');
-    t.ok(o.ms >= RESPONSE_S * 1000 - 100, `not before the response timeout (${o.ms} ms)`);
-    t.ok(o.ms < RESPONSE_S * 1000 + 5000, `soon after it (${o.ms} ms)`);
+    t.match(o.body.toString('utf8'), `within ${RESPONSE_S * 1000} ms`, 'the response timeout is what answered');
     const manifest = await fetch(`${p.httpsUrl}/v2/${FAULTY.silent}/manifests/latest`);
     ociError(t, manifest, 504, 'UNAVAILABLE');
     await healthy(t, p, 'a silent backend');
@@ -348,9 +352,7 @@ t.test('a scripted faulty backend', async (t) => {
     t.equal(o.status, 200, 'the head had been sent');
     cut(t, o, ANNOUNCED);
     t.equal(o.body.length, SENT, 'the bytes that did arrive were passed on');
-    t.ok(o.headMs !== undefined && o.headMs < IDLE_S * 1000, `the head came promptly (${o.headMs} ms)`);
     t.ok(o.ms >= IDLE_S * 1000 - 100, `cut only once the backend was idle for upstream_idle_timeout (${o.ms} ms)`);
-    t.ok(o.ms < IDLE_S * 1000 + 5000, `and soon after it (${o.ms} ms)`);
     await healthy(t, p, 'a stalled body');
   });
 
@@ -359,16 +361,16 @@ t.test('a scripted faulty backend', async (t) => {
       for (const path of [`/v2/${name}/manifests/latest`, `/v2/${name}/tags/list`]) {
         const o = await fetch(`${p.httpsUrl}${path}`);
         ociError(t, o, 502, 'UNAVAILABLE');
-        t.ok(o.ms < IDLE_S * 1000 + 5000, `${path}: within the idle timeout and a margin (${o.ms} ms)`);
       }
     }
     await healthy(t, p, 'cut and stalled manifests');
   });
 
-  await t.test('a scripted 416 with the full Content-Length and a short body, then close: 416 OCI, promptly', async (t) => {
+  await t.test('a scripted 416 with the full Content-Length and a short body, then close: 416 OCI, before any upstream timeout', async (t) => {
+    const mark = p.lines.length;
     const o = await fetch(blobUrl(FAULTY.short416), { Range: 'bytes=999999999-' });
     ociError(t, o, 416, 'RANGE_INVALID');
-    t.ok(o.ms < IDLE_S * 1000, `before any upstream timeout (${o.ms} ms)`);
+    t.same(timeoutsLogged(p, mark), [], 'no upstream timeout was involved');
     await healthy(t, p, 'a scripted 416');
   });
 
@@ -386,7 +388,6 @@ t.test('a scripted faulty backend', async (t) => {
     cut(t, all[2]!, ANNOUNCED);
     ociError(t, all[3]!, 416, 'RANGE_INVALID');
     cut(t, all[4]!, ANNOUNCED);
-    await sleep(100);
     const ok = await fetch(blobUrl(FAULTY.ok));
     t.equal(ok.end, 'end', describe(ok));
     t.equal(ok.status, 200);
@@ -418,8 +419,8 @@ function nextEvent(events: EventEmitter, name: string, prefix: string): Promise<
 t.test('the client goes away: the upstream request is aborted, not left to the timeouts', async (t) => {
   const faulty = await startFaulty();
   t.teardown(() => faulty.close());
-  // Long upstream timeouts: only the client's departure can end the upstream request early.
-  const p = await gateway(t, 'abort', `http://127.0.0.1:${faulty.port}`, { connect: CONNECT_S, response: 10, idle: 10 });
+  // Upstream timeouts longer than the wait for the backend's close (CLIENT_DEADLINE_MS): only the client's departure can close it in time.
+  const p = await gateway(t, 'abort', `http://127.0.0.1:${faulty.port}`, { connect: CONNECT_S, response: 60, idle: 60 });
   await registerPublic(t, p, Object.values(FAULTY));
 
   for (const [what, name, waitForHead] of [
@@ -447,10 +448,12 @@ t.test('the client goes away: the upstream request is aborted, not left to the t
       });
       await arrived;
       await head;
-      const leftAt = Date.now();
-      await closed.catch((err: Error) => t.fail(err.message));
-      const ms = Date.now() - leftAt;
-      t.ok(ms < 5000, `the backend connection closed ${ms} ms after the client left (upstream timeouts are 10 s)`);
+      const mark = p.lines.length;
+      await closed.then(
+        () => t.pass('the backend connection closed after the client left'),
+        (err: Error) => t.fail(err.message),
+      );
+      t.same(timeoutsLogged(p, mark), [], 'not by an upstream timeout');
       await healthy(t, p, `a client leaving ${what}`);
     });
   }
@@ -463,7 +466,7 @@ t.test('nothing listening on the backend port: 502 with an OCI body', async (t) 
   for (const path of [`/v2/nothing/here/blobs/${DIGEST}`, '/v2/nothing/here/manifests/latest', '/v2/nothing/here/tags/list']) {
     const o = await fetch(`${p.httpsUrl}${path}`);
     ociError(t, o, 502, 'UNAVAILABLE');
-    t.ok(o.ms < CONNECT_S * 1000 + 5000, `${path}: promptly (${o.ms} ms)`);
+    t.match(o.body.toString('utf8'), 'ECONNREFUSED', `${path}: the refused connection is what answered`);
   }
   await healthy(t, p, 'a refused connection');
 });
