@@ -45,6 +45,17 @@ function files(dir: string, prefix = ''): string[] {
   return entries.flatMap((e) => (e.isDirectory() ? files(join(dir, e.name), `${prefix}${e.name}/`) : [`${prefix}${e.name} ${statSync(join(dir, e.name)).size}`])).sort();
 }
 
+/** The content rows of a gateway database and every file under a storage path with its size, as text. */
+export function storeSnapshot(dbFile: string, storagePath: string): string {
+  const db = new Database(dbFile, { readonly: true, fileMustExist: true });
+  try {
+    const rows = CONTENT_TABLES.map((table) => `${table}: ${JSON.stringify(db.prepare(`SELECT * FROM ${table} ORDER BY 1, 2`).raw().all())}`);
+    return [...rows, ...files(storagePath)].join('\n');
+  } finally {
+    db.close();
+  }
+}
+
 export function sha256(data: Buffer | string): string {
   return `sha256:${createHash('sha256').update(data).digest('hex')}`;
 }
@@ -107,15 +118,7 @@ export async function startLocalRegistry(settings: Record<string, unknown> = {})
       if (put.status !== 201) throw new Error(`PUT upload to ${repo}: ${put.status} ${put.text}`);
       return { digest, size: bytes.length };
     },
-    snapshot() {
-      const db = new Database(join(work, 'gw.db'), { readonly: true, fileMustExist: true });
-      try {
-        const rows = CONTENT_TABLES.map((table) => `${table}: ${JSON.stringify(db.prepare(`SELECT * FROM ${table} ORDER BY 1, 2`).raw().all())}`);
-        return [...rows, ...files(join(work, 'storage'))].join('\n');
-      } finally {
-        db.close();
-      }
-    },
+    snapshot: () => storeSnapshot(join(work, 'gw.db'), join(work, 'storage')),
     async stop() {
       await proxyd.stop();
       rmSync(work, { recursive: true, force: true });
