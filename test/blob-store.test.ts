@@ -319,10 +319,13 @@ t.test('commit by a new BlobStore (another process, or a restart) re-hashes from
   const u5 = randomUUID();
   await store.createUpload(u5);
   await store.append(u5, body(data));
-  await new Promise((r) => setTimeout(r, 20));
-  const fd = openSync(join(root, 'uploads', u5), 'r+');
+  const changed = join(root, 'uploads', u5);
+  const fd = openSync(changed, 'r+');
   writeSync(fd, Buffer.from([bad[0]!]), 0, 1, 0);
   closeSync(fd);
+  // The write's mtime, as a later clock would set it (no waiting for the clock to tick).
+  const written = statSync(changed);
+  utimesSync(changed, written.atime, new Date(written.mtimeMs + 1000));
   await rejectsWith(t, store.commit(u5, d), DigestMismatchError);
 
   t.same((await collect(store.list())).map((b) => b.digest), [d]);
