@@ -6,6 +6,7 @@
 // upload (416). After each, the database and the files of the store are
 // exactly what they were.
 import { randomBytes } from 'node:crypto';
+import net from 'node:net';
 import t from 'tap';
 import { sha256, startLocalRegistry, type Answer } from './helpers/local-registry.ts';
 
@@ -147,7 +148,25 @@ t.test('every response carries X-Content-Type-Options: nosniff', async (t) => {
     ['GET /container_gateway/admin/users', await call('GET', '/container_gateway/admin/users')],
   ];
   for (const [what, res] of answers) t.equal(res.headers['x-content-type-options'], 'nosniff', `${what} (${res.status})`);
+  // Answers Node itself gives, before any route: a request it cannot parse.
+  for (const garbage of ['NOT HTTP AT ALL\r\n\r\n', 'GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n']) {
+    const raw = await rawExchange(garbage);
+    t.match(raw, /^HTTP\/1\.1 400 /, `${JSON.stringify(garbage)} → 400`);
+    t.match(raw, /\r\nX-Content-Type-Options: nosniff\r\n/i, 'with nosniff');
+  }
 });
+
+/** Bytes in, everything the server sends until it closes. */
+function rawExchange(bytes: string): Promise<string> {
+  const url = new URL(base);
+  return new Promise((resolve, reject) => {
+    let received = '';
+    const socket = net.connect(Number(url.port), url.hostname, () => socket.write(bytes));
+    socket.on('data', (d) => (received += d.toString()));
+    socket.on('error', reject);
+    socket.on('close', () => resolve(received));
+  });
+}
 
 t.test('a final upload PUT whose Content-Range does not continue the upload → 416; the upload is unchanged', async (t) => {
   const start = await call('POST', `/v2/${repo}/blobs/uploads/`, { token });

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { SecureVersion } from 'node:tls';
 import type { Express } from 'express';
 import type { GlobalSettings } from '../settings/global.ts';
@@ -48,6 +48,20 @@ function listen(server: http.Server, port: number, host: string | undefined): Pr
 /** Headers must arrive within this (slowloris); the body and the answer have no total bound. */
 const HEADERS_TIMEOUT_MS = 60_000;
 
+/** Answers Node gives before any route (unparsable request, slow headers), with the headers every answer carries. */
+function answerClientErrors(server: http.Server): void {
+  server.on('clientError', (err: NodeJS.ErrnoException, duplex) => {
+    const socket = duplex as Socket;
+    const status = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
+    // As Node does: answer unless a response to this connection's request has begun; then close.
+    const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+    if (socket.writable && !inFlight?.headersSent && err.code !== 'ECONNRESET') {
+      socket.write(`HTTP/1.1 ${status}\r\nX-Content-Type-Options: nosniff\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
+    }
+    socket.destroy();
+  });
+}
+
 function applyTimeouts(server: http.Server, global: GlobalSettings): void {
   // Node's default requestTimeout (300 s) cut slow uploads that were still moving.
   server.requestTimeout = 0;
@@ -72,6 +86,7 @@ export async function startListeners(global: GlobalSettings, apps: Partial<Recor
         const buffers = { highWaterMark: 1024 * 1024 };
         const server = kind === 'https' ? https.createServer({ ...tlsOptions(global), ...buffers }, apps.https) : http.createServer(buffers, apps.http);
         applyTimeouts(server, global);
+        answerClientErrors(server);
         const host = bind === '*' ? undefined : bind;
         try {
           await listen(server, port, host);
