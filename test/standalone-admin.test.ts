@@ -21,8 +21,24 @@ class MemoryAdmin implements AdminAccounts {
     this.users.set(name, passwordHash);
     return 'created' as const;
   }
+  readonly namespaceGrants = new Map<string, Set<string>>();
   removeUser(name: string) {
-    return this.users.delete(name);
+    if (!this.users.delete(name)) return undefined;
+    this.namespaceGrants.delete(name);
+    const orphaned = [...this.repos.values()].filter((r) => r.owner === name).map((r) => r.name).sort();
+    for (const r of this.repos.values()) if (r.owner === name) delete r.owner;
+    return { orphaned };
+  }
+  namespaces(user: string) {
+    return this.users.has(user) ? [...(this.namespaceGrants.get(user) ?? [])].sort() : undefined;
+  }
+  grantNamespace(user: string, namespace: string) {
+    if (!this.users.has(user)) return false;
+    this.namespaceGrants.set(user, new Set([...(this.namespaceGrants.get(user) ?? []), namespace]));
+    return true;
+  }
+  revokeNamespace(user: string, namespace: string) {
+    return this.namespaceGrants.get(user)?.delete(namespace) ?? false;
   }
   async listRepositories() {
     return [...this.repos.values()].sort((a, b) => a.name.localeCompare(b.name));
@@ -55,6 +71,7 @@ const ADMIN = `${BASE}/container_gateway/admin`;
 function reset(): void {
   accounts.users.clear();
   accounts.repos.clear();
+  accounts.namespaceGrants.clear();
   accounts.failing = false;
   trusted = true;
   for (const r of [{ name: 'alice/app', public: false, owner: 'alice' }, { name: 'library/base', public: true }, { name: 'team/tools', public: false, owner: 'bob' }]) accounts.repos.set(r.name, { ...r });
