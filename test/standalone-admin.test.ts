@@ -202,11 +202,20 @@ t.test('proxyctl users add / list / remove', async (t) => {
   t.same(JSON.parse(globalJson.stdout), ['bob', 'carol', 'dave'], 'the global --json works too');
 
   const remove = await ctl(['users', 'remove', 'bob']);
-  t.same([remove.code, remove.stdout], [0, "user 'bob' removed\n"]);
+  t.equal(remove.code, 0, remove.stderr);
+  t.equal(remove.stdout, [
+    "user 'bob' removed; the repositories it owned now have no owner: team/tools",
+    'Their content and visibility are unchanged: public ones stay public, private ones are readable only by mapped',
+    "users; nobody can push to them. A user added later as 'bob' does not get them.",
+    '',
+  ].join('\n'), 'says what happens to the repositories bob owned');
+  t.equal(accounts.repos.get('team/tools')!.owner, undefined, 'team/tools is ownerless');
+  const carolGone = await ctl(['users', 'remove', 'carol']);
+  t.same([carolGone.code, carolGone.stdout], [0, "user 'carol' removed\n"], 'a user who owned nothing: one line');
   const gone = await ctl(['users', 'remove', 'bob']);
   t.equal(gone.code, 1, 'not found: exit 1');
   t.match(gone.stderr, /proxyctl: user 'bob' not found/);
-  t.same(accounts.listUsers(), ['carol', 'dave']);
+  t.same(accounts.listUsers(), ['dave']);
 
   reset();
   const empty = await ctl(['users', 'list']);

@@ -6,8 +6,8 @@
 // Refusals answer as registries do (registry-clients.md §4): no credentials →
 // 401 with a challenge naming the repository and the action; a user or host
 // that may not read the repository → 404 NAME_UNKNOWN, whether it is private
-// or absent; a token that may read but lacks the action → 401
-// insufficient_scope, so that the client asks for a wider token.
+// or absent; a token that may read but lacks the action to write (push,
+// delete) → 401 insufficient_scope, so that the client asks for a wider token.
 import type { Request, Response } from 'express';
 import { viewerOf, type RegistryClient } from '../../auth/client.ts';
 import { allowedActions, tokenAllows, type GrantedScope, type RepositoryAction } from '../../auth/standalone.ts';
@@ -60,10 +60,13 @@ function refuse(gw: Gateway, req: Request, res: Response, client: RegistryClient
     gw.challenge(req, res, scopeOf(name, action));
     throw new RegistryError('UNAUTHORIZED', client.kind === 'invalid' ? 'the token is unknown or expired: log in again' : 'authentication required', { name });
   }
-  const allowed = client.kind === 'user' && gw.standalone ? allowedNow(gw, client.name, name) : new Set<RepositoryAction>();
-  if (client.kind === 'user' && allowed.has(action)) insufficientScope(gw, req, res, name, action);
-  // Readable, but this action is not for this client (someone else's public repository; a host pushing).
-  if (action !== 'pull' && (allowed.has('pull') || canPull(gw, client, name))) insufficientScope(gw, req, res, name, action);
+  if (action !== 'pull') {
+    // The user may do it but the token does not say so; or the repository is readable but not
+    // writable by this client (someone else's public repository, a host): a wider token, or none.
+    const allowed = client.kind === 'user' && gw.standalone ? allowedNow(gw, client.name, name) : new Set<RepositoryAction>();
+    if (allowed.has(action) || allowed.has('pull') || canPull(gw, client, name)) insufficientScope(gw, req, res, name, action);
+  }
+  // Whoever may not read it: private and absent look the same.
   gw.challenge(req, res, scopeOf(name, action));
   throw new RegistryError('NAME_UNKNOWN', 'Repository name unknown', { name });
 }
@@ -75,10 +78,7 @@ export async function authorizeLocal(gw: Gateway, req: Request, res: Response, n
   if (action === 'pull') {
     if (client.kind === 'host') await gw.learnHost(client.uuid);
     if (canPull(gw, client, name)) return { client, repositoryId: index.repositoryId(name) };
-    // A pusher may probe a repository it is about to create: a 404 (the token grants pull there).
-    if (client.kind === 'user' && gw.standalone && tokenAllows(grantsOf(client), name, 'pull') && allowedNow(gw, client.name, name).has('pull')) {
-      throw new RegistryError('NAME_UNKNOWN', 'Repository name unknown', { name });
-    }
+    // Includes a pusher probing a repository it is about to create: 404 (what clients expect).
     refuse(gw, req, res, client, name, action);
   }
   if (!gw.standalone) throw new RegistryError('UNSUPPORTED', 'pushes to this proxy are not supported yet: push to the main server');
