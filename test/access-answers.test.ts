@@ -18,6 +18,8 @@ import Database from 'better-sqlite3';
 import t from 'tap';
 import { request, type Reply } from './helpers/http.ts';
 import { buildImage, layoutManifest, skopeo } from './helpers/images.ts';
+import { MIGRATIONS } from '../plugins/container_gateway/db/migrations.ts';
+import { hashPassword } from '../plugins/container_gateway/auth/passwords.ts';
 import { makePki } from './helpers/pki.ts';
 import { PROXYCTL, run, startProxyd } from './helpers/proxyd.ts';
 
@@ -432,4 +434,39 @@ t.test('open_top_level_names: true lets any user create a one-component name, fi
   t.equal((await at('POST', '/v2/tool/blobs/uploads/', { token: dave })).status, 202, 'dave creates tool');
   t.equal((await at('POST', '/v2/tool/blobs/uploads/', { token: erin })).status, 404, 'then it is not erin\'s');
   t.equal((await at('POST', '/v2/dave/x/blobs/uploads/', { token: erin })).status, 404, "user namespaces stay closed to others");
+});
+
+t.test('an existing database: owners by name become owners by id; an owner already removed leaves the repository ownerless', async (t) => {
+  const dir = mkdtempSync(join(work, 'migrate-'));
+  const file = join(dir, 'gw.db');
+  // The schema as it was before owners were user ids, with a repository of alice and one of a user removed since.
+  const ownership = MIGRATIONS.findIndex((m) => m.includes('owner_id'));
+  t.ok(ownership > 0, 'the ownership migration is found');
+  const old = new Database(file);
+  for (const m of MIGRATIONS.slice(0, ownership)) old.exec(m);
+  old.pragma(`user_version = ${ownership}`);
+  old.prepare('INSERT INTO users (name, password_hash) VALUES (?, ?)').run('alice', await hashPassword('alice-pw'));
+  old.prepare("INSERT INTO repositories (name, auth_required, owner) VALUES ('alice/old', 1, 'alice'), ('gone/old', 1, 'gone'), ('katello/repo', 0, NULL)").run();
+  old.close();
+
+  const upgraded = await startProxyd({
+    fixtures: false,
+    settings: { log_level: 'WARN' },
+    plugins: { container_gateway: { enabled: true, sqlite_db_path: file, storage_path: join(dir, 'storage') } },
+  });
+  t.teardown(() => upgraded.stop());
+  const list = await request(`${upgraded.httpUrl}/container_gateway/admin/repositories`);
+  t.same(list.json(), { repositories: [{ name: 'alice/old', public: false, owner: 'alice' }, { name: 'gone/old', public: false }, { name: 'katello/repo', public: true }] });
+  const db = new Database(file, { readonly: true });
+  t.teardown(() => db.close());
+  t.same(db.prepare('SELECT r.name, r.owner_id = u.id AS by_id FROM repositories r JOIN users u ON u.name = ? WHERE r.owner_id IS NOT NULL').all('alice'), [{ name: 'alice/old', by_id: 1 }], "alice's repository refers to her user id");
+  t.notOk((db.prepare('PRAGMA table_info(repositories)').all() as Array<{ name: string }>).some((c) => c.name === 'owner'), 'the owner name column is gone');
+
+  // A user named "gone" added now does not get gone/old.
+  const added = await request(`${upgraded.httpUrl}/container_gateway/admin/users`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ name: 'gone', password: 'pw' }) });
+  t.equal(added.status, 201);
+  const token = (await request(`${upgraded.httpUrl}/v2/token?scope=repository:gone/old:pull,push`, { headers: { Authorization: `Basic ${Buffer.from('gone:pw').toString('base64')}` } })).json().token as string;
+  t.equal((await request(`${upgraded.httpUrl}/v2/gone/old/tags/list`, { headers: { Authorization: `Bearer ${token}` } })).status, 404, 'the new "gone" cannot read it');
+  const aliceToken = (await request(`${upgraded.httpUrl}/v2/token?scope=repository:alice/old:pull`, { headers: { Authorization: `Basic ${Buffer.from('alice:alice-pw').toString('base64')}` } })).json().token as string;
+  t.equal((await request(`${upgraded.httpUrl}/v2/alice/old/tags/list`, { headers: { Authorization: `Bearer ${aliceToken}` } })).status, 200, 'alice still reads hers');
 });

@@ -103,7 +103,7 @@ t.test('a Docker v2s2 image comes through unchanged', async (t) => {
 t.test('private repository: anonymous clients get 401 with a challenge naming it, as for an unknown one', async (t) => {
   const denied = await skopeo(['inspect', '--tls-verify=false', `docker://${gw}/org/prod/priv:v1`]);
   t.not(denied.code, 0, 'skopeo cannot read it');
-  for (const headers of [{}, { Authorization: 'Bearer unauthenticated' }]) {
+  for (const headers of [{}, { Authorization: 'Bearer unauthenticated' }] as Array<Record<string, string>>) {
     for (const name of ['org/prod/priv', 'org/prod/absent']) {
       const res = await request(`${proxyd.httpUrl}/v2/${name}/manifests/v1`, { headers });
       t.equal(res.status, 401, `${name}, ${JSON.stringify(headers)}`);
