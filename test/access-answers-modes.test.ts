@@ -119,6 +119,11 @@ t.test('smart-proxy mode, embedded store: 401 without credentials, 404 for a use
   // (The host's catalog is fetched from Katello on its first request.)
   const host = await request(`${proxyd.httpsUrl}/v2/org/prod/priv/manifests/v1`, { ca: pki.ca, client: pki.client(HOST_UUID) });
   t.same(answer(host), { status: 404, code: 'MANIFEST_UNKNOWN' }, 'the mapped host: the repository exists, the tag does not');
+  // A login wins over a certificate: the mapped host's certificate with bob's token is bob.
+  const both = await request(`${proxyd.httpsUrl}/v2/org/prod/priv/manifests/v1`, { ca: pki.ca, client: pki.client(HOST_UUID), ...bob });
+  t.same(answer(both), { status: 404, code: 'NAME_UNKNOWN', challenge: `Bearer realm="${proxyd.httpsUrl}/v2/token",service="${new URL(proxyd.httpsUrl).host}",scope="repository:org/prod/priv:pull"` }, "the mapped host's certificate with bob's token: bob, who may not read it");
+  const hostAnon = await request(`${proxyd.httpsUrl}/v2/org/prod/priv/manifests/v1`, { ca: pki.ca, client: pki.client(HOST_UUID), headers: { Authorization: 'Bearer unauthenticated' } });
+  t.same(answer(hostAnon), { status: 404, code: 'MANIFEST_UNKNOWN' }, 'with the anonymous token the certificate still identifies the host');
   const afterLogin = snapshot(db);
   await expectRefused(t, proxyd.httpUrl, 'bob (logged in, no access)', bob, 404);
   await expectRefused(t, proxyd.httpsUrl, 'a content host without the repository', { client: pki.client(OTHER_HOST) }, 404);
