@@ -9,10 +9,10 @@ import { issueToken, parseScopes } from '../auth/standalone.ts';
 
 export function ping(gw: Gateway, req: Request, res: Response): void {
   const client = gw.client(req);
-  // Standalone mode gives a content host nothing a login would not: its certificate
-  // alone gets the challenge, so that a client with credentials logs in (podman
-  // sends its certs.d certificate with every request and asks for a token only
-  // when challenged).
+  // Standalone mode: a certificate alone gets the challenge, so that a client with
+  // credentials logs in (podman sends its certs.d certificate with every request
+  // and asks for a token only when challenged); one without credentials gets the
+  // `unauthenticated` token, with which its certificate still identifies the host.
   const host = client.kind === 'host' && !gw.standalone;
   if (host || client.kind === 'user' || (client.kind === 'anonymous' && client.token === 'unauthorized')) {
     res.status(200).json({});
