@@ -7,12 +7,13 @@
 // repository both answer 401 with a challenge naming the repository; to an
 // identified client (a user, a content host) that may not read them, 404
 // NAME_UNKNOWN. Nothing in the database changes.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import t from 'tap';
 import { request, type Reply } from './helpers/http.ts';
+import { buildImage, layoutManifest, pushImage, skopeo } from './helpers/images.ts';
 import { KatelloDouble } from './helpers/katello-double.ts';
 import { makePki } from './helpers/pki.ts';
 import { startProxyd, type RunningProxyd } from './helpers/proxyd.ts';
@@ -149,4 +150,23 @@ t.test('standalone mode, pulp backend: 401 without credentials, 404 for a user w
   t.equal(answer(pub).code, 'NAME_UNKNOWN', "the backend's own answer: it has no such repository");
   t.notOk(pub.headers['www-authenticate'], 'without a challenge: the gateway did not refuse it');
   t.same(snapshot(db), before, 'the refused requests changed nothing');
+
+  // A content host mapped to the private repository, with no credentials: the standalone ping
+  // challenges its certificate, skopeo takes the anonymous token, and the certificate still reads.
+  const img = await buildImage(work, { name: 'priv', files: { '/etc/priv.txt': 'for the host\n' } });
+  await pushImage(img.ref, `${registry.host}/org/prod/priv:v1`);
+  const mapped = await request(`${proxyd.httpUrl}/container_gateway/update_host_repositories`, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ hosts: [{ [HOST_UUID]: [{ repository: 'org/prod/priv', auth_required: true }] }] }),
+  });
+  t.equal(mapped.status, 200, mapped.body);
+  const certDir = join(work, 'host-certs.d');
+  mkdirSync(certDir, { recursive: true });
+  cpSync(pki.client(HOST_UUID).cert, join(certDir, 'client.cert'));
+  cpSync(pki.client(HOST_UUID).key, join(certDir, 'client.key'));
+  cpSync(pki.ca, join(certDir, 'ca.crt'));
+  const inspect = await skopeo(['inspect', '--cert-dir', certDir, `docker://${new URL(proxyd.httpsUrl).host}/org/prod/priv:v1`]);
+  t.equal(inspect.code, 0, inspect.stderr);
+  t.equal(JSON.parse(inspect.stdout || '{}').Digest, layoutManifest(img.layout).digest, 'the mapped host reads the private repository');
 });
