@@ -136,7 +136,7 @@ t.test("Katello's special and malformed token answers", async (t) => {
   const unauthenticated = await request(`${p.httpUrl}/v2/token`);
   t.equal(unauthenticated.status, 200);
   t.equal(unauthenticated.json().token, 'unauthenticated', "Katello's body is returned as is");
-  t.equal((await request(`${p.httpUrl}/v2/org/prod/priv/manifests/v1`, { headers: anon })).status, 404, 'and it opens nothing private');
+  t.equal((await request(`${p.httpUrl}/v2/org/prod/priv/manifests/v1`, { headers: anon })).status, 401, 'and it opens nothing private (no credentials: 401)');
 });
 
 t.test('a login without account uses the Basic user name (defect 10)', async (t) => {
@@ -155,13 +155,13 @@ t.test('forwarded certificate headers count only from trusted_proxies', async (t
   const pem = readFileSync(pki.client(HOST_UUID).cert, 'utf8');
   const flat = pem.replace(/\n/g, '');
   const untrusted = await gateway(t, {});
-  t.equal((await request(`${untrusted.httpUrl}/v2/org/prod/priv/manifests/v1`, { headers: { 'X-RHSM-SSL-CLIENT-CERT': flat } })).status, 404, 'ignored from a client that is not a trusted proxy');
+  t.equal((await request(`${untrusted.httpUrl}/v2/org/prod/priv/manifests/v1`, { headers: { 'X-RHSM-SSL-CLIENT-CERT': flat } })).status, 401, 'ignored from a client that is not a trusted proxy (no credentials: 401)');
   const trusted = await gateway(t, { trusted_proxies: ['127.0.0.1'] });
   const viaFront = await request(`${trusted.httpUrl}/v2/org/prod/priv/manifests/v1`, { headers: { 'X-RHSM-SSL-CLIENT-CERT': flat } });
   t.equal(viaFront.status, 200, 'from a trusted front, the forwarded host certificate (newlines stripped) is the identity');
   t.equal(viaFront.json().seen.remote_user, HOST_UUID, 'and the host UUID goes upstream as REMOTE_USER');
   t.equal((await request(`${trusted.httpUrl}/v2/org/prod/priv/manifests/v1`, { headers: { 'SSL-CLIENT-CERT': pem.replace(/\n/g, ' ') } })).status, 200, 'SSL-CLIENT-CERT too');
-  t.equal((await request(`${trusted.httpUrl}/v2/org/prod/priv/manifests/v1`, { headers: { 'X-RHSM-SSL-CLIENT-CERT': '(null)' } })).status, 404, 'an empty or (null) header is no certificate');
+  t.equal((await request(`${trusted.httpUrl}/v2/org/prod/priv/manifests/v1`, { headers: { 'X-RHSM-SSL-CLIENT-CERT': '(null)' } })).status, 401, 'an empty or (null) header is no certificate');
 });
 
 t.test('manifest cache: one backend fetch for many pulls, shared by concurrent misses, emptied by repository_list', async (t) => {
@@ -193,5 +193,5 @@ t.test('manifest cache: one backend fetch for many pulls, shared by concurrent m
   const asHost = await request(`${p.httpUrl}/v2/org/prod/priv/manifests/v1`, { headers: { 'X-RHSM-SSL-CLIENT-CERT': hostCert } });
   t.equal(asHost.status, 200, 'the mapped host reads the private manifest (now cached)');
   const stranger = await request(`${p.httpUrl}/v2/org/prod/priv/manifests/v1`, { headers: anon });
-  t.equal(stranger.status, 404, 'a cached private manifest is still hidden from others: access is checked first');
+  t.equal(stranger.status, 401, 'a cached private manifest is still hidden from others: access is checked first (no credentials: 401)');
 });

@@ -171,8 +171,8 @@ for (const encoding of ['form', 'json'] as const) {
       t.same(await catalog(t, hostA), [APP], 'a host without mappings sees the public one only');
       t.equal((await manifestStatus(APP)).status, 200, 'the public manifest is served anonymously');
       const hidden = await manifestStatus(PRIV);
-      t.equal(hidden.status, 404, `the private manifest is hidden: ${brief(hidden)}`);
-      t.match(hidden.json(), { errors: [{ code: 'NAME_UNKNOWN' }] });
+      t.equal(hidden.status, 401, `the private manifest is hidden (no credentials: log in): ${brief(hidden)}`);
+      t.match(hidden.json(), { errors: [{ code: 'UNAUTHORIZED' }] });
 
       await call('user_repository_mapping', body('user_repository_mapping'));
       t.same((await users(t)).sort(), ['admin', 'bob'], 'users appear after user_repository_mapping');
@@ -221,7 +221,7 @@ t.test('repository_list is an atomic replacement that keeps the mappings of kept
   await manage(t, 'repository_list', { body: repoForm([[PRIV, true], [NEW, false]]), type: FORM });
   t.same(await catalog(t), [NEW], 'the removed repository left the catalog');
   const gone = await manifestStatus(APP);
-  t.equal(gone.status, 404, `the removed repository is not served: ${brief(gone)}`);
+  t.equal(gone.status, 401, `the removed repository is not served (to an anonymous client: 401, as any unknown one): ${brief(gone)}`);
   t.same(await catalog(t, hostA), [NEW, PRIV], 'host A keeps its private repository across the update (no access gap)');
   const kept = await manifestStatus(PRIV, hostA);
   t.equal(kept.status, 200, `host A still pulls the private manifest: ${brief(kept)}`);

@@ -100,14 +100,18 @@ t.test('a Docker v2s2 image comes through unchanged', async (t) => {
   t.equal(pull.code, 0, pull.stderr);
 });
 
-t.test('private repository: hidden from anonymous clients as 404 NAME_UNKNOWN, with a challenge', async (t) => {
+t.test('private repository: anonymous clients get 401 with a challenge naming it, as for an unknown one', async (t) => {
   const denied = await skopeo(['inspect', '--tls-verify=false', `docker://${gw}/org/prod/priv:v1`]);
   t.not(denied.code, 0, 'skopeo cannot read it');
-  const res = await request(`${proxyd.httpUrl}/v2/org/prod/priv/manifests/v1`, { headers: { Authorization: 'Bearer unauthenticated' } });
-  t.equal(res.status, 404);
-  t.same(res.json(), { errors: [{ code: 'NAME_UNKNOWN', message: 'Repository name unknown', detail: { name: 'org/prod/priv' } }] });
-  t.equal(res.headers['www-authenticate'], `Bearer realm="http://${gw}/v2/token",service="${gw}",scope="repository:org/prod/priv:pull"`);
-  t.equal(res.headers['docker-distribution-api-version'], 'registry/2.0');
+  for (const headers of [{}, { Authorization: 'Bearer unauthenticated' }] as Array<Record<string, string>>) {
+    for (const name of ['org/prod/priv', 'org/prod/absent']) {
+      const res = await request(`${proxyd.httpUrl}/v2/${name}/manifests/v1`, { headers });
+      t.equal(res.status, 401, `${name}, ${JSON.stringify(headers)}`);
+      t.same(res.json(), { errors: [{ code: 'UNAUTHORIZED', message: 'authentication required', detail: { name } }] });
+      t.equal(res.headers['www-authenticate'], `Bearer realm="http://${gw}/v2/token",service="${gw}",scope="repository:${name}:pull"`);
+      t.equal(res.headers['docker-distribution-api-version'], 'registry/2.0');
+    }
+  }
 });
 
 t.test('private repository after podman login: pull works; the token is stored only as a checksum', async (t) => {
@@ -136,9 +140,11 @@ t.test('a logged-in user without access gets 404 NAME_UNKNOWN', async (t) => {
   const login = await request(`${proxyd.httpUrl}/v2/token?account=bob&scope=repository:org/prod/priv:pull`, { headers: { Authorization: `Basic ${Buffer.from('bob:bobpw').toString('base64')}` } });
   t.equal(login.status, 200);
   const token = login.json().token as string;
-  const res = await request(`${proxyd.httpUrl}/v2/org/prod/priv/manifests/v1`, { headers: { Authorization: `Bearer ${token}` } });
-  t.equal(res.status, 404);
-  t.equal(res.json().errors[0].code, 'NAME_UNKNOWN');
+  for (const name of ['org/prod/priv', 'org/prod/absent']) {
+    const res = await request(`${proxyd.httpUrl}/v2/${name}/manifests/v1`, { headers: { Authorization: `Bearer ${token}` } });
+    t.equal(res.status, 404, `${name}: private and unknown alike`);
+    t.equal(res.json().errors[0].code, 'NAME_UNKNOWN');
+  }
   const ok = await request(`${proxyd.httpUrl}/v2/org/prod/app/manifests/v1`, { headers: { Authorization: `Bearer ${token}`, Accept: 'application/vnd.oci.image.manifest.v1+json' } });
   t.equal(ok.status, 200, 'public repositories stay readable');
   const wrong = await request(`${proxyd.httpUrl}/v2/token?account=bob`, { headers: { Authorization: `Basic ${Buffer.from('bob:nope').toString('base64')}` } });
@@ -164,9 +170,9 @@ t.test('a host certificate whose UUID is mapped gets the private repository (sko
   t.equal(denied.status, 404, 'an unmapped host does not');
   const rogue = pki.rogue(HOST_UUID);
   const forged = await request(`${proxyd.httpsUrl}/v2/org/prod/priv/manifests/v1`, { ca: pki.ca, client: rogue });
-  t.equal(forged.status, 404, 'a self-signed certificate with the mapped UUID gets nothing');
+  t.equal(forged.status, 401, 'a self-signed certificate with the mapped UUID identifies nobody: log in');
   const header = await request(`${proxyd.httpUrl}/v2/org/prod/priv/manifests/v1`, { headers: { 'X-RHSM-SSL-CLIENT-CERT': readFileSync(host.cert, 'utf8').replace(/\n/g, '') } });
-  t.equal(header.status, 404, 'a forwarded certificate header from a client that is not a trusted proxy is ignored');
+  t.equal(header.status, 401, 'a forwarded certificate header from a client that is not a trusted proxy is ignored');
 });
 
 t.test('podman search lists what the user may see', async (t) => {

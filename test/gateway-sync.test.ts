@@ -127,7 +127,7 @@ t.test('20 repositories × 5 tags: mirrored, pullable byte for byte; a second sy
   t.ok(first.finished_at && first.started_at);
 
   // Access as Katello has it: public where its anonymous catalog says so, host mappings fetched again.
-  t.equal((await request(`${p.httpUrl}/v2/org/prod/app19/manifests/v1`, { headers: { ...anon, Accept: ACCEPT } })).status, 404, 'private at the main server: private here');
+  t.equal((await request(`${p.httpUrl}/v2/org/prod/app19/manifests/v1`, { headers: { ...anon, Accept: ACCEPT } })).status, 401, 'private at the main server: private here (no credentials: 401)');
   const db = new Database(join(work, 'main.db'), { readonly: true });
   t.same(db.prepare('SELECT r.name FROM hosts_repositories hr JOIN hosts h ON h.id = hr.host_id JOIN repositories r ON r.id = hr.repository_id WHERE h.uuid = ?').pluck().all(HOST), ['org/prod/app19'], "the host's mapping");
   db.close();

@@ -21,8 +21,24 @@ class MemoryAdmin implements AdminAccounts {
     this.users.set(name, passwordHash);
     return 'created' as const;
   }
+  readonly namespaceGrants = new Map<string, Set<string>>();
   removeUser(name: string) {
-    return this.users.delete(name);
+    if (!this.users.delete(name)) return undefined;
+    this.namespaceGrants.delete(name);
+    const orphaned = [...this.repos.values()].filter((r) => r.owner === name).map((r) => r.name).sort();
+    for (const r of this.repos.values()) if (r.owner === name) delete r.owner;
+    return { orphaned };
+  }
+  namespaces(user: string) {
+    return this.users.has(user) ? [...(this.namespaceGrants.get(user) ?? [])].sort() : undefined;
+  }
+  grantNamespace(user: string, namespace: string) {
+    if (!this.users.has(user)) return false;
+    this.namespaceGrants.set(user, new Set([...(this.namespaceGrants.get(user) ?? []), namespace]));
+    return true;
+  }
+  revokeNamespace(user: string, namespace: string) {
+    return this.namespaceGrants.get(user)?.delete(namespace) ?? false;
   }
   async listRepositories() {
     return [...this.repos.values()].sort((a, b) => a.name.localeCompare(b.name));
@@ -55,6 +71,7 @@ const ADMIN = `${BASE}/container_gateway/admin`;
 function reset(): void {
   accounts.users.clear();
   accounts.repos.clear();
+  accounts.namespaceGrants.clear();
   accounts.failing = false;
   trusted = true;
   for (const r of [{ name: 'alice/app', public: false, owner: 'alice' }, { name: 'library/base', public: true }, { name: 'team/tools', public: false, owner: 'bob' }]) accounts.repos.set(r.name, { ...r });
@@ -185,11 +202,20 @@ t.test('proxyctl users add / list / remove', async (t) => {
   t.same(JSON.parse(globalJson.stdout), ['bob', 'carol', 'dave'], 'the global --json works too');
 
   const remove = await ctl(['users', 'remove', 'bob']);
-  t.same([remove.code, remove.stdout], [0, "user 'bob' removed\n"]);
+  t.equal(remove.code, 0, remove.stderr);
+  t.equal(remove.stdout, [
+    "user 'bob' removed; the repositories it owned now have no owner: team/tools",
+    'Their content and visibility are unchanged: public ones stay public, private ones are readable only by mapped',
+    "users; nobody can push to them. A user added later as 'bob' does not get them.",
+    '',
+  ].join('\n'), 'says what happens to the repositories bob owned');
+  t.equal(accounts.repos.get('team/tools')!.owner, undefined, 'team/tools is ownerless');
+  const carolGone = await ctl(['users', 'remove', 'carol']);
+  t.same([carolGone.code, carolGone.stdout], [0, "user 'carol' removed\n"], 'a user who owned nothing: one line');
   const gone = await ctl(['users', 'remove', 'bob']);
   t.equal(gone.code, 1, 'not found: exit 1');
   t.match(gone.stderr, /proxyctl: user 'bob' not found/);
-  t.same(accounts.listUsers(), ['carol', 'dave']);
+  t.same(accounts.listUsers(), ['dave']);
 
   reset();
   const empty = await ctl(['users', 'list']);

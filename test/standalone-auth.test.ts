@@ -7,6 +7,7 @@ import { hashPassword, verifyPassword } from '../plugins/container_gateway/auth/
 import {
   allowedActions,
   issueToken,
+  mayCreateRepository,
   parseScopes,
   scopeQuery,
   tokenAllows,
@@ -97,7 +98,12 @@ class MemoryAccounts implements StandaloneAccounts {
   readonly users = new Map<string, string>();
   readonly repos = new Map<string, { authRequired: boolean; owner?: string }>();
   readonly mappings = new Set<string>();
+  readonly namespaces = new Map<string, string[]>();
+  openTopLevel = false;
   readonly tokens: StoredToken[] = [];
+  mayCreate(user: string, name: string) {
+    return mayCreateRepository(user, name, this.namespaces.get(user) ?? [], this.openTopLevel);
+  }
   passwordHash(user: string) {
     return this.users.get(user);
   }
@@ -263,4 +269,33 @@ t.test('tokenAllows / tokenAllowsCatalog', async (t) => {
   t.equal(tokenAllows([], 'team/app', 'pull'), false);
   t.equal(tokenAllowsCatalog(grants), false);
   t.equal(tokenAllowsCatalog([...grants, { type: 'registry', name: 'catalog', actions: ['*'] }]), true);
+});
+
+t.test('mayCreateRepository: own name, granted namespaces, top-level names only when open', async (t) => {
+  t.equal(mayCreateRepository('bob', 'bob/app', [], false), true, 'under the own name');
+  t.equal(mayCreateRepository('bob', 'bob/team/app', [], false), true, 'deeper under the own name');
+  t.equal(mayCreateRepository('bob', 'alice/app', [], false), false, "under someone else's name");
+  t.equal(mayCreateRepository('bob', 'bobby/app', [], false), false, 'a name that merely starts with the user name');
+  t.equal(mayCreateRepository('bob', 'bob', [], false), false, 'the bare user name is a top-level name');
+  t.equal(mayCreateRepository('bob', 'app', [], false), false, 'top-level: closed by default');
+  t.equal(mayCreateRepository('bob', 'app', [], true), true, 'top-level: open when configured');
+  t.equal(mayCreateRepository('bob', 'alice/app', [], true), false, 'opening top-level names opens no namespace');
+  t.equal(mayCreateRepository('bob', 'team/app', ['team'], false), true, 'a granted namespace');
+  t.equal(mayCreateRepository('bob', 'org/team/app', ['org/team'], false), true, 'a granted nested namespace');
+  t.equal(mayCreateRepository('bob', 'org/other/app', ['org/team'], false), false, 'not its siblings');
+  t.equal(mayCreateRepository('bob', 'team', ['team'], false), false, 'not the namespace name itself');
+
+  // Through the token service: nothing granted where the user may not create.
+  const bob = basic('bob', 'bob-pw');
+  t.same(await granted({ authorization: bob, scopes: ['repository:alice/new:pull,push', 'repository:toplevel:pull,push'] }), [], 'no grant on a new name outside the own namespace');
+  accounts.namespaces.set('bob', ['team']);
+  accounts.openTopLevel = true;
+  t.teardown(() => {
+    accounts.namespaces.delete('bob');
+    accounts.openTopLevel = false;
+  });
+  t.same(await granted({ authorization: bob, scopes: ['repository:team/new:push', 'repository:toplevel:push'] }), [
+    { type: 'repository', name: 'team/new', actions: ['push'] },
+    { type: 'repository', name: 'toplevel', actions: ['push'] },
+  ], 'a granted namespace and an open top level');
 });

@@ -301,6 +301,16 @@ interface RepositoryRow {
   owner?: string;
 }
 
+/** What `users remove` did to the user's repositories: they stay, ownerless, and a new user of that name gets none. */
+function removedText(name: string, orphaned: string[]): string {
+  if (orphaned.length === 0) return `user '${name}' removed`;
+  return [
+    `user '${name}' removed; the repositories it owned now have no owner: ${orphaned.join(', ')}`,
+    'Their content and visibility are unchanged: public ones stay public, private ones are readable only by mapped',
+    `users; nobody can push to them. A user added later as '${name}' does not get them.`,
+  ].join('\n');
+}
+
 const register: PluginCli = (program, ctx) => {
   const users = program
     .command('users')
@@ -320,12 +330,12 @@ const register: PluginCli = (program, ctx) => {
 
   users
     .command('remove')
-    .description('remove a user (its tokens stop working)')
+    .description('remove a user (its tokens stop working; its repositories stay, without owner)')
     .argument('<name>', 'user name')
     .action(action(async (name: string, _opts: unknown, cmd: Command) => {
       checkUser(name);
-      const data = await call(ctx, cmd, 'DELETE', `${ADMIN}/users/${encodeURIComponent(name)}`);
-      ctx.print(cmd, data, `user '${name}' removed`);
+      const data = (await call(ctx, cmd, 'DELETE', `${ADMIN}/users/${encodeURIComponent(name)}`)) as { orphaned?: string[] };
+      ctx.print(cmd, data, removedText(name, data.orphaned ?? []));
     }));
 
   users

@@ -4,6 +4,7 @@ import type { Request, Response } from 'express';
 import type { Logger } from '../../lib/logging/logger.ts';
 import type { PluginContext } from '../../lib/plugins/types.ts';
 import { identifyClient, type RegistryClient } from './auth/client.ts';
+import { mayCreateRepository, type StandaloneAccounts } from './auth/standalone.ts';
 import { GatewayDb, type Viewer } from './db/database.ts';
 import { RegistryError } from './errors.ts';
 import type { GatewaySettings } from './settings.ts';
@@ -128,6 +129,21 @@ export class Gateway {
     return client;
   }
 
+  /** Standalone mode's users, repositories and grants, as the token service and the access checks read them. */
+  standaloneAccounts(): StandaloneAccounts {
+    const db = this.db;
+    return {
+      passwordHash: (user) => db.passwordHash(user),
+      repository: (name) => db.repositoryInfo(name),
+      userMapped: (user, repo) => db.userMapped(user, repo),
+      mayCreate: (user, name) => mayCreateRepository(user, name, db.namespacesOf(user), this.settings.open_top_level_names),
+      storeToken: (checksum, expireAtMs, user, scopes) => {
+        // Anonymous tokens are not stored: the anonymous one is `unauthenticated`.
+        if (user !== undefined) db.storeToken(checksum, expireAtMs, user, scopes);
+      },
+    };
+  }
+
   /** A host seen for the first time: fetch its catalog from Katello (at most once per host_lookup_interval). */
   async learnHost(uuid: string): Promise<void> {
     if (this.db.hostKnown(uuid) || !this.katello) return;
@@ -159,7 +175,12 @@ export class Gateway {
     res.set('WWW-Authenticate', `Bearer realm="${origin}/v2/token",service="${service}"${scope ? `,scope="${scope}"` : ''}`);
   }
 
-  /** May this client read the repository? Hidden and unknown look the same: 404 NAME_UNKNOWN. */
+  /**
+   * May this client read the repository? Private and unknown repositories look
+   * the same: 401 with a challenge naming the repository to a client without
+   * credentials (so that it fetches a token and retries), 404 NAME_UNKNOWN to
+   * an identified one (user or host) that may not read it.
+   */
   async authorize(req: Request, res: Response, name: string): Promise<RegistryClient> {
     const client = this.client(req);
     if (client.kind === 'invalid') {
@@ -168,10 +189,14 @@ export class Gateway {
     }
     if (client.kind === 'host') await this.learnHost(client.uuid);
     const viewer: Viewer = client.kind === 'anonymous' ? { kind: 'anonymous' } : client;
-    if (!this.db.canRead(viewer, name)) {
-      this.challenge(req, res, `repository:${name}:pull`);
-      throw new RegistryError('NAME_UNKNOWN', 'Repository name unknown', { name });
-    }
+    if (!this.db.canRead(viewer, name)) this.refuseRead(req, res, client, name);
     return client;
+  }
+
+  /** The refusal of a read: 401 + challenge without credentials, else 404 NAME_UNKNOWN (with the challenge too). */
+  refuseRead(req: Request, res: Response, client: RegistryClient, name: string): never {
+    this.challenge(req, res, `repository:${name}:pull`);
+    if (client.kind === 'anonymous' || client.kind === 'invalid') throw new RegistryError('UNAUTHORIZED', 'authentication required', { name });
+    throw new RegistryError('NAME_UNKNOWN', 'Repository name unknown', { name });
   }
 }

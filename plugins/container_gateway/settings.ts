@@ -35,6 +35,8 @@ export interface GatewaySettings {
   readonly sync_retries: number;
   readonly push_sync_trigger: 'none' | 'capsule_sync';
   readonly capsule_id?: number;
+  /** Standalone mode: may any user create a repository with a one-component name (no namespace)? */
+  readonly open_top_level_names: boolean;
 }
 
 const seconds = (d: number, what: string): PropertySchema => ({ type: 'number', exclusiveMinimum: 0, default: d, description: `${what} in seconds (more than 0)` });
@@ -71,5 +73,6 @@ export const SETTINGS_SCHEMA: Record<string, PropertySchema> = {
   sync_retries: { type: 'integer', minimum: 0, maximum: 20, default: 5, description: 'how often a failed request to the main server is retried, with backoff (0 to 20)' },
   push_sync_trigger: { enum: ['none', 'capsule_sync'], default: 'none', description: "none, or capsule_sync (content_backend: pulp: after a push, ask Katello to sync this proxy)" },
   capsule_id: { type: 'integer', minimum: 1, description: "this proxy's id in Foreman (a positive integer)" },
+  open_top_level_names: { type: 'boolean', default: false, description: "true or false (standalone mode: anyone may create a repository named without a '/')" },
   pulpcore_api_endpoint: { type: 'string', pattern: '^(unix:/.+|https?://.+)$', default: 'unix:/run/pulpcore-api.sock', description: "'unix:/path/to.sock' or an http(s) URL" },
 };

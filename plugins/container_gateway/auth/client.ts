@@ -58,12 +58,24 @@ export function hostUuid(req: Request, identity: ClientIdentity, trustedProxies:
   return undefined;
 }
 
+/**
+ * A login identifies the user, even when the connection also carries a
+ * verified certificate: podman sends the client certificate of its certs.d
+ * with every request, and a user who logged in means to act as that user. A
+ * login is a Bearer token of a user, or Basic credentials (not a credential of
+ * the registry routes, which want a token: such a request is judged as one
+ * without credentials, and is told where to get a token). A certificate alone,
+ * or with only the anonymous tokens `unauthenticated` / `unauthorized`,
+ * identifies a content host.
+ */
 export function identifyClient(req: Request, identity: ClientIdentity, db: GatewayDb, trustedProxies: readonly string[]): RegistryClient {
-  const uuid = hostUuid(req, identity, trustedProxies);
-  if (uuid) return { kind: 'host', uuid };
   const token = bearerToken(req);
-  if (token === undefined) return { kind: 'anonymous' };
-  if (token === 'unauthenticated' || token === 'unauthorized') return { kind: 'anonymous', token };
+  if (token === undefined || token === 'unauthenticated' || token === 'unauthorized') {
+    if (basicUser(req) !== undefined) return { kind: 'anonymous' };
+    const uuid = hostUuid(req, identity, trustedProxies);
+    if (uuid) return { kind: 'host', uuid };
+    return token === undefined ? { kind: 'anonymous' } : { kind: 'anonymous', token };
+  }
   const record = db.tokenRecord(sha256(token));
   return record ? { kind: 'user', name: record.user, ...(record.scopes === undefined ? {} : { grants: record.scopes }) } : { kind: 'invalid' };
 }

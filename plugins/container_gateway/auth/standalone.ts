@@ -34,9 +34,12 @@ export interface StandaloneAccounts {
   passwordHash(user: string): string | undefined;
   /**
    * A repository by name, or undefined when it does not exist (yet).
-   * `authRequired: false` is a public repository; `owner` is the user who created it by pushing.
+   * `authRequired: false` is a public repository; `owner` is the current name
+   * of the user who created it by pushing (absent once that user was removed).
    */
   repository(name: string): { authRequired: boolean; owner?: string } | undefined;
+  /** May this user create a repository of this (valid, not yet existing) name? See mayCreateRepository. */
+  mayCreate(user: string, name: string): boolean;
   /**
    * Is the user explicitly linked to the repository (a users↔repositories mapping)?
    * Must NOT be true merely because the repository is public: a mapping
@@ -58,6 +61,21 @@ export const USER_NAME = /^[a-zA-Z0-9._@-]{1,64}$/;
 /** A repository name of the OCI grammar (what a push may create). */
 export function validRepositoryName(name: string): boolean {
   return name.length <= 255 && NAME.test(name);
+}
+
+/**
+ * Who may create a repository by pushing to a new name: its namespace (every
+ * component but the last) must be the user's own name or start with it
+ * (`alice/app`, `alice/team/app`), or be or start with a namespace an
+ * administrator granted the user; a one-component name (`app`) only when
+ * top-level names are open to everyone. So no user can claim a name under
+ * another user's namespace.
+ */
+export function mayCreateRepository(user: string, name: string, granted: readonly string[], openTopLevel: boolean): boolean {
+  const slash = name.lastIndexOf('/');
+  if (slash < 0) return openTopLevel;
+  const namespace = name.slice(0, slash);
+  return [user, ...granted].some((ns) => namespace === ns || namespace.startsWith(`${ns}/`));
 }
 
 /** `req.query.scope` (absent, one string, or repeated) as a list of strings. */
@@ -150,8 +168,9 @@ async function authenticate(accounts: StandaloneAccounts, user: string, password
  * The repository actions `user` (undefined: anonymous) may have on `name` now.
  * Anonymous: pull of a public repository. A user: pull of a public one; pull,
  * push and delete of one they own or are mapped to, or of one that does not
- * exist yet (their first push creates it, private and owned by them; a push
- * session also reads, e.g. HEAD of the blobs it may skip).
+ * exist yet and that they may create (mayCreate: their first push creates it,
+ * private and owned by them; a push session also reads, e.g. HEAD of the
+ * blobs it may skip).
  *
  * A token's grants were decided when it was issued: a registry route should
  * also check this (e.g. someone else may have created the repository since a
@@ -166,7 +185,7 @@ export function allowedActions(accounts: StandaloneAccounts, user: string | unde
     if (repo && !repo.authRequired) allowed.add('pull');
     return allowed;
   }
-  if (!repo) return new Set(REPOSITORY_ACTIONS);
+  if (!repo) return accounts.mayCreate(user, name) ? new Set(REPOSITORY_ACTIONS) : allowed;
   const owns = repo.owner !== undefined && repo.owner === user;
   const mapped = owns || accounts.userMapped(user, name);
   if (!repo.authRequired || mapped) allowed.add('pull');

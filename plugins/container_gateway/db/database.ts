@@ -68,7 +68,7 @@ export class GatewayDb {
     if (!repo) return false;
     if (!repo.authRequired) return true;
     if (viewer.kind === 'user') {
-      if (this.sql('SELECT 1 FROM repositories WHERE id = ? AND owner = ?').get(repo.id, viewer.name) !== undefined) return true;
+      if (this.sql('SELECT 1 FROM repositories r JOIN users u ON u.id = r.owner_id WHERE r.id = ? AND u.name = ?').get(repo.id, viewer.name) !== undefined) return true;
       return this.sql('SELECT 1 FROM repositories_users ru JOIN users u ON u.id = ru.user_id WHERE ru.repository_id = ? AND u.name = ?').get(repo.id, viewer.name) !== undefined;
     }
     if (viewer.kind === 'host') {
@@ -77,9 +77,9 @@ export class GatewayDb {
     return false;
   }
 
-  /** Names the viewer may see, sorted, after `last` (exclusive), at most `limit`. */
+  /** Names the viewer may see, sorted, after `last` (exclusive), at most `limit`; never a pending repository (no manifest yet). */
   visible(viewer: Viewer, opts: { last?: string; limit: number; contains?: string }): string[] {
-    const filters = ['r.name > ?'];
+    const filters = ['r.pending = 0', 'r.name > ?'];
     const params: unknown[] = [opts.last ?? ''];
     if (opts.contains) {
       filters.push("instr(r.name, ?) > 0");
@@ -87,7 +87,7 @@ export class GatewayDb {
     }
     let access = 'r.auth_required = 0';
     if (viewer.kind === 'user') {
-      access += ' OR r.owner = ? OR EXISTS (SELECT 1 FROM repositories_users ru JOIN users u ON u.id = ru.user_id WHERE ru.repository_id = r.id AND u.name = ?)';
+      access += ' OR EXISTS (SELECT 1 FROM users o WHERE o.id = r.owner_id AND o.name = ?) OR EXISTS (SELECT 1 FROM repositories_users ru JOIN users u ON u.id = ru.user_id WHERE ru.repository_id = r.id AND u.name = ?)';
       params.unshift(viewer.name, viewer.name);
     } else if (viewer.kind === 'host') {
       access += ' OR EXISTS (SELECT 1 FROM hosts_repositories hr JOIN hosts h ON h.id = hr.host_id WHERE hr.repository_id = r.id AND h.uuid = ?)';
@@ -188,9 +188,30 @@ export class GatewayDb {
     return (this.sql('SELECT password_hash FROM users WHERE name = ?').pluck().get(user) as string | null | undefined) ?? undefined;
   }
 
-  repositoryInfo(name: string): { authRequired: boolean; owner?: string } | undefined {
-    const row = this.sql('SELECT auth_required, owner FROM repositories WHERE name = ?').get(name) as { auth_required: number; owner: string | null } | undefined;
-    return row && { authRequired: row.auth_required === 1, ...(row.owner ? { owner: row.owner } : {}) };
+  /** A repository as standalone access sees it; `owner` is the owning user's current name (none once that user is removed). */
+  repositoryInfo(name: string): { authRequired: boolean; owner?: string; pending: boolean } | undefined {
+    const row = this.sql('SELECT r.auth_required, r.pending, u.name AS owner FROM repositories r LEFT JOIN users u ON u.id = r.owner_id WHERE r.name = ?').get(name) as
+      | { auth_required: number; pending: number; owner: string | null }
+      | undefined;
+    return row && { authRequired: row.auth_required === 1, pending: row.pending === 1, ...(row.owner ? { owner: row.owner } : {}) };
+  }
+
+  /** The namespaces an administrator granted to a user, sorted. */
+  namespacesOf(user: string): string[] {
+    return this.sql('SELECT n.namespace FROM user_namespaces n JOIN users u ON u.id = n.user_id WHERE u.name = ? ORDER BY n.namespace').pluck().all(user) as string[];
+  }
+
+  /** Grant a standalone user a namespace: false when there is no such user. */
+  grantNamespace(user: string, namespace: string): boolean {
+    const id = this.sql('SELECT id FROM users WHERE name = ? AND password_hash IS NOT NULL').pluck().get(user) as number | undefined;
+    if (id === undefined) return false;
+    this.sql('INSERT OR IGNORE INTO user_namespaces (user_id, namespace) VALUES (?, ?)').run(id, namespace);
+    return true;
+  }
+
+  /** Take a namespace back: false when the user did not have it. Repositories already made there keep their owner. */
+  revokeNamespace(user: string, namespace: string): boolean {
+    return this.sql('DELETE FROM user_namespaces WHERE namespace = ? AND user_id = (SELECT id FROM users WHERE name = ?)').run(namespace, user).changes > 0;
   }
 
   userMapped(user: string, repo: string): boolean {
@@ -210,18 +231,29 @@ export class GatewayDb {
     return this.sql('SELECT name FROM users WHERE password_hash IS NOT NULL ORDER BY name').pluck().all() as string[];
   }
 
-  /** Removing a user revokes its tokens (ON DELETE CASCADE). */
-  removeUser(name: string): boolean {
-    return this.sql('DELETE FROM users WHERE name = ?').run(name).changes > 0;
+  /**
+   * Removing a user revokes its tokens, mappings and namespaces (ON DELETE
+   * CASCADE); its repositories stay, with their content and visibility, but
+   * ownerless (ON DELETE SET NULL): a user added later under the same name is
+   * a different user and gets none of them. Returns the repositories it owned
+   * (pending ones included), or undefined when there is no such user.
+   */
+  removeUser(name: string): { orphaned: string[] } | undefined {
+    return this.db.transaction(() => {
+      const orphaned = this.sql('SELECT r.name FROM repositories r JOIN users u ON u.id = r.owner_id WHERE u.name = ? ORDER BY r.name').pluck().all(name) as string[];
+      if (this.sql('DELETE FROM users WHERE name = ?').run(name).changes === 0) return undefined;
+      return { orphaned };
+    }).immediate();
   }
 
+  /** Listed repositories (pending ones, with no manifest yet, are not), sorted. */
   repositories(): Array<{ name: string; public: boolean; owner?: string }> {
-    const rows = this.sql('SELECT name, auth_required, owner FROM repositories ORDER BY name').all() as Array<{ name: string; auth_required: number; owner: string | null }>;
+    const rows = this.sql('SELECT r.name, r.auth_required, u.name AS owner FROM repositories r LEFT JOIN users u ON u.id = r.owner_id WHERE r.pending = 0 ORDER BY r.name').all() as Array<{ name: string; auth_required: number; owner: string | null }>;
     return rows.map((r) => ({ name: r.name, public: r.auth_required === 0, ...(r.owner ? { owner: r.owner } : {}) }));
   }
 
   setPublic(name: string, isPublic: boolean): boolean {
-    return this.sql('UPDATE repositories SET auth_required = ? WHERE name = ?').run(isPublic ? 0 : 1, name).changes > 0;
+    return this.sql('UPDATE repositories SET auth_required = ? WHERE name = ? AND pending = 0').run(isPublic ? 0 : 1, name).changes > 0;
   }
 
   /** The owner and grants of an unexpired token. */

@@ -80,5 +80,19 @@ export const MIGRATIONS: readonly string[] = [
      pid INTEGER NOT NULL
    );
    CREATE UNIQUE INDEX sync_runs_one_running ON sync_runs(state) WHERE state = 'running';`,
+  // Owners are users, not names: a user removed and added again under the same
+  // name does not get the old repositories back (they become ownerless). A
+  // repository made by an upload alone stays pending (unlisted) until its first
+  // manifest. Namespaces an administrator granted to users.
+  `ALTER TABLE repositories ADD COLUMN owner_id INTEGER REFERENCES users(id) ON DELETE SET NULL;
+   UPDATE repositories SET owner_id = (SELECT u.id FROM users u WHERE u.name = repositories.owner AND u.password_hash IS NOT NULL) WHERE owner IS NOT NULL;
+   ALTER TABLE repositories DROP COLUMN owner;
+   CREATE INDEX repositories_owner ON repositories(owner_id) WHERE owner_id IS NOT NULL;
+   ALTER TABLE repositories ADD COLUMN pending INTEGER NOT NULL DEFAULT 0 CHECK (pending IN (0, 1));
+   CREATE TABLE user_namespaces (
+     user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+     namespace TEXT NOT NULL,
+     PRIMARY KEY (user_id, namespace)
+   ) WITHOUT ROWID;`,
 ];
 

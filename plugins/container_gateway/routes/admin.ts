@@ -7,10 +7,19 @@
 //   GET    /container_gateway/admin/users                      200 {"users":["alice","bob"]}
 //   POST   /container_gateway/admin/users                      {"name":"bob","password":"..."}
 //                                                              201 {"user":"bob"} | 409 exists
-//   DELETE /container_gateway/admin/users/NAME                 200 {"user":"bob","removed":true} | 404
+//   DELETE /container_gateway/admin/users/NAME                 200 {"user":"bob","removed":true,"orphaned":["bob/app"]} | 404
+//   GET    /container_gateway/admin/users/NAME/namespaces      200 {"user":"bob","namespaces":["team"]} | 404
+//   PUT    /container_gateway/admin/users/NAME/namespaces/NS   200 {"user":"bob","namespace":"team","granted":true} | 404
+//   DELETE /container_gateway/admin/users/NAME/namespaces/NS   200 {"user":"bob","namespace":"team","granted":false} | 404
 //   GET    /container_gateway/admin/repositories               200 {"repositories":[{"name","public","owner"?}]}
 //   PUT    /container_gateway/admin/repositories/NAME/visibility  {"public":true|false}
 //                                                              200 {"name":"org/app","public":true} | 404
+//
+// Removing a user leaves its repositories as they are (content, visibility,
+// mapped users) but ownerless: `orphaned` lists them. Nobody can push to them
+// or read a private one except mapped users, and a user added again under the
+// same name gets none of them (owners are users, not names). A namespace NS
+// (e.g. `team` or `org/team`) lets the user create repositories `NS/...`.
 //
 // The password is hashed here (scrypt, auth/passwords.ts): only its hash is
 // given to AdminAccounts. Repository NAME may contain '/' (sent as is or
@@ -32,8 +41,17 @@ export interface AdminAccounts {
   /** Standalone users, sorted. */
   listUsers(): string[] | Promise<string[]>;
   addUser(name: string, passwordHash: string): 'created' | 'exists' | Promise<'created' | 'exists'>;
-  /** false when there is no such user. Removing a user must also revoke its tokens. */
-  removeUser(name: string): boolean | Promise<boolean>;
+  /**
+   * Undefined when there is no such user, else the repositories it owned,
+   * which stay (ownerless). Removing a user must also revoke its tokens.
+   */
+  removeUser(name: string): { orphaned: string[] } | undefined | Promise<{ orphaned: string[] } | undefined>;
+  /** The namespaces granted to a user; undefined when there is no such user. */
+  namespaces(user: string): string[] | undefined | Promise<string[] | undefined>;
+  /** false when there is no such user. */
+  grantNamespace(user: string, namespace: string): boolean | Promise<boolean>;
+  /** false when the user did not have that namespace. */
+  revokeNamespace(user: string, namespace: string): boolean | Promise<boolean>;
   /** Every repository, sorted by name. */
   listRepositories(): AdminRepository[] | Promise<AdminRepository[]>;
   /** false when there is no such repository. */
@@ -96,6 +114,15 @@ function repositoryName(raw: unknown): string {
   return raw;
 }
 
+/** NAME and NS of /admin/users/NAME/namespaces/NS (NS: a repository name's grammar, e.g. 'team' or 'org/team'). */
+function namespaceParams(req: Request): [string, string] {
+  const params = req.params as Record<string, string | undefined>;
+  const name = userName(params[0]);
+  const raw = params[1] ?? '';
+  if (!validRepositoryName(raw)) throw new AdminError(400, `invalid namespace ${quote(raw)}: a repository name such as 'team' or 'org/team'`);
+  return [name, raw];
+}
+
 /** An audit line in the daemon's log (there is no request logger in a bare app). */
 function audit(req: Request, message: string): void {
   (req as { log?: { info(msg: string): void } }).log?.info(message);
@@ -148,9 +175,32 @@ export function adminRouter(deps: AdminDeps): Router {
 
   router.delete('/admin/users/:name', trustedClient, handle(async (req, res) => {
     const name = userName(req.params.name);
-    if (!(await accounts.removeUser(name))) throw new AdminError(404, `user '${name}' not found`);
-    audit(req, `standalone user '${name}' removed`);
-    res.json({ user: name, removed: true });
+    const removed = await accounts.removeUser(name);
+    if (!removed) throw new AdminError(404, `user '${name}' not found`);
+    audit(req, `standalone user '${name}' removed; ${removed.orphaned.length} repositories left without owner`);
+    res.json({ user: name, removed: true, orphaned: removed.orphaned });
+  }));
+
+  router.get('/admin/users/:name/namespaces', trustedClient, handle(async (req, res) => {
+    const name = userName(req.params.name);
+    const namespaces = await accounts.namespaces(name);
+    if (!namespaces) throw new AdminError(404, `user '${name}' not found`);
+    res.json({ user: name, namespaces });
+  }));
+
+  // A regular expression: namespaces may contain '/'.
+  router.put(/^\/admin\/users\/([^/]+)\/namespaces\/(.+?)\/?$/, trustedClient, handle(async (req, res) => {
+    const [name, namespace] = namespaceParams(req);
+    if (!(await accounts.grantNamespace(name, namespace))) throw new AdminError(404, `user '${name}' not found`);
+    audit(req, `namespace '${namespace}' granted to standalone user '${name}'`);
+    res.json({ user: name, namespace, granted: true });
+  }));
+
+  router.delete(/^\/admin\/users\/([^/]+)\/namespaces\/(.+?)\/?$/, trustedClient, handle(async (req, res) => {
+    const [name, namespace] = namespaceParams(req);
+    if (!(await accounts.revokeNamespace(name, namespace))) throw new AdminError(404, `user '${name}' has no namespace '${namespace}'`);
+    audit(req, `namespace '${namespace}' taken back from standalone user '${name}'`);
+    res.json({ user: name, namespace, granted: false });
   }));
 
   router.get('/admin/repositories', trustedClient, handle(async (_req, res) => {

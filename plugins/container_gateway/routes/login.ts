@@ -5,11 +5,16 @@ import { basicUser, sha256 } from '../auth/client.ts';
 import { RegistryError } from '../errors.ts';
 import type { Gateway } from '../gateway.ts';
 import { repositoriesOf } from '../upstream/katello.ts';
-import { issueToken, parseScopes, type StandaloneAccounts } from '../auth/standalone.ts';
+import { issueToken, parseScopes } from '../auth/standalone.ts';
 
 export function ping(gw: Gateway, req: Request, res: Response): void {
   const client = gw.client(req);
-  if (client.kind === 'host' || client.kind === 'user' || (client.kind === 'anonymous' && client.token === 'unauthorized')) {
+  // Standalone mode: a certificate alone gets the challenge, so that a client with
+  // credentials logs in (podman sends its certs.d certificate with every request
+  // and asks for a token only when challenged); one without credentials gets the
+  // `unauthenticated` token, with which its certificate still identifies the host.
+  const host = client.kind === 'host' && !gw.standalone;
+  if (host || client.kind === 'user' || (client.kind === 'anonymous' && client.token === 'unauthorized')) {
     res.status(200).json({});
     return;
   }
@@ -25,15 +30,7 @@ function scopesOf(req: Request): string[] {
 
 /** Standalone mode: this gateway is the token server (Docker token spec, scoped grants). */
 async function standaloneToken(gw: Gateway, req: Request, res: Response): Promise<void> {
-  const accounts: StandaloneAccounts = {
-    passwordHash: (user) => gw.db.passwordHash(user),
-    repository: (name) => gw.db.repositoryInfo(name),
-    userMapped: (user, repo) => gw.db.userMapped(user, repo),
-    storeToken: (checksum, expireAtMs, user, scopes) => {
-      if (user !== undefined) gw.db.storeToken(checksum, expireAtMs, user, scopes);
-    },
-  };
-  const result = await issueToken(accounts, {
+  const result = await issueToken(gw.standaloneAccounts(), {
     authorization: req.get('authorization'),
     scopes: scopesOf(req),
     account: typeof req.query.account === 'string' ? req.query.account : undefined,

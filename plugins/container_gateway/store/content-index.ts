@@ -43,9 +43,14 @@ export class ContentIndex {
     return this.sql('SELECT id FROM repositories WHERE name = ?').pluck().get(name) as number | undefined;
   }
 
-  /** A repository is created by its first push: private, owned by the pusher. */
-  ensureRepository(name: string, owner: string | undefined): number {
-    this.sql('INSERT INTO repositories (name, auth_required, owner) VALUES (?, 1, ?) ON CONFLICT(name) DO NOTHING').run(name, owner ?? null);
+  /**
+   * A repository is created by its first push: private, owned by the pusher
+   * (a standalone user, by id). Made by an upload, it is `pending`: not listed
+   * anywhere until its first manifest is stored.
+   */
+  ensureRepository(name: string, owner: string | undefined, pending = false): number {
+    this.sql('INSERT INTO repositories (name, auth_required, owner_id, pending) VALUES (?, 1, (SELECT id FROM users WHERE name = ? AND password_hash IS NOT NULL), ?) ON CONFLICT(name) DO NOTHING')
+      .run(name, owner ?? null, pending ? 1 : 0);
     return this.repositoryId(name)!;
   }
 
@@ -122,6 +127,8 @@ export class ContentIndex {
       ).run(repositoryId, m.digest, m.mediaType, m.artifactType ?? null, m.subject ?? null, m.annotations ? JSON.stringify(m.annotations) : null, m.content, Date.now());
       const child = this.sql('INSERT OR IGNORE INTO manifest_children (repository_id, manifest_digest, digest) VALUES (?, ?, ?)');
       for (const d of m.children) child.run(repositoryId, m.digest, d);
+      // Its first manifest makes a repository started by an upload a listed one.
+      this.sql('UPDATE repositories SET pending = 0 WHERE id = ? AND pending = 1').run(repositoryId);
       if (tag) this.sql('INSERT INTO tags (repository_id, name, digest) VALUES (?, ?, ?) ON CONFLICT(repository_id, name) DO UPDATE SET digest = excluded.digest').run(repositoryId, tag, m.digest);
     }).immediate();
   }

@@ -17,5 +17,7 @@ export function referrers(gw: Gateway, req: Request, res: Response, repositoryId
   const filter = typeof req.query.artifactType === 'string' ? req.query.artifactType : undefined;
   const manifests = gw.localStore().index.referrers(repositoryId, digest, filter);
   if (filter !== undefined) res.set('OCI-Filters-Applied', 'artifactType');
-  res.status(200).type(OCI_INDEX).send(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests }));
+  // Exactly the index media type: a string body would get '; charset=utf-8' added.
+  const body = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests }));
+  res.status(200).set({ 'Content-Type': OCI_INDEX, 'Content-Length': String(body.length) }).end(body);
 }

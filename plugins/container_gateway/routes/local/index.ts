@@ -41,8 +41,9 @@ export const local = {
     const { repositoryId, user, client } = await authorizeLocal(gw, req, res, name, 'push');
     if (uuid === undefined) {
       if (req.method !== 'POST') throw new RegistryError('UNSUPPORTED', `${req.method} is not supported here`);
-      // Starting an upload is the first step of a push: it creates the repository.
-      const created = repositoryId ?? gw.localStore().index.ensureRepository(name, user);
+      // Starting an upload is the first step of a push: it creates the repository,
+      // pending (unlisted, readable by its pusher) until its first manifest.
+      const created = repositoryId ?? gw.localStore().index.ensureRepository(name, user, true);
       return startUpload(gw, req, res, name, created, (repo) => canPull(gw, client, repo));
     }
     // A session belongs to an existing repository; a request about none creates nothing.
