@@ -80,5 +80,13 @@ export const MIGRATIONS: readonly string[] = [
      pid INTEGER NOT NULL
    );
    CREATE UNIQUE INDEX sync_runs_one_running ON sync_runs(state) WHERE state = 'running';`,
+  // Tags pushed through the proxy follow the main server's order (store/tag-order.ts).
+  `CREATE TABLE tag_order (
+     repository_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+     name TEXT NOT NULL,
+     issued INTEGER NOT NULL,
+     applied INTEGER NOT NULL DEFAULT 0,
+     desired TEXT,
+     PRIMARY KEY (repository_id, name)
+   ) WITHOUT ROWID;`,
 ];
-
