@@ -29,6 +29,8 @@ let main: MainServer;
 let front: ScriptedRegistry;
 let proxy: RunningProxyd;
 let auth: Record<string, string>;
+/** Pull-only: with push scope, a HEAD is a push probe the proxy forwards to the main server. */
+let reader: Record<string, string>;
 
 t.before(async () => {
   main = await startMainServer({ users: { pusher: { password: 'pusher-pw', repositories: [NAME], push: true } } });
@@ -47,10 +49,14 @@ t.before(async () => {
       },
     },
   });
-  const res = await request(`${proxy.httpUrl}/v2/token?account=pusher&scope=${encodeURIComponent(`repository:${NAME}:pull,push`)}`, {
-    headers: { Authorization: `Basic ${Buffer.from('pusher:pusher-pw').toString('base64')}` },
-  });
-  auth = { Authorization: `Bearer ${res.json().token as string}` };
+  const login = async (actions: string) => {
+    const res = await request(`${proxy.httpUrl}/v2/token?account=pusher&scope=${encodeURIComponent(`repository:${NAME}:${actions}`)}`, {
+      headers: { Authorization: `Basic ${Buffer.from('pusher:pusher-pw').toString('base64')}` },
+    });
+    return { Authorization: `Bearer ${res.json().token as string}` };
+  };
+  auth = await login('pull,push');
+  reader = await login('pull');
 });
 t.teardown(async () => {
   await proxy?.stop();
@@ -145,7 +151,7 @@ t.test('setup: a normal push through the front works and is kept here', async (t
   for (const b of [config, layer]) t.equal((await pushBlob(b)).status, 201);
   const put = await putManifest('base', manifestOf(config, [layer]));
   t.equal(put.status, 201);
-  const got = await call('GET', `/v2/${NAME}/manifests/base`, { Accept: ACCEPT });
+  const got = await call('GET', `/v2/${NAME}/manifests/base`, { ...reader, Accept: ACCEPT });
   t.equal(got.headers['docker-content-digest'], sha256(manifestOf(config, [layer])), 'the proxy serves what was pushed');
 });
 
@@ -167,7 +173,7 @@ for (const c of BLOB_CASES) {
     if (c.client >= 500) t.equal(JSON.parse(put.text).errors[0].code, c.how === '500' ? 'UNKNOWN' : 'UNAVAILABLE', 'an OCI error body');
     t.equal(await mainHas('blobs', digest), c.mainHolds, `the main server ${c.mainHolds === 200 ? 'holds' : 'does not hold'} the blob`);
     t.equal(snapshot(), before, 'no blob file, no row changed on the proxy');
-    t.equal((await call('GET', `/v2/${NAME}/blobs/${digest}`)).status, 404, 'the proxy does not serve it');
+    t.equal((await call('GET', `/v2/${NAME}/blobs/${digest}`, reader)).status, 404, 'the proxy does not serve it');
   });
 }
 
@@ -199,16 +205,16 @@ for (const c of MANIFEST_CASES) {
     t.equal(put.status, c.client, `the client sees ${c.client}`);
     t.equal(await mainHas('manifests', tag), c.mainHolds, `the main server ${c.mainHolds === 200 ? 'holds' : 'does not hold'} the tag`);
     t.equal(snapshot(), before, 'no manifest, tag or blob row changed on the proxy');
-    const tags = JSON.parse((await call('GET', `/v2/${NAME}/tags/list`)).text).tags as string[];
+    const tags = JSON.parse((await call('GET', `/v2/${NAME}/tags/list`, reader)).text).tags as string[];
     t.notOk(tags.includes(tag), 'the proxy lists no such tag');
-    t.equal((await call('GET', `/v2/${NAME}/manifests/${sha256(manifest)}`, { Accept: ACCEPT })).status, 404, 'nor serves the manifest by digest');
+    t.equal((await call('GET', `/v2/${NAME}/manifests/${sha256(manifest)}`, { ...reader, Accept: ACCEPT })).status, 404, 'nor serves the manifest by digest');
   });
 }
 
 /** The tag's digest on the main server and on the proxy. */
 async function both(tag: string): Promise<{ main: string | undefined; proxy: string | undefined }> {
   const onMain = await call('HEAD', `/v2/${NAME}/manifests/${tag}`, { Accept: ACCEPT }, undefined, main.registry.url);
-  const here = await call('HEAD', `/v2/${NAME}/manifests/${tag}`, { Accept: ACCEPT });
+  const here = await call('HEAD', `/v2/${NAME}/manifests/${tag}`, { ...reader, Accept: ACCEPT });
   return { main: onMain.headers['docker-content-digest'] as string | undefined, proxy: here.headers['docker-content-digest'] as string | undefined };
 }
 
