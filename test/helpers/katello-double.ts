@@ -1,17 +1,35 @@
-// A test double of the Katello main server: the registry endpoints a container
-// gateway calls (katello-api.md §2, §7): `GET /v2/token` and `GET /v2/_catalog`,
-// plus the `/v2` and `/v1/_ping` pings. Plain node:http (or https) on
-// 127.0.0.1, port 0. Every request is recorded for assertions.
+// A test double of the Katello main server (katello-api.md §1-§3, §7): the
+// registry endpoints a container gateway calls, `GET /v2/token` and
+// `GET /v2/_catalog`, the `/v2` and `/v1/_ping` pings, and pushes: names
+// checked as Katello does (three components `org/product/name` or
+// `id/<org>/<product>/<name>`, else 400 NAME_INVALID; 409 for taken names,
+// 404 NAME_UNKNOWN for unknown products, 404 DENIED without push rights), the
+// content kept in memory (helpers/katello-push.ts). DELETEs, upload status and
+// referrers are not implemented, as in Katello: 404 "Route not found". Tokens
+// are opaque, one per user, reused across logins; the catalog never answers
+// 401; a revoked user's Bearer and scoped token requests are refused. Plain
+// node:http (or https) on 127.0.0.1, port 0, optionally under a path
+// (`basePath`, for a foreman_url like https://f/foreman). Every request is
+// recorded for assertions.
 //
-// With the `jwt` option the tokens are Docker registry tokens (RS256 JWTs with
-// an `access` claim) that a real docker-registry configured with token auth
-// accepts, so the double can be the token server of a test "main server"
-// (helpers/main-server.ts).
+// Where docker-registry stands in for Katello's registry (helpers/main-server.ts,
+// the `jwt` option), these differ from Katello, and only these:
+// - tokens are RS256 JWTs scoped to what was asked, a new one per login
+//   (Katello: one opaque, unscoped token per user, reused);
+// - docker-registry stores the pushes and answers like the distribution
+//   registry (absolute Locations, 202 for a monolithic POST, DELETE enabled or
+//   not per its config, no 302 for blobs), not like Katello in front of Pulp;
+// - push names are not checked by docker-registry: the double grants `push`
+//   only for Katello-shaped names of existing products, so other names get
+//   docker-registry's 401, not Katello's 400/404/409;
+// - revocation takes effect at the next login: docker-registry honours a JWT
+//   until it expires.
 import { createPrivateKey, createSign, randomBytes, randomUUID, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import type net from 'node:net';
+import { PushedContent, refusePushName, type PushNameRules } from './katello-push.ts';
 
 export interface KatelloUser {
   password: string;
@@ -121,6 +139,10 @@ export interface KatelloDoubleOptions {
    * it issued, so Bearer requests to it (catalog, ping) accept them.
    */
   jwt?: KatelloJwtOptions;
+  /** Serve everything under this path (e.g. '/foreman'), as Foreman under a sub-URI. */
+  basePath?: string;
+  /** Existing products and taken names, for pushes (katello-api.md §3). */
+  push?: PushNameRules;
 }
 
 export interface RecordedRequest {
@@ -179,6 +201,10 @@ export class KatelloDouble {
   private readonly publicScopeWithBasic: 'unauthenticated' | 'token';
   private readonly sockets = new Set<net.Socket>();
   private overrideFn: Override | undefined;
+  private readonly basePath: string;
+  private readonly pushRules: PushNameRules;
+  /** What was pushed to the double (without `jwt`: docker-registry holds those). */
+  readonly pushed = new PushedContent();
   port = 0;
 
   constructor(opts: KatelloDoubleOptions = {}) {
@@ -189,6 +215,8 @@ export class KatelloDouble {
     this.revoked = opts.revoked ?? new Set();
     this.now = opts.now ?? Date.now;
     this.publicScopeWithBasic = opts.publicScopeWithBasic ?? 'unauthenticated';
+    this.basePath = (opts.basePath ?? '').replace(/\/+$/, '');
+    this.pushRules = opts.push ?? {};
     if (opts.jwt) {
       const cert = new X509Certificate(pem(opts.jwt.certPem));
       this.jwtSigner = {
@@ -226,9 +254,13 @@ export class KatelloDouble {
     });
   }
 
-  /** Base URL with a trailing slash. */
+  /** Base URL (with `basePath`) and a trailing slash. */
   get url(): string {
-    return `${this.tls ? 'https' : 'http'}://127.0.0.1:${this.port}/`;
+    return `${this.origin}${this.basePath}/`;
+  }
+
+  get origin(): string {
+    return `${this.tls ? 'https' : 'http'}://127.0.0.1:${this.port}`;
   }
 
   /** Close the listener and every open connection. */
@@ -274,13 +306,15 @@ export class KatelloDouble {
       time: this.now(),
     };
     this.requests.push(rec);
-    req.resume();
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
     await new Promise<void>((r) => (req.readableEnded ? r() : req.once('end', r)));
+    const body = Buffer.concat(chunks);
     res.setHeader('Docker-Distribution-API-Version', 'registry/2.0');
     if (this.overrideFn && (await this.overrideFn(req, res, rec))) return;
 
     const get = req.method === 'GET' || req.method === 'HEAD';
-    const p = u.pathname;
+    const p = u.pathname.startsWith(`${this.basePath}/`) ? u.pathname.slice(this.basePath.length) : '';
     if (get && p === '/v2/token') return this.token(req, res, u.searchParams);
     if (get && p === '/v2/_catalog') return this.catalog(req, res);
     if (get && (p === '/v2' || p === '/v2/')) return this.ping(req, res);
@@ -288,9 +322,38 @@ export class KatelloDouble {
       res.writeHead(200).end();
       return;
     }
-    const m = /^\/v2\/(.+)\/(manifests|blobs|tags)\//.exec(p);
-    if (m) return this.json(res, 404, { errors: [{ code: 'NAME_UNKNOWN', message: `${m[1]} was not found!` }] });
-    this.json(res, 404, { error: { message: `Route not found: ${req.method} ${p}` } });
+    const pulp = /^\/pulp\/container\/(.+)\/blobs\/([^/]+)$/.exec(p);
+    if (get && pulp && this.pushed.read(req.method!, pulp[1]!, `blobs/${pulp[2]}`, res)) return;
+    const push = /^\/v2\/(.+?)\/(blobs\/uploads\/?[^/]*|manifests\/[^/]+)$/.exec(p);
+    if (push && (req.method === 'POST' || req.method === 'PATCH' || req.method === 'PUT')) return this.push(req, res, push[1]!, push[2]!, u.searchParams, body);
+    const m = /^\/v2\/(.+)\/(manifests\/[^/]+|blobs\/[^/]+|tags\/list)$/.exec(p);
+    if (m && get) return this.read(req, res, m[1]!, m[2]!);
+    this.json(res, 404, { error: { message: `Route not found: ${req.method} ${u.pathname}` } });
+  }
+
+  /** A push verb: authenticated (401), a name Katello accepts (400/409/404), a user with push rights (404 DENIED). */
+  private push(req: http.IncomingMessage, res: http.ServerResponse, name: string, rest: string, query: URLSearchParams, body: Buffer): void {
+    const user = this.bearerUser(req) ?? this.validBasic(req);
+    if (!user) return this.unauthorized(req, res, user ?? this.basic(req)?.user);
+    const refusal = refusePushName(name, this.pushRules);
+    if (refusal) return this.json(res, refusal.status, { errors: [{ code: refusal.code, message: refusal.message }] });
+    if (!this.users[user]?.push) return this.json(res, 404, { errors: [{ code: 'DENIED', message: `${user} may not push to ${name}` }] });
+    this.pushed.push(req.method!, name, rest, query, body, req.headers['content-type'], (status, headers, text) => {
+      res.writeHead(status, { 'Content-Length': text === undefined ? 0 : Buffer.byteLength(text), ...headers });
+      res.end(text);
+    });
+  }
+
+  /** Reads of pushed content, for who may read it; blobs redirect to "Pulp" as Katello does. */
+  private read(req: http.IncomingMessage, res: http.ServerResponse, name: string, rest: string): void {
+    const user = this.bearerUser(req) ?? this.validBasic(req);
+    const readable = (user && this.users[user]?.push) || this.readable({ user }).includes(name);
+    if (readable && req.method === 'GET' && rest.startsWith('blobs/') && this.pushed.blobs.has(decodeURIComponent(rest.slice(6)))) {
+      res.writeHead(302, { Location: `${this.origin}${this.basePath}/pulp/container/${name}/${rest}?validate_token=double`, 'Content-Length': 0 }).end();
+      return;
+    }
+    if (readable && this.pushed.read(req.method!, name, rest, res)) return;
+    this.json(res, 404, { errors: [{ code: 'NAME_UNKNOWN', message: `${name} was not found!` }] });
   }
 
   private json(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
@@ -303,7 +366,7 @@ export class KatelloDouble {
   private challenge(req: http.IncomingMessage): string {
     const hostWithPort = req.headers.host ?? `127.0.0.1:${this.port}`;
     const host = hostWithPort.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1');
-    return `Bearer realm="${this.tls ? 'https' : 'http'}://${hostWithPort}/v2/token",service="${host}",scope="repository:registry:pull,push"`;
+    return `Bearer realm="${this.tls ? 'https' : 'http'}://${hostWithPort}${this.basePath}/v2/token",service="${host}",scope="repository:registry:pull,push"`;
   }
 
   private unauthorized(req: http.IncomingMessage, res: http.ServerResponse, user: string | undefined, challenge = true): void {
@@ -350,7 +413,7 @@ export class KatelloDouble {
       const allowed = new Set<string>();
       if (s.type === 'repository') {
         if (u?.push || this.publicRepositories.includes(s.name) || u?.repositories.includes(s.name)) allowed.add('pull');
-        if (u?.push) allowed.add('push');
+        if (u?.push && !refusePushName(s.name, this.pushRules)) allowed.add('push');
       } else if (s.type === 'registry' && s.name === 'catalog' && u?.catalog) {
         allowed.add('*');
       }
@@ -438,10 +501,8 @@ export class KatelloDouble {
         return this.json(res, 200, { repositories: this.readable({ user: this.bearerUser(req) }) });
       }
       if (/^Basic\s/i.test(auth)) {
-        const user = this.validBasic(req);
-        // Foreman's authorize renders 401 for bad Basic credentials (no challenge header on this route).
-        if (!user) return this.unauthorized(req, res, this.basic(req)?.user, false);
-        return this.json(res, 200, { repositories: this.readable({ user }) });
+        // Bad Basic credentials count as anonymous too: the catalog never answers 401.
+        return this.json(res, 200, { repositories: this.readable({ user: this.validBasic(req) }) });
       }
     }
     const uuid = req.headers.hostuuid;
