@@ -322,6 +322,11 @@ export class KatelloDouble {
       res.writeHead(200).end();
       return;
     }
+    const capsule = /^\/katello\/api\/capsules\/(\d+)\/content\/sync$/.exec(p);
+    if (capsule && req.method === 'POST') {
+      // katello-api.md §6: an async task (who may ask is not modelled).
+      return this.json(res, 202, { id: randomUUID(), label: 'Actions::Katello::CapsuleContent::Sync', state: 'planned', input: { capsule: { id: Number(capsule[1]) } } });
+    }
     const pulp = /^\/pulp\/container\/(.+)\/blobs\/([^/]+)$/.exec(p);
     if (get && pulp && this.pushed.read(req.method!, pulp[1]!, `blobs/${pulp[2]}`, res)) return;
     const push = /^\/v2\/(.+?)\/(blobs\/uploads\/?[^/]*|manifests\/[^/]+)$/.exec(p);
