@@ -246,3 +246,51 @@ t.test('DELETEs, which Katello does not implement, reach the client as Katello a
   t.equal(blob.status, 200, 'the blob too');
   t.equal(sha256(blob.body), layer, 'byte for byte');
 });
+
+t.test('main_registry_url given as an origin: pushes and sync both use its /v2/', async (t) => {
+  const registry = new KatelloDouble({
+    users: { pusher: { password: 'pusher-pw', repositories: ['acme/web/app'], push: true }, capsule: { password: 'capsule-pw', repositories: ['acme/web/app'], catalog: true } },
+  });
+  await registry.start();
+  t.teardown(() => registry.stop());
+  const p = await startProxyd({
+    fixtures: false,
+    settings: { foreman_url: foremanUrl },
+    plugins: {
+      container_gateway: {
+        enabled: true,
+        content_backend: 'local',
+        main_registry_url: registry.origin,
+        sqlite_db_path: join(work, 'origin.db'),
+        storage_path: join(work, 'origin-storage'),
+        sync_username: 'capsule',
+        sync_password: 'capsule-pw',
+        sync_retries: 0,
+      },
+    },
+  });
+  t.teardown(() => p.stop());
+  // Logins stay with Katello (foreman_url); the token is good at the registry double only if issued there.
+  const token = JSON.parse((await request(`${registry.url}v2/token?account=pusher&scope=repository:acme/web/app:pull,push`, { headers: { Authorization: basic('pusher:pusher-pw') } })).body).token as string;
+  const post = await request(`${p.httpUrl}/v2/acme/web/app/blobs/uploads/`, { method: 'POST', headers: { Authorization: `Bearer ${token}` } });
+  t.equal(post.status, 202, 'the push reached the registry');
+  t.ok(registry.requests.some((r) => r.method === 'POST' && r.path === '/v2/acme/web/app/blobs/uploads/'), 'at /v2/');
+  // Finish it and tag an image of it, for the sync to read.
+  const config = '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}';
+  const at = new URL(post.headers.location!, p.httpUrl);
+  at.searchParams.set('digest', sha256(config));
+  const put = await request(`${p.httpUrl}${at.pathname}${at.search}`, { method: 'PUT', headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/octet-stream' }, body: config });
+  t.equal(put.status, 201, 'the blob upload completes');
+  const manifest = JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(config), size: config.length }, layers: [] });
+  const tagged = await request(`${p.httpUrl}/v2/acme/web/app/manifests/v1`, { method: 'PUT', headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' }, body: manifest });
+  t.equal(tagged.status, 201, 'the manifest too');
+  const started = await request(`${p.httpUrl}/container_gateway/sync`, { method: 'POST' });
+  let run: Record<string, any> = {};
+  for (let i = 0; i < 600 && run.state !== 'succeeded' && run.state !== 'failed'; i++) {
+    run = (await request(`${p.httpUrl}/container_gateway/sync/${started.json().id}`)).json();
+    if (run.state === 'running') await new Promise((r) => setTimeout(r, 100));
+  }
+  t.equal(run.state, 'succeeded', `the sync ran: ${JSON.stringify(run.error ?? run.progress)}`);
+  t.ok(registry.requests.some((r) => r.path === '/v2/_catalog'), 'and read the catalog at /v2/');
+  t.same(registry.requests.filter((r) => !r.path.startsWith('/v2/')).map((r) => `${r.method} ${r.path}`), [], 'nothing outside /v2/');
+});
