@@ -24,144 +24,16 @@
 //   docker-registry's 401, not Katello's 400/404/409;
 // - revocation takes effect at the next login: docker-registry honours a JWT
 //   until it expires.
-import { createPrivateKey, createSign, randomBytes, randomUUID, X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { randomBytes, randomUUID } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
 import type net from 'node:net';
+import type { KatelloDoubleOptions, KatelloUser, Override, RecordedRequest } from './katello-options.ts';
+import { JwtSigner, parseScopes, pem, type JwtAccess, type JwtClaims, type Scope } from './katello-jwt.ts';
 import { PushedContent, refusePushName, type PushNameRules } from './katello-push.ts';
 
-export interface KatelloUser {
-  password: string;
-  /** Repositories this user can read (besides the public ones). */
-  repositories: string[];
-  /**
-   * With `jwt`: may pull and push any repository it asks for (like a Katello
-   * user with sync_products). Without `jwt` tokens are not scoped and this has no effect.
-   */
-  push?: boolean;
-  /** With `jwt`: granted `registry:catalog:*`. */
-  catalog?: boolean;
-}
-
-/** Sign tokens as a Docker registry token server (docker-registry `auth.token`). */
-export interface KatelloJwtOptions {
-  /** `iss`; the registry's `auth.token.issuer`. */
-  issuer: string;
-  /** `aud`; the registry's `auth.token.service`. */
-  service: string;
-  /** RSA private key (PEM text or file path). */
-  keyPem: string;
-  /** Certificate of that key (PEM text or file path), sent in the `x5c` header; the registry's `rootcertbundle`. */
-  certPem: string;
-}
-
-/** One entry of a token's `access` claim. */
-export interface JwtAccess {
-  type: string;
-  name: string;
-  actions: string[];
-}
-
-export interface JwtClaims {
-  iss: string;
-  sub: string;
-  aud: string;
-  exp: number;
-  nbf: number;
-  iat: number;
-  jti: string;
-  access: JwtAccess[];
-}
-
-/** A requested scope: type before the first colon, actions after the last one, the name in between. */
-export interface Scope {
-  type: string;
-  name: string;
-  actions: string[];
-}
-
-/**
- * Parse `scope` values (each may hold several space-separated scopes). The name
- * may contain colons (`host:port/name`), so only the first and last colon
- * split. Malformed scopes (fewer than two colons) are left out.
- */
-export function parseScopes(values: string[]): Scope[] {
-  const out: Scope[] = [];
-  for (const v of values) {
-    for (const s of v.split(/\s+/)) {
-      const first = s.indexOf(':');
-      const last = s.lastIndexOf(':');
-      if (first < 0 || last === first) continue;
-      out.push({ type: s.slice(0, first), name: s.slice(first + 1, last), actions: s.slice(last + 1).split(',').filter(Boolean) });
-    }
-  }
-  return out;
-}
-
-const b64url = (b: Buffer | string) => Buffer.from(b).toString('base64url');
-
-/** Header and claims of a JWT (not verified). */
-export function decodeJwt(token: string): { header: Record<string, unknown>; claims: JwtClaims } {
-  const [h, c] = token.split('.');
-  if (!h || !c) throw new Error('not a JWT');
-  return { header: JSON.parse(Buffer.from(h, 'base64url').toString('utf8')), claims: JSON.parse(Buffer.from(c, 'base64url').toString('utf8')) };
-}
-
-export interface KatelloDoubleOptions {
-  users?: Record<string, KatelloUser>;
-  /** Repositories in lifecycle environments with unauthenticated pull. */
-  publicRepositories?: string[];
-  /** Readable repositories per content-host UUID. */
-  hosts?: Record<string, string[]>;
-  /** registry_token_expiration in seconds (default 3600). */
-  tokenExpiresIn?: number;
-  /** Users whose registry token is revoked. */
-  revoked?: Set<string>;
-  /** Serve HTTPS with this key and certificate (PEM text or file paths). */
-  tls?: { key: string | Buffer; cert: string | Buffer; ca?: string | Buffer };
-  /** Clock in ms (default Date.now), so tests can move time. */
-  now?: () => number;
-  /**
-   * A token request whose scope is exactly `repository:<public repo>:pull` but
-   * that also carries Basic credentials. Katello's controller answers
-   * `unauthenticated` without looking at the credentials (default); `token`
-   * treats it like a private scope (credentials checked, user token issued).
-   */
-  publicScopeWithBasic?: 'unauthenticated' | 'token';
-  /**
-   * Issue RS256 JWTs (Docker registry tokens) instead of opaque personal
-   * access tokens. `unauthenticated` answers stay as they are. Each token
-   * request gets a new JWT whose `access` grants, per requested scope, the
-   * requested actions the user may do (`pull`: public repositories, the
-   * user's `repositories`, or any with `push: true`; `push`: with `push: true`;
-   * `registry:catalog:*`: with `catalog: true`). The double remembers the JWTs
-   * it issued, so Bearer requests to it (catalog, ping) accept them.
-   */
-  jwt?: KatelloJwtOptions;
-  /** Serve everything under this path (e.g. '/foreman'), as Foreman under a sub-URI. */
-  basePath?: string;
-  /** Existing products and taken names, for pushes (katello-api.md §3). */
-  push?: PushNameRules;
-}
-
-export interface RecordedRequest {
-  method: string;
-  /** Path without the query string. */
-  path: string;
-  /** Query parameters (a repeated key keeps its last value); see `url` for the raw form. */
-  query: Record<string, string>;
-  /** The raw request target, e.g. `/v2/token?scope=...`. */
-  url: string;
-  /** Lower-cased header names, as node parses them. */
-  headers: http.IncomingHttpHeaders;
-  /** Raw header list, with original case and order. */
-  rawHeaders: string[];
-  time: number;
-}
-
-/** Return true when the request was answered; false to let the double handle it. */
-export type Override = (req: http.IncomingMessage, res: http.ServerResponse, rec: RecordedRequest) => boolean | Promise<boolean>;
+export { decodeJwt, parseScopes, type JwtAccess, type JwtClaims, type KatelloJwtOptions, type Scope } from './katello-jwt.ts';
+export type { KatelloDoubleOptions, KatelloUser, Override, RecordedRequest } from './katello-options.ts';
 
 interface PersonalToken {
   token: string;
@@ -174,11 +46,6 @@ interface PersonalToken {
 /** Ruby `Time#rfc3339` of a UTC time as Katello renders it: `2026-11-22T10:00:00+00:00`. */
 export function rfc3339(ms: number): string {
   return new Date(Math.floor(ms / 1000) * 1000).toISOString().replace(/\.\d{3}Z$/, '+00:00');
-}
-
-function pem(v: string | Buffer): string | Buffer {
-  if (Buffer.isBuffer(v) || v.includes('-----BEGIN')) return v;
-  return readFileSync(v);
 }
 
 export class KatelloDouble {
@@ -194,7 +61,7 @@ export class KatelloDouble {
   /** With `jwt`: every JWT issued, with its user and expiry (ms). */
   readonly jwts = new Map<string, { user: string; expiresAt: number; claims: JwtClaims }>();
   private readonly latestJwt = new Map<string, string>();
-  private readonly jwtSigner: { issuer: string; service: string; key: ReturnType<typeof createPrivateKey>; x5c: string } | undefined;
+  private readonly jwtSigner: JwtSigner | undefined;
   private readonly server: http.Server;
   private readonly tls: boolean;
   private readonly now: () => number;
@@ -217,15 +84,7 @@ export class KatelloDouble {
     this.publicScopeWithBasic = opts.publicScopeWithBasic ?? 'unauthenticated';
     this.basePath = (opts.basePath ?? '').replace(/\/+$/, '');
     this.pushRules = opts.push ?? {};
-    if (opts.jwt) {
-      const cert = new X509Certificate(pem(opts.jwt.certPem));
-      this.jwtSigner = {
-        issuer: opts.jwt.issuer,
-        service: opts.jwt.service,
-        key: createPrivateKey(pem(opts.jwt.keyPem)),
-        x5c: cert.raw.toString('base64'),
-      };
-    }
+    if (opts.jwt) this.jwtSigner = new JwtSigner(opts.jwt);
     const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
       this.handle(req, res).catch((e: unknown) => {
         if (!res.headersSent) this.json(res, 500, { error: { message: String(e) } });
@@ -429,21 +288,7 @@ export class KatelloDouble {
   }
 
   private signJwt(user: string, scopes: Scope[], now: number): { token: string; expiresAt: number } {
-    const signer = this.jwtSigner!;
-    const iat = Math.floor(now / 1000);
-    const claims: JwtClaims = {
-      iss: signer.issuer,
-      sub: user,
-      aud: signer.service,
-      exp: iat + this.tokenExpiresIn,
-      nbf: iat,
-      iat,
-      jti: randomUUID(),
-      access: this.grants(user, scopes),
-    };
-    const input = `${b64url(JSON.stringify({ typ: 'JWT', alg: 'RS256', x5c: [signer.x5c] }))}.${b64url(JSON.stringify(claims))}`;
-    const sig = createSign('RSA-SHA256').update(input).sign(signer.key);
-    const token = `${input}.${b64url(sig)}`;
+    const { token, claims } = this.jwtSigner!.sign(user, this.grants(user, scopes), now, this.tokenExpiresIn);
     const expiresAt = claims.exp * 1000;
     this.jwts.set(token, { user, expiresAt, claims });
     this.latestJwt.set(user, token);
