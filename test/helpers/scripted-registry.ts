@@ -33,8 +33,6 @@ export class ScriptedRegistry {
   private readonly server: http.Server;
   private readonly sockets = new Set<net.Socket>();
   private script: Script = () => undefined;
-  /** Requests the script misbehaved on, in order. */
-  readonly misbehaved: { method: string; path: string; how: string }[] = [];
   port = 0;
 
   /** `target`: the real registry's origin, e.g. `http://127.0.0.1:5000`. */
@@ -76,7 +74,6 @@ export class ScriptedRegistry {
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const u = new URL(req.url ?? '/', 'http://x');
     const how = this.script({ method: req.method ?? 'GET', path: u.pathname, query: u.searchParams });
-    if (how !== undefined) this.misbehaved.push({ method: req.method ?? 'GET', path: u.pathname, how: typeof how === 'string' ? how : 'hold' });
     if (how === 'silence') {
       req.resume();
       return;
