@@ -167,6 +167,26 @@ t.test('Katello double', async (t) => {
   t.same(r.json(), { repositories: ['org/prod/public'] });
   r = await request(`${base}v2/_catalog`, { headers: { Authorization: `Bearer ${aliceToken}` } });
   t.same(r.json().repositories, ['org/prod/private-a', 'org/prod/public', 'org/prod/shared'], 'Bearer personal token');
+  for (const auth of [basic('alice', 'wrong'), 'Bearer not-a-token']) {
+    r = await request(`${base}v2/_catalog`, { headers: { Authorization: auth } });
+    t.equal(r.status, 200, `bad credentials (${auth.split(' ')[0]}): the catalog never answers 401`);
+    t.same(r.json(), { repositories: ['org/prod/public'] }, 'what anonymous sees');
+  }
+
+  // Pushes (katello-api.md §3): Katello's names, rights and answers; DELETE is not implemented.
+  const push = (name: string, auth?: string) => request(`${base}v2/${name}/blobs/uploads/`, { method: 'POST', headers: auth ? { Authorization: auth } : {} });
+  t.equal((await push('org/prod/new')).status, 401, 'push without a user: 401');
+  t.equal((await push('org/prod/new', basic('alice', 'secret'))).json().errors[0].code, 'DENIED', 'a user without push rights: DENIED');
+  k.users.alice!.push = true;
+  for (const bad of ['org/new', 'org/prod/new/x', 'id/1/02/new', 'id/1/2']) {
+    r = await push(bad, basic('alice', 'secret'));
+    t.same([r.status, r.json().errors[0].code], [400, 'NAME_INVALID'], `${bad}: 400 NAME_INVALID`);
+  }
+  r = await push('id/1/2/new', `Bearer ${aliceToken}`);
+  t.equal(r.status, 202, 'the id form, with the personal token');
+  t.match(r.headers.location, /^\/v2\/id\/1\/2\/new\/blobs\/uploads\/[0-9a-f-]{36}$/, 'a relative Location');
+  r = await request(`${base}v2/org/prod/shared/manifests/latest`, { method: 'DELETE', headers: { Authorization: basic('alice', 'secret') } });
+  t.same([r.status, r.json()], [404, { error: { message: 'Route not found: DELETE /v2/org/prod/shared/manifests/latest' } }], 'DELETE: not implemented');
 
   // Recorded requests.
   const withService = k.requestsTo('/v2/token').filter((q) => q.query.service === '127.0.0.1' && q.headers.authorization === basic('alice', 'secret'));

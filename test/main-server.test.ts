@@ -25,7 +25,7 @@ t.teardown(() => rmSync(work, { recursive: true, force: true }));
 const main = await startMainServer({
   users: {
     pusher: { password: 'pw', repositories: [], push: true },
-    reader: { password: 'rpw', repositories: ['test/hello'] },
+    reader: { password: 'rpw', repositories: ['acme/test/hello'] },
     cataloger: { password: 'cpw', repositories: [], catalog: true },
   },
 });
@@ -33,7 +33,7 @@ t.teardown(() => main.stop());
 
 const img = await buildImage(work, { name: 'hello', files: { '/etc/hello.txt': 'hello from the main server\n' } });
 const built = layoutManifest(img.layout);
-const ref = `${main.registry.host}/test/hello:v1`;
+const ref = `${main.registry.host}/acme/test/hello:v1`;
 
 t.test('the registry asks for a token from the Katello double', async (t) => {
   t.equal(main.mainRegistryUrl, `${main.registry.url}/v2/`);
@@ -50,7 +50,7 @@ t.test('skopeo pushes with --dest-creds and reads the image back', async (t) => 
   await pushImage(img.ref, ref, { creds: 'pusher:pw' });
   const tokenRequests = main.katello.requestsTo('/v2/token').slice(before);
   t.ok(
-    tokenRequests.some((r) => r.query.account === 'pusher' && /^repository:test\/hello:(pull,push|push,pull)$/.test(r.query.scope ?? '')),
+    tokenRequests.some((r) => r.query.account === 'pusher' && /^repository:acme\/test\/hello:(pull,push|push,pull)$/.test(r.query.scope ?? '')),
     'skopeo followed the realm to the double with account and a push scope',
   );
   const jwt = main.katello.tokenOf('pusher');
@@ -58,7 +58,7 @@ t.test('skopeo pushes with --dest-creds and reads the image back', async (t) => 
   const { header, claims } = decodeJwt(jwt!);
   t.match(header, { typ: 'JWT', alg: 'RS256', x5c: [String] });
   t.match(claims, { iss: 'test-issuer', sub: 'pusher', aud: 'test-registry' });
-  t.same(claims.access.find((a) => a.name === 'test/hello')?.actions.sort(), ['pull', 'push']);
+  t.same(claims.access.find((a) => a.name === 'acme/test/hello')?.actions.sort(), ['pull', 'push']);
 
   const info = await inspectImage(ref, { creds: 'pusher:pw' });
   t.equal(info.Digest, built.digest, 'same manifest digest as the layout');
@@ -75,11 +75,11 @@ t.test('skopeo pushes with --dest-creds and reads the image back', async (t) => 
 });
 
 t.test('a user without push cannot push', async (t) => {
-  const denied = await skopeo(['copy', '--dest-tls-verify=false', '--dest-creds', 'reader:rpw', img.ref, `docker://${main.registry.host}/test/hello:v2`]);
+  const denied = await skopeo(['copy', '--dest-tls-verify=false', '--dest-creds', 'reader:rpw', img.ref, `docker://${main.registry.host}/acme/test/hello:v2`]);
   t.not(denied.code, 0, 'skopeo copy fails');
   t.match(denied.stderr, /denied|unauthorized|authentication required/i, 'with an auth error');
   t.notMatch(denied.stderr, /connection refused|manifest invalid/i);
-  const tags = await skopeo(['list-tags', '--tls-verify=false', '--creds', 'pusher:pw', `docker://${main.registry.host}/test/hello`]);
+  const tags = await skopeo(['list-tags', '--tls-verify=false', '--creds', 'pusher:pw', `docker://${main.registry.host}/acme/test/hello`]);
   t.equal(tags.code, 0, tags.stderr);
   t.same(JSON.parse(tags.stdout).Tags, ['v1'], 'no v2 tag appeared');
 
@@ -109,7 +109,7 @@ t.test('a catalog user lists the registry through the token dance', async (t) =>
   const token = await tokenFor('cataloger', 'cpw');
   const listed = await request(catalogUrl, { headers: { Authorization: `Bearer ${token}` } });
   t.equal(listed.status, 200, listed.body);
-  t.same(listed.json().repositories, ['test/hello']);
+  t.same(listed.json().repositories, ['acme/test/hello']);
 
   const noCatalog = await tokenFor('pusher', 'pw');
   t.same(decodeJwt(noCatalog).claims.access, [], 'nothing granted without catalog: true');
@@ -125,16 +125,16 @@ t.test('the access log shows the push', async (t) => {
   const log = await main.flushAccessLog();
   const blobs = [built.manifest.config.digest, ...built.manifest.layers.map((l) => l.digest)];
   for (const d of blobs) {
-    t.ok(log.some((e) => e.method === 'HEAD' && e.path === `/v2/test/hello/blobs/${d}` && e.status === 404), `HEAD ${d.slice(0, 19)} → 404 before the upload`);
+    t.ok(log.some((e) => e.method === 'HEAD' && e.path === `/v2/acme/test/hello/blobs/${d}` && e.status === 404), `HEAD ${d.slice(0, 19)} → 404 before the upload`);
     t.ok(
-      log.some((e) => e.method === 'PUT' && e.path.startsWith('/v2/test/hello/blobs/uploads/') && e.status === 201 && new URL(e.url, 'http://x').searchParams.get('digest') === d),
+      log.some((e) => e.method === 'PUT' && e.path.startsWith('/v2/acme/test/hello/blobs/uploads/') && e.status === 201 && new URL(e.url, 'http://x').searchParams.get('digest') === d),
       `PUT upload ?digest=${d.slice(0, 19)} → 201`,
     );
   }
-  t.ok(log.some((e) => e.method === 'PUT' && e.path === '/v2/test/hello/manifests/v1' && e.status === 201), 'manifest PUT → 201');
+  t.ok(log.some((e) => e.method === 'PUT' && e.path === '/v2/acme/test/hello/manifests/v1' && e.status === 201), 'manifest PUT → 201');
   t.ok(log.some((e) => e.method === 'GET' && e.path === '/v2/_catalog' && e.status === 200), 'the catalog GET');
   t.notOk(log.some((e) => e.url.includes('proxyd-accesslog-flush')), 'flush markers are not listed');
-  t.notOk(log.some((e) => e.path === '/v2/test/hello/manifests/v2' && e.status === 201), 'the refused push stored nothing');
+  t.notOk(log.some((e) => e.path === '/v2/acme/test/hello/manifests/v2' && e.status === 201), 'the refused push stored nothing');
 });
 
 t.test('outage: stopRegistry, then startRegistry with the same content', async (t) => {
@@ -156,6 +156,6 @@ t.test('outage: stopRegistry, then startRegistry with the same content', async (
   const info = await inspectImage(ref, { creds: 'reader:rpw' });
   t.equal(info.Digest, built.digest, 'the image is still there');
   const log = await main.flushAccessLog();
-  t.ok(log.some((e) => e.method === 'PUT' && e.path === '/v2/test/hello/manifests/v1'), 'the access log keeps lines from before the restart');
-  t.ok(log.filter((e) => e.path === '/v2/test/hello/manifests/v1' && e.method === 'GET' && e.status === 200).length >= 3, 'and has the new ones');
+  t.ok(log.some((e) => e.method === 'PUT' && e.path === '/v2/acme/test/hello/manifests/v1'), 'the access log keeps lines from before the restart');
+  t.ok(log.filter((e) => e.path === '/v2/acme/test/hello/manifests/v1' && e.method === 'GET' && e.status === 200).length >= 3, 'and has the new ones');
 });

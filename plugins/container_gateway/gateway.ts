@@ -11,6 +11,7 @@ import type { GatewaySettings } from './settings.ts';
 import { HttpUpstream } from './upstream/http-upstream.ts';
 import { KatelloClient, repositoriesOf } from './upstream/katello.ts';
 import { mainFetch } from './upstream/main-fetch.ts';
+import { mainServerUrls, type MainServerUrls } from './upstream/main-urls.ts';
 import { ManifestCache } from './upstream/manifest-cache.ts';
 import type { RegistryFetch } from './sync/mirror.ts';
 import { BlobStore } from './store/blob-store.ts';
@@ -27,6 +28,8 @@ export class Gateway {
   readonly katello: KatelloClient | undefined;
   /** The main server's registry (smart-proxy mode): where pushes go and syncs read. */
   readonly mainRegistry: HttpUpstream | undefined;
+  /** Where the main server's registry, registry API and API are (smart-proxy mode), derived once. */
+  readonly mainUrls: MainServerUrls | undefined;
   /** No main server: users, tokens and repositories are this gateway's own. */
   readonly standalone: boolean;
   private readonly store: LocalStore | undefined;
@@ -46,19 +49,11 @@ export class Gateway {
     this.manifests = new ManifestCache(settings.manifest_cache_ttl * 1000, 32 * 1024 * 1024);
     this.pulpUpstream = settings.content_backend === 'pulp' ? new HttpUpstream(settings.pulp_endpoint, this.timeouts(), this.tls(), settings.upstream_max_sockets) : undefined;
     this.store = settings.content_backend === 'local' ? { blobs: new BlobStore(settings.storage_path), index: new ContentIndex(this.db.db) } : undefined;
-    const foreman = ctx.global.foreman_url;
-    this.standalone = !foreman;
-    this.katello = foreman
-      ? new KatelloClient(foreman, settings.katello_registry_path, { ca: ctx.global.foreman_ssl_ca, timeoutMs: settings.upstream_response_timeout * 1000 })
-      : undefined;
-    this.mainRegistry = foreman
-      ? new HttpUpstream(
-          (settings.main_registry_url ?? new URL(settings.katello_registry_path.replace(/^\//, ''), foreman).href).replace(/\/$/, ''),
-          this.timeouts(),
-          { ca: ctx.global.foreman_ssl_ca },
-          settings.upstream_max_sockets,
-        )
-      : undefined;
+    const urls = mainServerUrls(settings, ctx.global.foreman_url);
+    this.mainUrls = urls;
+    this.standalone = !urls;
+    this.katello = urls ? new KatelloClient(urls.katelloRegistry, { ca: ctx.global.foreman_ssl_ca, timeoutMs: settings.upstream_response_timeout * 1000 }) : undefined;
+    this.mainRegistry = urls ? new HttpUpstream(urls.registry, this.timeouts(), { ca: ctx.global.foreman_ssl_ca }, settings.upstream_max_sockets) : undefined;
   }
 
   requireMainRegistry(): HttpUpstream {

@@ -62,7 +62,7 @@ export async function pushThroughSection(o: PushThroughInput): Promise<{ rows: R
   const seconds: Record<'direct' | 'proxy', number[]> = { direct: [], proxy: [] };
   for (let i = 1; i <= o.runs; i++) {
     for (const side of ['direct', 'proxy'] as const) {
-      const repository = `bench/${side}-push-${i}`;
+      const repository = `bench/web/${side}-push-${i}`;
       const target = `${side === 'direct' ? o.registry.host : proxyHost}/${repository}:${o.tag}`;
       o.progress(`push ${i} ${side}: skopeo copy ${o.layout} docker://${target}...`);
       // Through the proxy as a user of the main server (Katello lets no one push anonymously).
@@ -81,7 +81,7 @@ export async function pushThroughSection(o: PushThroughInput): Promise<{ rows: R
   // From 201 to pullable: PUT the image's manifest under a new tag through the
   // proxy, then GET it from the proxy as a user of the main server.
   const image = layoutManifest(o.layoutDir, o.tag);
-  const repository = 'bench/proxy-push-1';
+  const repository = 'bench/web/proxy-push-1';
   o.katello.users[o.user]!.repositories.push(repository);
   const put = await request('PUT', `${gw.httpUrl}/v2/${repository}/manifests/pullable`, { 'Content-Type': image.mediaType }, image.raw.toString('utf8'));
   const t201 = process.hrtime.bigint();

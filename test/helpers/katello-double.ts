@@ -1,145 +1,39 @@
-// A test double of the Katello main server: the registry endpoints a container
-// gateway calls (katello-api.md §2, §7): `GET /v2/token` and `GET /v2/_catalog`,
-// plus the `/v2` and `/v1/_ping` pings. Plain node:http (or https) on
-// 127.0.0.1, port 0. Every request is recorded for assertions.
+// A test double of the Katello main server (katello-api.md §1-§3, §7): the
+// registry endpoints a container gateway calls, `GET /v2/token` and
+// `GET /v2/_catalog`, the `/v2` and `/v1/_ping` pings, and pushes: names
+// checked as Katello does (three components `org/product/name` or
+// `id/<org>/<product>/<name>`, else 400 NAME_INVALID; 409 for taken names,
+// 404 NAME_UNKNOWN for unknown products, 404 DENIED without push rights), the
+// content kept in memory (helpers/katello-push.ts). DELETEs, upload status and
+// referrers are not implemented, as in Katello: 404 "Route not found". Tokens
+// are opaque, one per user, reused across logins; the catalog never answers
+// 401; a revoked user's Bearer and scoped token requests are refused. Plain
+// node:http (or https) on 127.0.0.1, port 0, optionally under a path
+// (`basePath`, for a foreman_url like https://f/foreman). Every request is
+// recorded for assertions.
 //
-// With the `jwt` option the tokens are Docker registry tokens (RS256 JWTs with
-// an `access` claim) that a real docker-registry configured with token auth
-// accepts, so the double can be the token server of a test "main server"
-// (helpers/main-server.ts).
-import { createPrivateKey, createSign, randomBytes, randomUUID, X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+// Where docker-registry stands in for Katello's registry (helpers/main-server.ts,
+// the `jwt` option), these differ from Katello, and only these:
+// - tokens are RS256 JWTs scoped to what was asked, a new one per login
+//   (Katello: one opaque, unscoped token per user, reused);
+// - docker-registry stores the pushes and answers like the distribution
+//   registry (absolute Locations, 202 for a monolithic POST, DELETE enabled or
+//   not per its config, no 302 for blobs), not like Katello in front of Pulp;
+// - push names are not checked by docker-registry: the double grants `push`
+//   only for Katello-shaped names of existing products, so other names get
+//   docker-registry's 401, not Katello's 400/404/409;
+// - revocation takes effect at the next login: docker-registry honours a JWT
+//   until it expires.
+import { randomBytes, randomUUID } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
 import type net from 'node:net';
+import type { KatelloDoubleOptions, KatelloUser, Override, RecordedRequest } from './katello-options.ts';
+import { JwtSigner, parseScopes, pem, type JwtAccess, type JwtClaims, type Scope } from './katello-jwt.ts';
+import { PushedContent, refusePushName, type PushNameRules } from './katello-push.ts';
 
-export interface KatelloUser {
-  password: string;
-  /** Repositories this user can read (besides the public ones). */
-  repositories: string[];
-  /**
-   * With `jwt`: may pull and push any repository it asks for (like a Katello
-   * user with sync_products). Without `jwt` tokens are not scoped and this has no effect.
-   */
-  push?: boolean;
-  /** With `jwt`: granted `registry:catalog:*`. */
-  catalog?: boolean;
-}
-
-/** Sign tokens as a Docker registry token server (docker-registry `auth.token`). */
-export interface KatelloJwtOptions {
-  /** `iss`; the registry's `auth.token.issuer`. */
-  issuer: string;
-  /** `aud`; the registry's `auth.token.service`. */
-  service: string;
-  /** RSA private key (PEM text or file path). */
-  keyPem: string;
-  /** Certificate of that key (PEM text or file path), sent in the `x5c` header; the registry's `rootcertbundle`. */
-  certPem: string;
-}
-
-/** One entry of a token's `access` claim. */
-export interface JwtAccess {
-  type: string;
-  name: string;
-  actions: string[];
-}
-
-export interface JwtClaims {
-  iss: string;
-  sub: string;
-  aud: string;
-  exp: number;
-  nbf: number;
-  iat: number;
-  jti: string;
-  access: JwtAccess[];
-}
-
-/** A requested scope: type before the first colon, actions after the last one, the name in between. */
-export interface Scope {
-  type: string;
-  name: string;
-  actions: string[];
-}
-
-/**
- * Parse `scope` values (each may hold several space-separated scopes). The name
- * may contain colons (`host:port/name`), so only the first and last colon
- * split. Malformed scopes (fewer than two colons) are left out.
- */
-export function parseScopes(values: string[]): Scope[] {
-  const out: Scope[] = [];
-  for (const v of values) {
-    for (const s of v.split(/\s+/)) {
-      const first = s.indexOf(':');
-      const last = s.lastIndexOf(':');
-      if (first < 0 || last === first) continue;
-      out.push({ type: s.slice(0, first), name: s.slice(first + 1, last), actions: s.slice(last + 1).split(',').filter(Boolean) });
-    }
-  }
-  return out;
-}
-
-const b64url = (b: Buffer | string) => Buffer.from(b).toString('base64url');
-
-/** Header and claims of a JWT (not verified). */
-export function decodeJwt(token: string): { header: Record<string, unknown>; claims: JwtClaims } {
-  const [h, c] = token.split('.');
-  if (!h || !c) throw new Error('not a JWT');
-  return { header: JSON.parse(Buffer.from(h, 'base64url').toString('utf8')), claims: JSON.parse(Buffer.from(c, 'base64url').toString('utf8')) };
-}
-
-export interface KatelloDoubleOptions {
-  users?: Record<string, KatelloUser>;
-  /** Repositories in lifecycle environments with unauthenticated pull. */
-  publicRepositories?: string[];
-  /** Readable repositories per content-host UUID. */
-  hosts?: Record<string, string[]>;
-  /** registry_token_expiration in seconds (default 3600). */
-  tokenExpiresIn?: number;
-  /** Users whose registry token is revoked. */
-  revoked?: Set<string>;
-  /** Serve HTTPS with this key and certificate (PEM text or file paths). */
-  tls?: { key: string | Buffer; cert: string | Buffer; ca?: string | Buffer };
-  /** Clock in ms (default Date.now), so tests can move time. */
-  now?: () => number;
-  /**
-   * A token request whose scope is exactly `repository:<public repo>:pull` but
-   * that also carries Basic credentials. Katello's controller answers
-   * `unauthenticated` without looking at the credentials (default); `token`
-   * treats it like a private scope (credentials checked, user token issued).
-   */
-  publicScopeWithBasic?: 'unauthenticated' | 'token';
-  /**
-   * Issue RS256 JWTs (Docker registry tokens) instead of opaque personal
-   * access tokens. `unauthenticated` answers stay as they are. Each token
-   * request gets a new JWT whose `access` grants, per requested scope, the
-   * requested actions the user may do (`pull`: public repositories, the
-   * user's `repositories`, or any with `push: true`; `push`: with `push: true`;
-   * `registry:catalog:*`: with `catalog: true`). The double remembers the JWTs
-   * it issued, so Bearer requests to it (catalog, ping) accept them.
-   */
-  jwt?: KatelloJwtOptions;
-}
-
-export interface RecordedRequest {
-  method: string;
-  /** Path without the query string. */
-  path: string;
-  /** Query parameters (a repeated key keeps its last value); see `url` for the raw form. */
-  query: Record<string, string>;
-  /** The raw request target, e.g. `/v2/token?scope=...`. */
-  url: string;
-  /** Lower-cased header names, as node parses them. */
-  headers: http.IncomingHttpHeaders;
-  /** Raw header list, with original case and order. */
-  rawHeaders: string[];
-  time: number;
-}
-
-/** Return true when the request was answered; false to let the double handle it. */
-export type Override = (req: http.IncomingMessage, res: http.ServerResponse, rec: RecordedRequest) => boolean | Promise<boolean>;
+export { decodeJwt, parseScopes, type JwtAccess, type JwtClaims, type KatelloJwtOptions, type Scope } from './katello-jwt.ts';
+export type { KatelloDoubleOptions, KatelloUser, Override, RecordedRequest } from './katello-options.ts';
 
 interface PersonalToken {
   token: string;
@@ -152,11 +46,6 @@ interface PersonalToken {
 /** Ruby `Time#rfc3339` of a UTC time as Katello renders it: `2026-11-22T10:00:00+00:00`. */
 export function rfc3339(ms: number): string {
   return new Date(Math.floor(ms / 1000) * 1000).toISOString().replace(/\.\d{3}Z$/, '+00:00');
-}
-
-function pem(v: string | Buffer): string | Buffer {
-  if (Buffer.isBuffer(v) || v.includes('-----BEGIN')) return v;
-  return readFileSync(v);
 }
 
 export class KatelloDouble {
@@ -172,13 +61,17 @@ export class KatelloDouble {
   /** With `jwt`: every JWT issued, with its user and expiry (ms). */
   readonly jwts = new Map<string, { user: string; expiresAt: number; claims: JwtClaims }>();
   private readonly latestJwt = new Map<string, string>();
-  private readonly jwtSigner: { issuer: string; service: string; key: ReturnType<typeof createPrivateKey>; x5c: string } | undefined;
+  private readonly jwtSigner: JwtSigner | undefined;
   private readonly server: http.Server;
   private readonly tls: boolean;
   private readonly now: () => number;
   private readonly publicScopeWithBasic: 'unauthenticated' | 'token';
   private readonly sockets = new Set<net.Socket>();
   private overrideFn: Override | undefined;
+  private readonly basePath: string;
+  private readonly pushRules: PushNameRules;
+  /** What was pushed to the double (without `jwt`: docker-registry holds those). */
+  readonly pushed = new PushedContent();
   port = 0;
 
   constructor(opts: KatelloDoubleOptions = {}) {
@@ -189,15 +82,9 @@ export class KatelloDouble {
     this.revoked = opts.revoked ?? new Set();
     this.now = opts.now ?? Date.now;
     this.publicScopeWithBasic = opts.publicScopeWithBasic ?? 'unauthenticated';
-    if (opts.jwt) {
-      const cert = new X509Certificate(pem(opts.jwt.certPem));
-      this.jwtSigner = {
-        issuer: opts.jwt.issuer,
-        service: opts.jwt.service,
-        key: createPrivateKey(pem(opts.jwt.keyPem)),
-        x5c: cert.raw.toString('base64'),
-      };
-    }
+    this.basePath = (opts.basePath ?? '').replace(/\/+$/, '');
+    this.pushRules = opts.push ?? {};
+    if (opts.jwt) this.jwtSigner = new JwtSigner(opts.jwt);
     const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
       this.handle(req, res).catch((e: unknown) => {
         if (!res.headersSent) this.json(res, 500, { error: { message: String(e) } });
@@ -226,9 +113,13 @@ export class KatelloDouble {
     });
   }
 
-  /** Base URL with a trailing slash. */
+  /** Base URL (with `basePath`) and a trailing slash. */
   get url(): string {
-    return `${this.tls ? 'https' : 'http'}://127.0.0.1:${this.port}/`;
+    return `${this.origin}${this.basePath}/`;
+  }
+
+  get origin(): string {
+    return `${this.tls ? 'https' : 'http'}://127.0.0.1:${this.port}`;
   }
 
   /** Close the listener and every open connection. */
@@ -274,13 +165,15 @@ export class KatelloDouble {
       time: this.now(),
     };
     this.requests.push(rec);
-    req.resume();
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
     await new Promise<void>((r) => (req.readableEnded ? r() : req.once('end', r)));
+    const body = Buffer.concat(chunks);
     res.setHeader('Docker-Distribution-API-Version', 'registry/2.0');
     if (this.overrideFn && (await this.overrideFn(req, res, rec))) return;
 
     const get = req.method === 'GET' || req.method === 'HEAD';
-    const p = u.pathname;
+    const p = u.pathname.startsWith(`${this.basePath}/`) ? u.pathname.slice(this.basePath.length) : '';
     if (get && p === '/v2/token') return this.token(req, res, u.searchParams);
     if (get && p === '/v2/_catalog') return this.catalog(req, res);
     if (get && (p === '/v2' || p === '/v2/')) return this.ping(req, res);
@@ -288,9 +181,43 @@ export class KatelloDouble {
       res.writeHead(200).end();
       return;
     }
-    const m = /^\/v2\/(.+)\/(manifests|blobs|tags)\//.exec(p);
-    if (m) return this.json(res, 404, { errors: [{ code: 'NAME_UNKNOWN', message: `${m[1]} was not found!` }] });
-    this.json(res, 404, { error: { message: `Route not found: ${req.method} ${p}` } });
+    const capsule = /^\/katello\/api\/capsules\/(\d+)\/content\/sync$/.exec(p);
+    if (capsule && req.method === 'POST') {
+      // katello-api.md §6: an async task (who may ask is not modelled).
+      return this.json(res, 202, { id: randomUUID(), label: 'Actions::Katello::CapsuleContent::Sync', state: 'planned', input: { capsule: { id: Number(capsule[1]) } } });
+    }
+    const pulp = /^\/pulp\/container\/(.+)\/blobs\/([^/]+)$/.exec(p);
+    if (get && pulp && this.pushed.read(req.method!, pulp[1]!, `blobs/${pulp[2]}`, res)) return;
+    const push = /^\/v2\/(.+?)\/(blobs\/uploads\/?[^/]*|manifests\/[^/]+)$/.exec(p);
+    if (push && (req.method === 'POST' || req.method === 'PATCH' || req.method === 'PUT')) return this.push(req, res, push[1]!, push[2]!, u.searchParams, body);
+    const m = /^\/v2\/(.+)\/(manifests\/[^/]+|blobs\/[^/]+|tags\/list)$/.exec(p);
+    if (m && get) return this.read(req, res, m[1]!, m[2]!);
+    this.json(res, 404, { error: { message: `Route not found: ${req.method} ${u.pathname}` } });
+  }
+
+  /** A push verb: authenticated (401), a name Katello accepts (400/409/404), a user with push rights (404 DENIED). */
+  private push(req: http.IncomingMessage, res: http.ServerResponse, name: string, rest: string, query: URLSearchParams, body: Buffer): void {
+    const user = this.bearerUser(req) ?? this.validBasic(req);
+    if (!user) return this.unauthorized(req, res, user ?? this.basic(req)?.user);
+    const refusal = refusePushName(name, this.pushRules);
+    if (refusal) return this.json(res, refusal.status, { errors: [{ code: refusal.code, message: refusal.message }] });
+    if (!this.users[user]?.push) return this.json(res, 404, { errors: [{ code: 'DENIED', message: `${user} may not push to ${name}` }] });
+    this.pushed.push(req.method!, name, rest, query, body, req.headers['content-type'], (status, headers, text) => {
+      res.writeHead(status, { 'Content-Length': text === undefined ? 0 : Buffer.byteLength(text), ...headers });
+      res.end(text);
+    });
+  }
+
+  /** Reads of pushed content, for who may read it; blobs redirect to "Pulp" as Katello does. */
+  private read(req: http.IncomingMessage, res: http.ServerResponse, name: string, rest: string): void {
+    const user = this.bearerUser(req) ?? this.validBasic(req);
+    const readable = (user && this.users[user]?.push) || this.readable({ user }).includes(name);
+    if (readable && req.method === 'GET' && rest.startsWith('blobs/') && this.pushed.blobs.has(decodeURIComponent(rest.slice(6)))) {
+      res.writeHead(302, { Location: `${this.origin}${this.basePath}/pulp/container/${name}/${rest}?validate_token=double`, 'Content-Length': 0 }).end();
+      return;
+    }
+    if (readable && this.pushed.read(req.method!, name, rest, res)) return;
+    this.json(res, 404, { errors: [{ code: 'NAME_UNKNOWN', message: `${name} was not found!` }] });
   }
 
   private json(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
@@ -303,7 +230,7 @@ export class KatelloDouble {
   private challenge(req: http.IncomingMessage): string {
     const hostWithPort = req.headers.host ?? `127.0.0.1:${this.port}`;
     const host = hostWithPort.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1');
-    return `Bearer realm="${this.tls ? 'https' : 'http'}://${hostWithPort}/v2/token",service="${host}",scope="repository:registry:pull,push"`;
+    return `Bearer realm="${this.tls ? 'https' : 'http'}://${hostWithPort}${this.basePath}/v2/token",service="${host}",scope="repository:registry:pull,push"`;
   }
 
   private unauthorized(req: http.IncomingMessage, res: http.ServerResponse, user: string | undefined, challenge = true): void {
@@ -350,7 +277,7 @@ export class KatelloDouble {
       const allowed = new Set<string>();
       if (s.type === 'repository') {
         if (u?.push || this.publicRepositories.includes(s.name) || u?.repositories.includes(s.name)) allowed.add('pull');
-        if (u?.push) allowed.add('push');
+        if (u?.push && !refusePushName(s.name, this.pushRules)) allowed.add('push');
       } else if (s.type === 'registry' && s.name === 'catalog' && u?.catalog) {
         allowed.add('*');
       }
@@ -361,21 +288,7 @@ export class KatelloDouble {
   }
 
   private signJwt(user: string, scopes: Scope[], now: number): { token: string; expiresAt: number } {
-    const signer = this.jwtSigner!;
-    const iat = Math.floor(now / 1000);
-    const claims: JwtClaims = {
-      iss: signer.issuer,
-      sub: user,
-      aud: signer.service,
-      exp: iat + this.tokenExpiresIn,
-      nbf: iat,
-      iat,
-      jti: randomUUID(),
-      access: this.grants(user, scopes),
-    };
-    const input = `${b64url(JSON.stringify({ typ: 'JWT', alg: 'RS256', x5c: [signer.x5c] }))}.${b64url(JSON.stringify(claims))}`;
-    const sig = createSign('RSA-SHA256').update(input).sign(signer.key);
-    const token = `${input}.${b64url(sig)}`;
+    const { token, claims } = this.jwtSigner!.sign(user, this.grants(user, scopes), now, this.tokenExpiresIn);
     const expiresAt = claims.exp * 1000;
     this.jwts.set(token, { user, expiresAt, claims });
     this.latestJwt.set(user, token);
@@ -438,10 +351,8 @@ export class KatelloDouble {
         return this.json(res, 200, { repositories: this.readable({ user: this.bearerUser(req) }) });
       }
       if (/^Basic\s/i.test(auth)) {
-        const user = this.validBasic(req);
-        // Foreman's authorize renders 401 for bad Basic credentials (no challenge header on this route).
-        if (!user) return this.unauthorized(req, res, this.basic(req)?.user, false);
-        return this.json(res, 200, { repositories: this.readable({ user }) });
+        // Bad Basic credentials count as anonymous too: the catalog never answers 401.
+        return this.json(res, 200, { repositories: this.readable({ user: this.validBasic(req) }) });
       }
     }
     const uuid = req.headers.hostuuid;

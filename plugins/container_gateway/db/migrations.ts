@@ -94,5 +94,13 @@ export const MIGRATIONS: readonly string[] = [
      namespace TEXT NOT NULL,
      PRIMARY KEY (user_id, namespace)
    ) WITHOUT ROWID;`,
+  // Tags pushed through the proxy follow the main server's order (store/tag-order.ts).
+  `CREATE TABLE tag_order (
+     repository_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+     name TEXT NOT NULL,
+     issued INTEGER NOT NULL,
+     applied INTEGER NOT NULL DEFAULT 0,
+     desired TEXT,
+     PRIMARY KEY (repository_id, name)
+   ) WITHOUT ROWID;`,
 ];
-

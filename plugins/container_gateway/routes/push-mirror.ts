@@ -6,12 +6,13 @@
 // from this proxy when the client hears 201. The push itself never fails
 // because of this side: its problems are logged, and the next sync repairs.
 import { createHash } from 'node:crypto';
-import type http from 'node:http';
 import { PassThrough, type Readable } from 'node:stream';
 import type { Request } from 'express';
 import type { Gateway, LocalStore } from '../gateway.ts';
+import type { MainAnswer } from './push.ts';
 import { manifestRecord, parseManifest } from '../store/manifest-parse.ts';
-import { mirrorBlob, mirrorManifest, type RegistryFetch } from '../sync/mirror.ts';
+import { MANIFEST_ACCEPT, mirrorBlob, mirrorManifest, type RegistryFetch } from '../sync/mirror.ts';
+import { tagOrderOf } from '../store/tag-order.ts';
 import { triggerCapsuleSync } from '../upstream/capsule-sync.ts';
 
 const SHA256 = /^sha256:[a-f0-9]{64}$/;
@@ -19,8 +20,8 @@ const SHA256 = /^sha256:[a-f0-9]{64}$/;
 export interface UploadTee {
   /** What goes to the main server. */
   upstream: Readable;
-  /** After the main server answered: commit (PUT) or keep (PATCH) on success, drop otherwise. */
-  settle(ok: boolean, up: http.IncomingMessage): Promise<void>;
+  /** After the main server's whole answer: commit (PUT) or keep (PATCH) when it accepted, drop the bytes otherwise. */
+  settle(ok: boolean): Promise<void>;
   /** The main server was never reached. */
   abandon(): Promise<void>;
 }
@@ -70,17 +71,18 @@ export class PushMirror {
     }
   }
 
-  /** POST answered: a session to follow (202), or a mount / monolithic upload done (201). */
-  async uploadStarted(name: string, status: number, headers: http.IncomingHttpHeaders, req: Request): Promise<void> {
+  /** POST answered: a session to follow (202), or a mount / monolithic upload done (201 for that digest). */
+  async uploadStarted(name: string, answer: MainAnswer, req: Request): Promise<void> {
     if (!this.store) return;
+    const headers = answer.up.headers;
     try {
-      if (status === 202) {
+      if (answer.up.statusCode === 202) {
         const uuid = sessionOf(headers.location) ?? (headers['docker-upload-uuid'] as string | undefined);
         if (uuid) await this.store.blobs.createUpload(localUploadId(name, uuid));
         return;
       }
       const mounted = typeof req.query.mount === 'string' && SHA256.test(req.query.mount) ? req.query.mount : undefined;
-      const info = mounted ? await this.store.blobs.stat(mounted) : undefined;
+      const info = mounted && answer.digest === mounted ? await this.store.blobs.stat(mounted) : undefined;
       if (mounted && info) this.store.index.linkBlob(this.repository(name), mounted, info.size);
     } catch (err) {
       this.warn(`upload of ${name} not followed`, err);
@@ -115,6 +117,8 @@ export class PushMirror {
     const id = uuid === undefined ? undefined : localUploadId(name, uuid);
     const range = /^(\d+)-\d+$/.exec(req.get('content-range')?.trim() ?? '');
     let failed = false;
+    // A one-shot upload whose blob was not here before: if refused, its bytes go again.
+    const known = id === undefined ? store.blobs.stat(digest!).then((info) => info !== undefined || store.index.blobAnywhere(digest!) !== undefined) : Promise.resolve(true);
     const stored: Promise<unknown> = (id === undefined ? store.blobs.ingest(digest!, local) : store.blobs.append(id, local, range ? { start: Number(range[1]) } : {})).catch((err: unknown) => {
       failed = true;
       // Keep the push flowing without us.
@@ -126,6 +130,7 @@ export class PushMirror {
       if (!local.writableFinished) local.destroy(new Error('the main server refused the upload'));
       await stored;
       if (id) await store.blobs.cancel(id).catch(() => undefined);
+      else if (!(await known.catch(() => true)) && !store.index.blobAnywhere(digest!)) await store.blobs.delete(digest!).catch(() => undefined);
     };
     return {
       upstream,
@@ -168,15 +173,32 @@ export class PushMirror {
         if (!store.index.manifest(repositoryId, digest)) await mirrorManifest(store, fetch, name, repositoryId, digest);
       }
       const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
-      store.index.putManifest(
-        repositoryId,
-        manifestRecord(digest, body, parsed),
-        isDigest ? undefined : reference,
-      );
+      store.index.putManifest(repositoryId, manifestRecord(digest, body, parsed));
+      if (!isDigest) await this.tagAsTheMainServer(repositoryId, name, reference, digest);
       this.gw.manifests.clear();
     } catch (err) {
       this.warn(`${name}:${reference} pushed to the main server but not stored here (the next sync will)`, err);
     }
+  }
+
+  /** Point the tag where the main server's does, in the order the main server stored the pushes (store/tag-order.ts). */
+  private async tagAsTheMainServer(repositoryId: number, name: string, tag: string, pushed: string): Promise<void> {
+    const order = tagOrderOf(this.gw.db.db);
+    const ticket = order.ticket(repositoryId, tag);
+    let observed: string | undefined = pushed;
+    try {
+      const head = await this.fetcher()('HEAD', `/${name}/manifests/${encodeURIComponent(tag)}`, { Accept: MANIFEST_ACCEPT });
+      head.resume();
+      const digest = head.headers['docker-content-digest'];
+      if (head.statusCode === 200 && typeof digest === 'string') observed = digest;
+      else if (head.statusCode === 404) observed = undefined;
+      else this.req.log.warn(`push mirror: the main server answered ${head.statusCode} for ${name}:${tag} after storing it; tagging the pushed manifest`);
+    } catch (err) {
+      // It stored our push a moment ago: unless told otherwise, the tag is ours.
+      this.warn(`could not ask the main server where ${name}:${tag} points; tagging the pushed manifest`, err);
+    }
+    const now = order.settle(this.store!.index, repositoryId, tag, ticket, observed);
+    if (now !== pushed) this.req.log.info(`push mirror: ${name}:${tag} points to ${now ?? 'nothing'} on the main server, not to the manifest just pushed (${pushed}): a concurrent push won`);
   }
 
   manifestDeleted(name: string, reference: string, isDigest: boolean): void {

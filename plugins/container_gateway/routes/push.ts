@@ -4,13 +4,14 @@
 // reach the client unchanged except for what names the main server (absolute
 // Locations, Link, the token realm). The main server is the authority on who
 // may push: nothing here rejects a request the main server would accept.
+import { createHash } from 'node:crypto';
 import type http from 'node:http';
 import { PassThrough, type Readable } from 'node:stream';
 import type { Request, Response } from 'express';
 import { tokenAllows, type GrantedScope } from '../auth/standalone.ts';
 import { RegistryError } from '../errors.ts';
 import type { Gateway } from '../gateway.ts';
-import { UpstreamError, type HttpUpstream } from '../upstream/http-upstream.ts';
+import { readBounded, UpstreamError, type HttpUpstream } from '../upstream/http-upstream.ts';
 import { streamTo } from '../upstream/stream.ts';
 import { abortOnClose } from './pull.ts';
 import { readManifestBody } from './local/manifests.ts';
@@ -115,13 +116,51 @@ async function send(req: Request, res: Response, main: HttpUpstream, body: Reada
 
 async function relay(gw: Gateway, req: Request, res: Response, main: HttpUpstream, up: http.IncomingMessage): Promise<void> {
   copyResponseHead(gw, req, res, main, up);
-  if (!req.complete && hasBody(req)) {
-    // The main server answered before it read the whole body (e.g. 401): drop the rest, then the connection.
-    res.set('Connection', 'close');
-    req.unpipe();
-    req.resume();
-  }
+  dropUnreadBody(req, res);
   await streamTo(up, res);
+}
+
+/** The main server answered before it read the whole body (e.g. 401): drop the rest, then the connection. */
+function dropUnreadBody(req: Request, res: Response): void {
+  if (req.complete || !hasBody(req)) return;
+  res.set('Connection', 'close');
+  req.unpipe();
+  req.resume();
+}
+
+/** The main server's whole answer to a write, read before anything is committed here. */
+export interface MainAnswer {
+  up: http.IncomingMessage;
+  body: Buffer;
+  /** Status 201, every byte of the body arrived, and the connection did not break. */
+  created: boolean;
+  /** Its Docker-Content-Digest, when it sent exactly one. */
+  digest: string | undefined;
+}
+
+// Answers to writes are small OCI JSON documents; anything longer is not a registry's answer.
+const ANSWER_LIMIT = 1024 * 1024;
+
+async function readAnswer(req: Request, up: http.IncomingMessage): Promise<MainAnswer | undefined> {
+  const { body, complete } = await readBounded(up, ANSWER_LIMIT).catch(() => ({ body: Buffer.alloc(0), complete: false }));
+  const length = up.headers['content-length'];
+  const whole = complete && (req.method === 'HEAD' || length === undefined || Number(length) === body.length);
+  if (!whole) return undefined;
+  const digest = up.headers['docker-content-digest'];
+  return { up, body, created: up.statusCode === 201, digest: typeof digest === 'string' ? digest : undefined };
+}
+
+/** Relay an answer read whole; a broken answer is a 502: the write may or may not have happened there. */
+function reply(gw: Gateway, req: Request, res: Response, main: HttpUpstream, answer: MainAnswer | undefined): void {
+  if (!answer) {
+    dropUnreadBody(req, res);
+    res.set('Retry-After', '10');
+    throw new RegistryError('UNAVAILABLE', "the main server's answer broke off: the push may not be complete there, push again", undefined, 502);
+  }
+  copyResponseHead(gw, req, res, main, answer.up);
+  dropUnreadBody(req, res);
+  res.set('Content-Length', String(answer.body.length));
+  res.end(answer.body);
 }
 
 function hasBody(req: Request): boolean {
@@ -135,22 +174,33 @@ export async function forwardPush(gw: Gateway, req: Request, res: Response, targ
   const mirror = new PushMirror(gw, req);
   if (target.kind === 'manifest' && req.method === 'PUT') {
     const manifest = await readManifestBody(req);
-    const up = await send(req, res, main, manifest);
-    if (up.statusCode === 201 || up.statusCode === 200) await mirror.manifestPushed(target.name, target.reference, target.isDigest, manifest, req.get('content-type'));
-    return relay(gw, req, res, main, up);
+    const answer = await readAnswer(req, await send(req, res, main, manifest));
+    // Stored here only what the main server stored: the same bytes, by its own account, completely answered.
+    if (answer?.created && answer.digest === sha256Of(manifest)) {
+      await mirror.manifestPushed(target.name, target.reference, target.isDigest, manifest, req.get('content-type'));
+    } else if (answer?.created) {
+      req.log.warn(`push of ${target.name}:${target.reference}: the main server answered 201 with digest ${answer.digest ?? '(none)'}, not ${sha256Of(manifest)}: not stored here`);
+    }
+    return reply(gw, req, res, main, answer);
   }
   if (target.kind === 'manifest' && req.method === 'DELETE') {
-    const up = await send(req, res, main, undefined);
-    if (up.statusCode === 202) mirror.manifestDeleted(target.name, target.reference, target.isDigest);
-    return relay(gw, req, res, main, up);
+    const answer = await readAnswer(req, await send(req, res, main, undefined));
+    if (answer?.up.statusCode === 202) mirror.manifestDeleted(target.name, target.reference, target.isDigest);
+    return reply(gw, req, res, main, answer);
   }
   const uploadBody = (target.kind === 'upload' || target.kind === 'upload-start') && hasBody(req);
   if (!uploadBody) {
     const up = await send(req, res, main, undefined);
+    const writes = (target.kind === 'upload' && req.method !== 'GET') || (target.kind === 'upload-start' && req.method === 'POST');
+    if (!writes) return relay(gw, req, res, main, up);
+    const answer = await readAnswer(req, up);
     if (target.kind === 'upload' && req.method === 'DELETE') await mirror.uploadCancelled(target.name, target.uuid);
-    if (target.kind === 'upload-start' && (up.statusCode === 201 || up.statusCode === 202)) await mirror.uploadStarted(target.name, up.statusCode, up.headers, req);
-    if (target.kind === 'upload' && req.method === 'PUT' && up.statusCode === 201) await mirror.uploadFinished(target.name, target.uuid, req);
-    return relay(gw, req, res, main, up);
+    if (target.kind === 'upload-start' && answer && (answer.created || answer.up.statusCode === 202)) await mirror.uploadStarted(target.name, answer, req);
+    if (target.kind === 'upload' && req.method === 'PUT') {
+      if (answer && blobAccepted(answer, req)) await mirror.uploadFinished(target.name, target.uuid, req);
+      else await mirror.uploadCancelled(target.name, target.uuid);
+    }
+    return reply(gw, req, res, main, answer);
   }
   // A blob body: streamed to the main server and, as it passes, into the local store.
   const tee = mirror.teeUpload(target.kind === 'upload' ? target.uuid : undefined, target.name, req);
@@ -158,9 +208,22 @@ export async function forwardPush(gw: Gateway, req: Request, res: Response, targ
     await tee.abandon();
     throw err;
   });
-  // A monolithic POST is done only with 201; a 202 means the main server ignored the body and opened a session.
-  const ok = target.kind === 'upload-start' ? up.statusCode === 201 : up.statusCode !== undefined && up.statusCode >= 200 && up.statusCode < 300;
-  await tee.settle(ok, up);
-  if (target.kind === 'upload-start' && up.statusCode === 202) await mirror.uploadStarted(target.name, 202, up.headers, req);
-  return relay(gw, req, res, main, up);
+  const answer = await readAnswer(req, up);
+  // A PUT or a monolithic POST is done only with 201 for our digest; a PATCH keeps its bytes on 202.
+  // A POST answered 202 ignored its body and opened a session.
+  const finishing = target.kind === 'upload-start' || req.method === 'PUT';
+  const ok = answer !== undefined && (finishing ? blobAccepted(answer, req) : answer.up.statusCode === 202 || answer.up.statusCode === 204);
+  await tee.settle(ok);
+  if (target.kind === 'upload-start' && answer?.up.statusCode === 202) await mirror.uploadStarted(target.name, answer, req);
+  return reply(gw, req, res, main, answer);
+}
+
+/** 201 for the digest the client named (our own hash is checked when the store commits). */
+function blobAccepted(answer: MainAnswer, req: Request): boolean {
+  const digest = req.query.digest ?? req.query.mount;
+  return answer.created && typeof digest === 'string' && answer.digest === digest;
+}
+
+function sha256Of(body: Buffer): string {
+  return `sha256:${createHash('sha256').update(body).digest('hex')}`;
 }

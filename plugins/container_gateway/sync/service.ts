@@ -4,7 +4,7 @@
 // content, access is refreshed (sync/refresh.ts). Stopping the daemon marks
 // its runs interrupted; a rerun resumes.
 import type { Gateway } from '../gateway.ts';
-import { MainRegistry, mainRegistryUrl } from '../upstream/main-registry.ts';
+import { MainRegistry } from '../upstream/main-registry.ts';
 import { runSync } from './engine.ts';
 import { refreshAccess } from './refresh.ts';
 import { emptyProgress, SyncRuns, type SyncProgress, type SyncRun } from './runs.ts';
@@ -100,7 +100,7 @@ export class SyncService {
     };
     const heartbeat = setInterval(flush, HEARTBEAT_MS);
     const registry = new MainRegistry({
-      url: mainRegistryUrl(s, gw.ctx.global.foreman_url)!,
+      url: gw.mainUrls!.registry,
       ...(s.sync_username && s.sync_password ? { credentials: { username: s.sync_username, password: s.sync_password } } : {}),
       timeouts: gw.timeouts(),
       ...(gw.ctx.global.foreman_ssl_ca ? { ca: gw.ctx.global.foreman_ssl_ca } : {}),

@@ -21,7 +21,7 @@ export function triggerCapsuleSync(gw: Gateway, log: Logger): void {
 
 async function requestSync(gw: Gateway, log: Logger): Promise<void> {
   const s = gw.settings;
-  const foreman = gw.ctx.global.foreman_url;
+  const foreman = gw.mainUrls?.foreman;
   if (!foreman || s.capsule_id === undefined) return;
   const url = new URL(`katello/api/capsules/${s.capsule_id}/content/sync`, foreman).href;
   try {

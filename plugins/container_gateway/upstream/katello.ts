@@ -18,8 +18,8 @@ export class KatelloClient {
   /** TLS towards Katello (system roots plus foreman_ssl_ca), for its other APIs. */
   readonly agent: https.Agent;
 
-  constructor(foremanUrl: string, registryPath: string, opts: { ca?: string; timeoutMs: number }) {
-    const base = new URL(registryPath.replace(/^\//, ''), foremanUrl).href;
+  /** `base`: Katello's registry API (Gateway.mainUrls.katelloRegistry), ending with '/'. */
+  constructor(base: string, opts: { ca?: string; timeoutMs: number }) {
     // No client certificate: Katello would take it for a content host's identity.
     this.agent = new https.Agent({ keepAlive: true, ...(opts.ca ? { ca: [...rootCertificates, readFileSync(opts.ca, 'utf8')] } : {}) });
     this.http = axios.create({
@@ -39,7 +39,7 @@ export class KatelloClient {
     return { status: res.status, contentType: String(res.headers['content-type'] ?? 'application/json'), text: String(res.data ?? ''), date: res.headers.date as string | undefined };
   }
 
-  /** GET <foreman_url><registry path>token with only scope and account, and the client's Authorization. */
+  /** GET <katello registry>token with only scope and account, and the client's Authorization. */
   token(scopes: string[], account: string | undefined, authorization: string | undefined): Promise<KatelloReply> {
     const params = new URLSearchParams();
     for (const scope of scopes) params.append('scope', scope);

@@ -56,12 +56,6 @@ export class MainRegistryUnavailable extends Error {
   override readonly name = 'MainRegistryUnavailable';
 }
 
-/** The URL of the main registry's /v2/ API: main_registry_url, else foreman_url + katello_registry_path. */
-export function mainRegistryUrl(settings: { main_registry_url?: string; katello_registry_path: string }, foremanUrl: string | undefined): string | undefined {
-  if (settings.main_registry_url) return settings.main_registry_url;
-  return foremanUrl ? new URL(settings.katello_registry_path.replace(/^\//, ''), foremanUrl.endsWith('/') ? foremanUrl : `${foremanUrl}/`).href : undefined;
-}
-
 interface Challenge {
   scheme: 'bearer' | 'basic';
   params: Record<string, string>;
