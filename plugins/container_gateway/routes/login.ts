@@ -74,6 +74,8 @@ export async function token(gw: Gateway, req: Request, res: Response): Promise<v
     return;
   }
   const reply = login.reply;
+  // Katello's challenge names Katello: the client must come back here.
+  if (reply.status === 401) gw.challenge(req, res);
   if (reply.status !== 200) {
     res.status(reply.status).type(reply.contentType).send(reply.text);
     return;
