@@ -92,23 +92,15 @@ async function pullPrivate(tt: Tap, creds: string, what: string): Promise<void> 
 
 /** While Katello misbehaves as `setup` makes it, what clients see. */
 async function whileDown(tt: Tap, what: string): Promise<void> {
-  const anonymous = await login(undefined, 'repository:org/prod/app:pull');
-  tt.equal(anonymous.status, 200, `${what}: an anonymous login is answered here`);
-  tt.equal(anonymous.json().token, 'unauthenticated', `${what}: with the unauthenticated token`);
-  const out = join(work, `anon-${Math.random().toString(36).slice(2)}`);
-  await pullImage(`${gw}/org/prod/app:v1`, `oci:${out}:copy`);
-  tt.equal(layoutManifest(out, 'copy').digest, layoutManifest(app.layout).digest, `${what}: a fresh anonymous client pulls the public image`);
-
   const admin = await login(basic('admin', PASSWORDS.admin), 'repository:org/prod/priv:pull');
   tt.equal(admin.status, 200, `${what}: admin, verified recently, gets a token`);
-  const token = admin.json().token as string;
+  const token = String(admin.json().token);
   proxyd.secrets.push(token);
   tt.not(token, 'unauthenticated');
   const manifest = await request(`${proxyd.httpUrl}/v2/org/prod/priv/manifests/v1`, {
     headers: { Authorization: `Bearer ${token}`, Accept: 'application/vnd.oci.image.manifest.v1+json' },
   });
   tt.equal(manifest.status, 200, `${what}: the local token reads what the lists allow admin`);
-  await pullPrivate(tt, `admin:${PASSWORDS.admin}`, what);
 
   assertUnavailable(tt, await login(basic('admin', 'wrong-password'), 'repository:org/prod/priv:pull'), `${what}: admin with another password`);
   assertUnavailable(tt, await login(basic('bob', PASSWORDS.bob), 'repository:org/prod/priv:pull'), `${what}: bob, never verified here`);
@@ -116,6 +108,14 @@ async function whileDown(tt: Tap, what: string): Promise<void> {
   const denied = await skopeo(['inspect', '--tls-verify=false', '--creds', `bob:${PASSWORDS.bob}`, `docker://${gw}/org/prod/priv:v1`]);
   tt.not(denied.code, 0, `${what}: skopeo as bob fails`);
   tt.match(denied.stderr, /503|unavailable/i, `${what}: skopeo says the service is unavailable`);
+  await pullPrivate(tt, `admin:${PASSWORDS.admin}`, what);
+
+  const anonymous = await login(undefined, 'repository:org/prod/app:pull');
+  tt.equal(anonymous.status, 200, `${what}: an anonymous login is answered here`);
+  tt.equal(anonymous.json().token, 'unauthenticated', `${what}: with the unauthenticated token`);
+  const out = join(work, `anon-${Math.random().toString(36).slice(2)}`);
+  await pullImage(`${gw}/org/prod/app:v1`, `oci:${out}:copy`);
+  tt.equal(layoutManifest(out, 'copy').digest, layoutManifest(app.layout).digest, `${what}: a fresh anonymous client pulls the public image`);
 
   const search = await request(`${proxyd.httpUrl}/v1/search?q=prod`, { headers: { Authorization: basic('admin', PASSWORDS.admin) } });
   tt.equal(search.status, 200, `${what}: /v1/search as admin`);
