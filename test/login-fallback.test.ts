@@ -189,3 +189,40 @@ t.test('no log line holds a password, token or Authorization header', async (t) 
   t.same(leaks, [], 'none');
   t.ok(proxyd.lines.some((l) => l.includes('main server unreachable')), 'the outage is logged (without secrets)');
 });
+
+t.test('a cached login lasts login_cache_ttl; 0 caches nothing', async (t) => {
+  const start = async (name: string, ttl: number) => {
+    const p = await startProxyd({
+      fixtures: false,
+      settings: { foreman_url: katello.url, log_level: 'INFO' },
+      plugins: { container_gateway: { enabled: true, pulp_endpoint: registry.url, pulp_registry_path: '/v2/', sqlite_db_path: join(work, `${name}.db`), login_cache_ttl: ttl } },
+    });
+    p.secrets.push(...Object.values(PASSWORDS));
+    t.teardown(() => p.stop());
+    return p;
+  };
+  const short = await start('ttl-short', 1);
+  const none = await start('ttl-none', 0);
+  const loginAt = (p: RunningProxyd) =>
+    request(`${p.httpUrl}/v2/token?service=x&scope=${encodeURIComponent('repository:org/prod/priv:pull')}`, { headers: { Authorization: basic('admin', PASSWORDS.admin) } });
+  for (const p of [short, none]) {
+    const res = await loginAt(p);
+    t.equal(res.status, 200, 'admin logs in while Katello is up');
+    p.secrets.push(String(res.json().token));
+  }
+  const d = new Database(join(work, 'ttl-short.db'), { readonly: true });
+  const verifiedAt = d.prepare("SELECT verified_at FROM login_cache WHERE user = 'admin'").pluck().get() as number;
+  d.close();
+  const n = new Database(join(work, 'ttl-none.db'), { readonly: true });
+  t.equal(n.prepare('SELECT count(*) FROM login_cache').pluck().get(), 0, 'login_cache_ttl 0: nothing cached');
+  n.close();
+  katello.override((_req, res) => {
+    res.writeHead(503).end();
+    return true;
+  });
+  t.teardown(() => katello.override(null));
+  assertUnavailable(t, await loginAt(none), 'login_cache_ttl 0, Katello down');
+  const wait = verifiedAt + 1000 - Date.now() + 50;
+  if (wait > 0) await new Promise((r) => setTimeout(r, Math.min(wait, 2000)));
+  assertUnavailable(t, await loginAt(short), 'past login_cache_ttl (1 s), Katello down');
+});
