@@ -226,3 +226,28 @@ t.test('a cached login lasts login_cache_ttl; 0 caches nothing', async (t) => {
   if (wait > 0) await new Promise((r) => setTimeout(r, Math.min(wait, 2000)));
   assertUnavailable(t, await loginAt(short), 'past login_cache_ttl (1 s), Katello down');
 });
+
+t.test("smart-proxy mode: wrong passwords are throttled here, before they reach Katello", async (t) => {
+  const p = await startProxyd({
+    fixtures: false,
+    settings: { foreman_url: katello.url, log_level: 'INFO' },
+    plugins: {
+      container_gateway: { enabled: true, pulp_endpoint: registry.url, pulp_registry_path: '/v2/', sqlite_db_path: join(work, 'throttle.db'), login_failure_limit: 3, login_failure_window: 60 },
+    },
+  });
+  p.secrets.push(...Object.values(PASSWORDS), 'wrong-password');
+  t.teardown(() => p.stop());
+  const loginAs = (password: string) =>
+    request(`${p.httpUrl}/v2/token?service=x&scope=${encodeURIComponent('repository:org/prod/priv:pull')}`, { headers: { Authorization: basic('bob', password) } });
+  for (let i = 1; i <= 3; i++) t.equal((await loginAs('wrong-password')).status, 401, `wrong password #${i}: Katello says 401`);
+  const asked = katello.requestsTo('/v2/token').length;
+  const throttled = await loginAs('wrong-password');
+  t.equal(throttled.status, 429, 'the next one: 429');
+  t.equal(throttled.json().errors?.[0]?.code, 'TOOMANYREQUESTS');
+  t.ok(Number(throttled.headers['retry-after']) > 0, 'with Retry-After');
+  t.equal((await loginAs(PASSWORDS.bob)).status, 429, 'the right password too, until the window has passed');
+  const search = await request(`${p.httpUrl}/v1/search?q=`, { headers: { Authorization: basic('bob', PASSWORDS.bob) } });
+  t.equal(search.status, 429, '/v1/search with Basic as well');
+  t.equal(katello.requestsTo('/v2/token').length, asked, 'none of these reached Katello');
+  await p.waitForLog(/logins throttled for account 'bob': 3 failed logins within 60 s/);
+});

@@ -98,8 +98,6 @@ t.test('wrong passwords for one account are throttled; the right one works again
   t.match(String(line.msg), /4 failed logins within 3 s/, 'one log line says who and why');
   t.equal(p.lines.filter((l) => l.includes("logins throttled for account 'alice'")).length, 1, 'logged once, not per refused guess');
 
-  // Another account from another address is not affected by alice's lock... but
-  // here every client is 127.0.0.1, whose own count is 4 as well: see the next test.
   const after = await pollUntil(() => login(p, basic('alice', PASSWORDS.alice)), (r) => r.status !== 429, 40);
   t.equal(after.status, 200, 'once the window has passed, the correct password gets a token');
   const token = after.json().token as string;
