@@ -34,7 +34,7 @@ async function daemon(tt: Tap, name: string, gateway: Record<string, unknown>): 
     settings: { ssl_certificate: pki.server.cert, ssl_private_key: pki.server.key, ssl_ca_file: pki.ca, trusted_hosts: ['foreman.example.com'], log_level: 'INFO' },
     plugins: { container_gateway: { enabled: true, sqlite_db_path: db, storage_path: join(work, `${name}-storage`), ...gateway } },
   });
-  p.secrets.push(...Object.values(PASSWORDS), 'wrong-password');
+  p.secrets.push(...Object.values(PASSWORDS), 'wrong-password', 'carol-new-pw');
   tt.teardown(async () => {
     await p.stop();
     rmSync(p.dir, { recursive: true, force: true });
@@ -180,6 +180,15 @@ t.test('64 parallel wrong-password loops: fast 429s from the hashing queue, blob
     for (let i = 0; i < 400 && !statuses.get(429); i++) await new Promise((r) => setTimeout(r, 25));
     t.ok(statuses.get(429), 'the flood got 429s');
     for (let i = 0; i < 5; i++) reads.push(await readBlob(`blob read #${i + 1} during the flood`));
+    const added = await request(`${p.httpsUrl}/container_gateway/admin/users`, {
+      method: 'POST',
+      ca: pki.ca,
+      client: admin,
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ name: 'carol', password: 'carol-new-pw' }),
+    });
+    t.ok(added.status === 201 || added.status === 503, `adding a user during the flood: ${added.status} (created, or busy: never a 500)`);
+    if (added.status === 503) t.match(added.json().error, /busy/);
   } finally {
     flooding = false;
     await Promise.all(loops);
