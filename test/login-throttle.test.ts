@@ -26,12 +26,12 @@ const PASSWORDS = { alice: 'alice-correct-pw', bob: 'bob-correct-pw' };
 const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
 
 /** A standalone daemon with users alice and bob; stopped (and its log checked for credentials) at teardown. */
-async function daemon(tt: Tap, name: string, gateway: Record<string, unknown>): Promise<RunningProxyd & { db: string }> {
+async function daemon(tt: Tap, name: string, gateway: Record<string, unknown>, global: Record<string, unknown> = {}): Promise<RunningProxyd & { db: string }> {
   const db = join(work, `${name}.db`);
   const p = await startProxyd({
     fixtures: false,
     https: true,
-    settings: { ssl_certificate: pki.server.cert, ssl_private_key: pki.server.key, ssl_ca_file: pki.ca, trusted_hosts: ['foreman.example.com'], log_level: 'INFO' },
+    settings: { ssl_certificate: pki.server.cert, ssl_private_key: pki.server.key, ssl_ca_file: pki.ca, trusted_hosts: ['foreman.example.com'], log_level: 'INFO', ...global },
     plugins: { container_gateway: { enabled: true, sqlite_db_path: db, storage_path: join(work, `${name}-storage`), ...gateway } },
   });
   p.secrets.push(...Object.values(PASSWORDS), 'wrong-password', 'carol-new-pw');
@@ -198,4 +198,24 @@ t.test('64 parallel wrong-password loops: fast 429s from the hashing queue, blob
   t.comment(`flood answers: ${JSON.stringify(Object.fromEntries(statuses))}; blob reads (4 MiB) before: ${quiet.map((ms) => ms.toFixed(0)).join(', ')} ms, during: ${reads.map((ms) => ms.toFixed(0)).join(', ')} ms`);
   const after = await login(p, basic('alice', PASSWORDS.alice));
   t.equal(after.status, 200, 'the correct password works right after the flood');
+});
+
+t.test('with two workers the failure counts are shared', async (t) => {
+  const p = await daemon(t, 'workers', { login_failure_limit: 4, login_failure_window: 60 }, { workers: 2 });
+  for (let i = 1; i <= 4; i++) t.equal((await login(p, basic('bob', 'wrong-password'))).status, 401, `wrong password #${i}: 401`);
+  assertThrottled(t, await login(p, basic('bob', 'wrong-password')), 60, 'the 5th, whichever worker takes it');
+  assertThrottled(t, await login(p, basic('bob', PASSWORDS.bob)), 60, 'the right password, whichever worker takes it');
+  const pids = new Set(
+    p.lines
+      .map((l) => {
+        try {
+          return JSON.parse(l) as { pid?: number; msg?: string };
+        } catch {
+          return {};
+        }
+      })
+      .filter((r) => /^Finished GET \/v2\/token with 40[19]/.test(String(r.msg)))
+      .map((r) => r.pid),
+  );
+  t.ok(pids.size >= 2, `the logins were answered by ${pids.size} worker processes`);
 });
