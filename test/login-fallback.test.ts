@@ -102,12 +102,14 @@ async function whileDown(tt: Tap, what: string): Promise<void> {
   });
   tt.equal(manifest.status, 200, `${what}: the local token reads what the lists allow admin`);
 
+  const tokensBefore = tableRows('SELECT token_checksum FROM authentication_tokens').length;
   assertUnavailable(tt, await login(basic('admin', 'wrong-password'), 'repository:org/prod/priv:pull'), `${what}: admin with another password`);
   assertUnavailable(tt, await login(basic('bob', PASSWORDS.bob), 'repository:org/prod/priv:pull'), `${what}: bob, never verified here`);
   assertUnavailable(tt, await login(basic('bob', PASSWORDS.bob), 'repository:org/prod/new:pull,push'), `${what}: a push login of bob`);
   const denied = await skopeo(['inspect', '--tls-verify=false', '--creds', `bob:${PASSWORDS.bob}`, `docker://${gw}/org/prod/priv:v1`]);
   tt.not(denied.code, 0, `${what}: skopeo as bob fails`);
   tt.match(denied.stderr, /503|unavailable/i, `${what}: skopeo says the service is unavailable`);
+  tt.equal(tableRows('SELECT token_checksum FROM authentication_tokens').length, tokensBefore, `${what}: the refused logins stored no token`);
   await pullPrivate(tt, `admin:${PASSWORDS.admin}`, what);
 
   const anonymous = await login(undefined, 'repository:org/prod/app:pull');
