@@ -35,6 +35,17 @@ function messageOf(args: unknown[]): { message: string; backtrace?: string[] } {
   return { message };
 }
 
+/**
+ * Errors are logged as type, message, code and stack only. Other fields of
+ * error objects (an HTTP client's request settings, its socket's raw header
+ * text) can hold a client's Authorization header.
+ */
+export function errorForLog(err: unknown): Record<string, unknown> | unknown {
+  if (!(err instanceof Error)) return err;
+  const code = (err as { code?: unknown }).code;
+  return { type: err.name, message: err.message, ...(typeof code === 'string' || typeof code === 'number' ? { code } : {}), stack: err.stack };
+}
+
 export function createLogging(opts: { logFile: string; level: LogLevel; bufferSize: number; bufferErrors: number }): DaemonLogging {
   const buffer = new LogBuffer(opts.bufferSize, opts.bufferErrors);
   const toStdout = ['STDOUT', 'JOURNAL', 'JOURNALD'].includes(opts.logFile.toUpperCase());
@@ -46,6 +57,7 @@ export function createLogging(opts: { logFile: string; level: LogLevel; bufferSi
       level: PINO_LEVEL[opts.level],
       base: { pid: process.pid },
       timestamp: pino.stdTimeFunctions.isoTime,
+      serializers: { err: errorForLog },
       formatters: { level: (label) => ({ level: label }) },
       hooks: {
         logMethod(args, method, level) {

@@ -5,6 +5,7 @@ import type { Logger } from '../../lib/logging/logger.ts';
 import type { PluginContext } from '../../lib/plugins/types.ts';
 import { identifyClient, type RegistryClient } from './auth/client.ts';
 import { mayCreateRepository, type StandaloneAccounts } from './auth/standalone.ts';
+import { LoginGuard } from './auth/login-guard.ts';
 import { GatewayDb, type Viewer } from './db/database.ts';
 import { RegistryError } from './errors.ts';
 import type { GatewaySettings } from './settings.ts';
@@ -35,6 +36,8 @@ export class Gateway {
   private readonly store: LocalStore | undefined;
   readonly logger: Logger;
   readonly manifests: ManifestCache;
+  /** Login throttling and the recent-login cache (auth/login-guard.ts). */
+  readonly logins: LoginGuard;
   private readonly contentApps = new Map<string, HttpUpstream>();
   private readonly clients = new WeakMap<Request, RegistryClient>();
   /** Unknown host UUIDs recently asked of Katello (defect 19: don't ask on every request). */
@@ -46,6 +49,7 @@ export class Gateway {
   ) {
     this.logger = ctx.logger;
     this.db = new GatewayDb(settings.sqlite_db_path, settings.sqlite_timeout);
+    this.logins = new LoginGuard(this.db.db, settings, ctx.logger);
     this.manifests = new ManifestCache(settings.manifest_cache_ttl * 1000, 32 * 1024 * 1024);
     this.pulpUpstream = settings.content_backend === 'pulp' ? new HttpUpstream(settings.pulp_endpoint, this.timeouts(), this.tls(), settings.upstream_max_sockets) : undefined;
     this.store = settings.content_backend === 'local' ? { blobs: new BlobStore(settings.storage_path), index: new ContentIndex(this.db.db) } : undefined;

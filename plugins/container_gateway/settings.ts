@@ -37,6 +37,12 @@ export interface GatewaySettings {
   readonly capsule_id?: number;
   /** Standalone mode: may any user create a repository with a one-component name (no namespace)? */
   readonly open_top_level_names: boolean;
+  /** Failed logins per account, and per client address, before further attempts get 429. */
+  readonly login_failure_limit: number;
+  /** Seconds a run of failed logins is counted over (and the longest a throttled client waits). */
+  readonly login_failure_window: number;
+  /** Seconds a login the main server accepted still works while it is unreachable (0: never). */
+  readonly login_cache_ttl: number;
 }
 
 const seconds = (d: number, what: string): PropertySchema => ({ type: 'number', exclusiveMinimum: 0, default: d, description: `${what} in seconds (more than 0)` });
@@ -74,5 +80,8 @@ export const SETTINGS_SCHEMA: Record<string, PropertySchema> = {
   push_sync_trigger: { enum: ['none', 'capsule_sync'], default: 'none', description: "none, or capsule_sync (content_backend: pulp: after a push, ask Katello to sync this proxy)" },
   capsule_id: { type: 'integer', minimum: 1, description: "this proxy's id in Foreman (a positive integer)" },
   open_top_level_names: { type: 'boolean', default: false, description: "true or false (standalone mode: anyone may create a repository named without a '/')" },
+  login_failure_limit: { type: 'integer', minimum: 1, default: 10, description: 'a number of failed logins (1 or more) per account and per client address' },
+  login_failure_window: seconds(300, 'how long failed logins are counted, and a throttled client waits,'),
+  login_cache_ttl: { type: 'number', minimum: 0, default: 300, description: 'seconds a login the main server accepted keeps working while it is unreachable (0 disables)' },
   pulpcore_api_endpoint: { type: 'string', pattern: '^(unix:/.+|https?://.+)$', default: 'unix:/run/pulpcore-api.sock', description: "'unix:/path/to.sock' or an http(s) URL" },
 };

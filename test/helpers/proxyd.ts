@@ -70,9 +70,24 @@ export interface RunningProxyd {
   stderr(): string;
   /** Resolves with the first log record whose msg matches. */
   waitForLog(pattern: RegExp, timeoutMs?: number): Promise<Record<string, unknown>>;
-  /** Send a signal; resolves with the exit code. */
+  /**
+   * Passwords and tokens the test used: stop() fails if any log line
+   * contains one (besides any Authorization header or Basic/Bearer credential).
+   */
+  secrets: string[];
+  /** Send a signal; resolves with the exit code, or rejects if a log line holds a credential. */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
   exited: Promise<number | null>;
+}
+
+/** What a credential looks like in a log line. */
+export const CREDENTIAL_IN_LOG = /Authorization|Basic [A-Za-z0-9+/=]{8,}|Bearer [^ "]{8,}/;
+
+/** Throws, naming the first offending line, if a log line holds a credential or one of `secrets`. */
+export function assertNoCredentialsLogged(lines: string[], secrets: readonly string[] = []): void {
+  const known = secrets.filter((s) => s.length >= 4);
+  const leak = lines.find((line) => CREDENTIAL_IN_LOG.test(line) || known.some((s) => line.includes(s)));
+  if (leak !== undefined) throw new Error(`a log line holds a credential: ${leak.slice(0, 300)}`);
 }
 
 /** Write a settings file with `:key:` symbol keys, as smart-proxy's are written. */
@@ -157,9 +172,13 @@ export function launch(
     lines,
     stderr: () => err,
     waitForLog,
+    secrets: [],
     stop: (signal = 'SIGTERM') => {
       if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
-      return exited;
+      return exited.then((code) => {
+        assertNoCredentialsLogged([...lines, ...err.split('\n')], running.secrets);
+        return code;
+      });
     },
     exited,
   };

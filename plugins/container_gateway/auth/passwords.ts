@@ -10,10 +10,50 @@ export const SCRYPT_MAXMEM = 64 * 1024 * 1024;
 const SALT_BYTES = 16;
 const KEY_BYTES = 32;
 
+/**
+ * scrypt runs on libuv's thread pool (4 threads), which file I/O also needs:
+ * unbounded derivations let a login flood starve blob reads. At most
+ * HASHING_CONCURRENCY run at once, at most HASHING_QUEUE wait; beyond that
+ * the caller gets HashingBusy at once (the route answers 429).
+ */
+export const HASHING_CONCURRENCY = 1;
+export const HASHING_QUEUE = 16;
+
+/** The password hashing queue is full: try again shortly. */
+export class HashingBusy extends Error {
+  constructor() {
+    super('password hashing is busy');
+    this.name = 'HashingBusy';
+  }
+}
+
+let running = 0;
+const waiting: Array<() => void> = [];
+
+async function slot<T>(work: () => Promise<T>): Promise<T> {
+  if (running >= HASHING_CONCURRENCY) {
+    if (waiting.length >= HASHING_QUEUE) throw new HashingBusy();
+    await new Promise<void>((resolve) => waiting.push(resolve));
+  } else {
+    running++;
+  }
+  try {
+    return await work();
+  } finally {
+    // The slot passes straight to the next waiter, or is freed.
+    const next = waiting.shift();
+    if (next) next();
+    else running--;
+  }
+}
+
 function derive(password: string, salt: Buffer, keylen: number, options: ScryptOptions): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    scrypt(password.normalize('NFC'), salt, keylen, options, (err, key) => (err ? reject(err) : resolve(key)));
-  });
+  return slot(
+    () =>
+      new Promise<Buffer>((resolve, reject) => {
+        scrypt(password.normalize('NFC'), salt, keylen, options, (err, key) => (err ? reject(err) : resolve(key)));
+      }),
+  );
 }
 
 /** A new salted hash of `password`; an empty password is refused. */
@@ -51,6 +91,7 @@ function parse(stored: string): Parsed | undefined {
 /**
  * Does `password` match `stored` (a hashPassword result)? Compared in
  * constant time; an empty password or a malformed hash is simply false.
+ * Rejects with HashingBusy when the hashing queue is full.
  */
 export async function verifyPassword(password: string, stored: string): Promise<boolean> {
   if (typeof password !== 'string' || password.length === 0 || typeof stored !== 'string') return false;
@@ -59,7 +100,8 @@ export async function verifyPassword(password: string, stored: string): Promise<
   let key: Buffer;
   try {
     key = await derive(password, parsed.salt, parsed.hash.length, { N: parsed.N, r: parsed.r, p: parsed.p, maxmem: SCRYPT_MAXMEM });
-  } catch {
+  } catch (err) {
+    if (err instanceof HashingBusy) throw err;
     return false;
   }
   return timingSafeEqual(key, parsed.hash);

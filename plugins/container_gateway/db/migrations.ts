@@ -103,4 +103,18 @@ export const MIGRATIONS: readonly string[] = [
      desired TEXT,
      PRIMARY KEY (repository_id, name)
    ) WITHOUT ROWID;`,
+  // Failed logins per account and per client address (auth/login-guard.ts),
+  // shared by every worker; and the recent-login cache used while the main
+  // server is unreachable: a salted scrypt hash of the credentials, never the password.
+  `CREATE TABLE login_failures (
+     key TEXT PRIMARY KEY,
+     failures INTEGER NOT NULL,
+     window_start INTEGER NOT NULL
+   ) WITHOUT ROWID;
+   CREATE INDEX login_failures_window_start ON login_failures(window_start);
+   CREATE TABLE login_cache (
+     user TEXT PRIMARY KEY,
+     credentials_hash TEXT NOT NULL,
+     verified_at INTEGER NOT NULL
+   ) WITHOUT ROWID;`,
 ];

@@ -25,7 +25,7 @@
 // given to AdminAccounts. Repository NAME may contain '/' (sent as is or
 // percent-encoded).
 import express, { type ErrorRequestHandler, type Request, type RequestHandler, type Response, type Router } from 'express';
-import { hashPassword } from '../auth/passwords.ts';
+import { HashingBusy, hashPassword } from '../auth/passwords.ts';
 import { USER_NAME, validRepositoryName } from '../auth/standalone.ts';
 
 export interface AdminRepository {
@@ -71,7 +71,7 @@ export const MAX_PASSWORD_BYTES = 1024;
 
 class AdminError extends Error {
   constructor(
-    readonly status: 400 | 404 | 409,
+    readonly status: 400 | 404 | 409 | 503,
     message: string,
   ) {
     super(message);
@@ -167,7 +167,11 @@ export function adminRouter(deps: AdminDeps): Router {
     const password = obj.password as string;
     if (password === '') throw new AdminError(400, 'the password must not be empty');
     if (Buffer.byteLength(password) > MAX_PASSWORD_BYTES) throw new AdminError(400, `the password is longer than ${MAX_PASSWORD_BYTES} bytes`);
-    const outcome = await accounts.addUser(name, await hashPassword(password));
+    // A login flood may fill the hashing queue: say so instead of failing with 500.
+    const hash = await hashPassword(password).catch((err: unknown) => {
+      throw err instanceof HashingBusy ? new AdminError(503, 'password hashing is busy: try again shortly') : err;
+    });
+    const outcome = await accounts.addUser(name, hash);
     if (outcome === 'exists') throw new AdminError(409, `user '${name}' already exists`);
     audit(req, `standalone user '${name}' added`);
     res.status(201).json({ user: name });

@@ -4,8 +4,10 @@ import type { Request, Response } from 'express';
 import { basicUser, sha256 } from '../auth/client.ts';
 import { RegistryError } from '../errors.ts';
 import type { Gateway } from '../gateway.ts';
-import { repositoriesOf } from '../upstream/katello.ts';
-import { issueToken, parseScopes } from '../auth/standalone.ts';
+import { KatelloUnreachable, repositoriesOf } from '../upstream/katello.ts';
+import { basicCredentials } from '../auth/login-guard.ts';
+import { issueToken, parseScopes, type TokenResult } from '../auth/standalone.ts';
+import { katelloLogin } from './katello-login.ts';
 
 export function ping(gw: Gateway, req: Request, res: Response): void {
   const client = gw.client(req);
@@ -30,13 +32,24 @@ function scopesOf(req: Request): string[] {
 
 /** Standalone mode: this gateway is the token server (Docker token spec, scoped grants). */
 async function standaloneToken(gw: Gateway, req: Request, res: Response): Promise<void> {
-  const result = await issueToken(gw.standaloneAccounts(), {
-    authorization: req.get('authorization'),
-    scopes: scopesOf(req),
-    account: typeof req.query.account === 'string' ? req.query.account : undefined,
-    now: Date.now(),
-    lifetimeSeconds: gw.settings.token_max_lifetime,
-  });
+  const issue = () =>
+    issueToken(gw.standaloneAccounts(), {
+      authorization: req.get('authorization'),
+      scopes: scopesOf(req),
+      account: typeof req.query.account === 'string' ? req.query.account : undefined,
+      now: Date.now(),
+      lifetimeSeconds: gw.settings.token_max_lifetime,
+    });
+  // A password check: throttled per account and address, hashed in the bounded queue.
+  const credentials = basicCredentials(req);
+  let result: TokenResult | undefined;
+  if (credentials) {
+    await gw.logins.attempt(req, res, credentials.user, async () => {
+      result = await issue();
+      return result.status === 200;
+    });
+  }
+  result ??= await issue();
   if (result.status === 401) {
     gw.challenge(req, res);
     throw new RegistryError('UNAUTHORIZED', result.message);
@@ -52,7 +65,14 @@ export async function token(gw: Gateway, req: Request, res: Response): Promise<v
   const authorization = req.get('authorization');
   // Defect 10: without `account`, use the Basic user name.
   const account = (typeof req.query.account === 'string' && req.query.account) || basicUser(req);
-  const reply = await katello.token(scopesOf(req), account, authorization);
+  const login = await katelloLogin(gw, req, res, scopesOf(req), account);
+  if (login.kind === 'local') {
+    res.status(200).json(login.body);
+    return;
+  }
+  const reply = login.reply;
+  // Katello's challenge names Katello: the client must come back here.
+  if (reply.status === 401) gw.challenge(req, res);
   if (reply.status !== 200) {
     res.status(reply.status).type(reply.contentType).send(reply.text);
     return;
@@ -77,12 +97,19 @@ export async function token(gw: Gateway, req: Request, res: Response): Promise<v
     const expireAt = Math.min(issued + lifetime * 1000, Date.now() + gw.settings.token_max_lifetime * 1000);
     // The scopes asked for tell a push (its HEAD probes go to the main server); Katello decides what they grant.
     gw.db.storeToken(sha256(body.token), expireAt, account, parseScopes(scopesOf(req)));
-    const catalog = await katello.userCatalog(account, authorization);
-    if (catalog.status !== 200) {
+    let catalog;
+    try {
+      catalog = await katello.userCatalog(account, authorization);
+    } catch (err) {
+      if (!(err instanceof KatelloUnreachable)) throw err;
+      // The token is good: the user reads what the lists already allow until the next login.
+      gw.logger.warn(`catalog of '${account.slice(0, 64)}' not refreshed: ${err.message}`);
+    }
+    if (catalog && catalog.status !== 200) {
       res.status(catalog.status).type(catalog.contentType).send(catalog.text);
       return;
     }
-    gw.db.setUserRepositories(account, repositoriesOf(catalog));
+    if (catalog) gw.db.setUserRepositories(account, repositoriesOf(catalog));
   }
   res.status(200).type(reply.contentType).send(reply.text);
 }

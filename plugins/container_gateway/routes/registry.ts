@@ -13,6 +13,8 @@ import { forwardPush, pushProbe } from './push.ts';
 import { checkDigest, checkName, checkReference, decodeSegment } from './reference.ts';
 import { local } from './local/index.ts';
 import { v1Ping, v1Search } from './v1.ts';
+import { UNREACHABLE_RETRY_AFTER } from './katello-login.ts';
+import { KatelloUnreachable } from '../upstream/katello.ts';
 
 type Handler = (gw: Gateway, req: Request, res: Response, m: RegExpExecArray) => unknown;
 
@@ -108,6 +110,11 @@ const V1_ROUTES: Route[] = [
 
 function fail(gw: Gateway, req: Request, res: Response, err: unknown): void {
   if (err instanceof RegistryError) return sendOciError(res, err);
+  if (err instanceof KatelloUnreachable) {
+    req.log.warn(`${req.method} ${req.path}: ${err.message}`);
+    res.set('Retry-After', String(UNREACHABLE_RETRY_AFTER));
+    return sendOciError(res, new RegistryError('UNAVAILABLE', 'the main server is unreachable: try again later'));
+  }
   if (err instanceof UpstreamError) {
     req.log.warn(`content backend: ${err.message}`);
     if (err.message === 'client went away') return void res.destroy();

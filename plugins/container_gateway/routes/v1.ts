@@ -1,9 +1,12 @@
 // The v1 leftovers clients still call: /v1/_ping and /v1/search.
 import type { Request, Response } from 'express';
-import { basicUser, sha256 } from '../auth/client.ts';
+import { sha256 } from '../auth/client.ts';
+import { basicCredentials, hasCredentials } from '../auth/login-guard.ts';
 import { verifyPassword } from '../auth/passwords.ts';
+import { USER_NAME } from '../auth/standalone.ts';
 import type { Gateway } from '../gateway.ts';
-import { repositoriesOf } from '../upstream/katello.ts';
+import { KatelloUnreachable, repositoriesOf } from '../upstream/katello.ts';
+import { katelloLogin, tokenOf } from './katello-login.ts';
 
 export async function v1Ping(gw: Gateway, req: Request, res: Response): Promise<void> {
   const up = await gw.pulp.request({ method: 'GET', path: gw.settings.pulp_registry_path, headers: { 'x-request-id': req.id } });
@@ -16,6 +19,9 @@ export async function v1Ping(gw: Gateway, req: Request, res: Response): Promise<
  * containers/image sends Docker-Distribution-API-Version and must get 404,
  * so that it falls back to /v2/_catalog (as Katello answers).
  */
+/** A valid hash of a random password, checked for unknown users. */
+const DUMMY_HASH = `scrypt$32768$8$1$${Buffer.alloc(16, 7).toString('base64')}$${Buffer.alloc(32, 9).toString('base64')}`;
+
 export async function v1Search(gw: Gateway, req: Request, res: Response): Promise<void> {
   if (req.get('docker-distribution-api-version') === 'registry/2.0') {
     res.status(404).json({});
@@ -25,31 +31,42 @@ export async function v1Search(gw: Gateway, req: Request, res: Response): Promis
   const n = typeof req.query.n === 'string' && /^-?\d+$/.test(req.query.n) ? Number(req.query.n) : 25;
   const authorization = req.get('authorization');
   let viewer: { kind: 'user'; name: string } | { kind: 'anonymous' } = { kind: 'anonymous' };
-  if (authorization && authorization !== 'Basic Og==' && gw.standalone) {
-    // Standalone: the password is checked here.
-    const user = basicUser(req);
-    const password = Buffer.from(authorization.replace(/^Basic\s+/i, ''), 'base64').toString('utf8').slice((user?.length ?? 0) + 1);
-    const hash = user ? gw.db.passwordHash(user) : undefined;
-    if (!user || !hash || !(await verifyPassword(password, hash))) {
-      gw.challenge(req, res);
-      res.status(401).json({ errors: [{ code: 'UNAUTHORIZED', message: 'authentication required' }] });
-      return;
+  const refuse = () => {
+    gw.challenge(req, res);
+    res.status(401).json({ errors: [{ code: 'UNAUTHORIZED', message: 'authentication required' }] });
+  };
+  if (hasCredentials(req) && gw.standalone) {
+    // Standalone: the password is checked here, as /v2/token checks it (throttled, bounded hashing).
+    const credentials = basicCredentials(req);
+    if (!credentials) return refuse();
+    const ok = await gw.logins.attempt(req, res, credentials.user, async () => {
+      const hash = USER_NAME.test(credentials.user) ? gw.db.passwordHash(credentials.user) : undefined;
+      // Unknown users cost a hash too: their absence must not show in the time taken.
+      return (await verifyPassword(credentials.password, hash ?? DUMMY_HASH)) && hash !== undefined;
+    });
+    if (!ok) return refuse();
+    viewer = { kind: 'user', name: credentials.user };
+  } else if (hasCredentials(req)) {
+    const credentials = basicCredentials(req);
+    if (!credentials) return refuse();
+    const login = await katelloLogin(gw, req, res, [], credentials.user);
+    if (login.kind === 'local') {
+      if (login.user === undefined) return refuse();
+      viewer = { kind: 'user', name: login.user };
+    } else {
+      const token = tokenOf(login.reply);
+      if (!token || token === 'unauthenticated' || token === 'unauthorized') return refuse();
+      const user = credentials.user;
+      gw.db.storeToken(sha256(token), Date.now() + gw.settings.token_max_lifetime * 1000, user);
+      try {
+        const catalog = await gw.requireKatello().userCatalog(user, authorization);
+        if (catalog.status === 200) gw.db.setUserRepositories(user, repositoriesOf(catalog));
+      } catch (err) {
+        if (!(err instanceof KatelloUnreachable)) throw err;
+        gw.logger.warn(`catalog of '${user.slice(0, 64)}' not refreshed: ${err.message}`);
+      }
+      viewer = { kind: 'user', name: user };
     }
-    viewer = { kind: 'user', name: user };
-  } else if (authorization && authorization !== 'Basic Og==') {
-    const user = basicUser(req);
-    const katello = gw.requireKatello();
-    const reply = await katello.token([], user, authorization);
-    const token = reply.status === 200 ? (JSON.parse(reply.text) as { token?: string }).token : undefined;
-    if (!user || !token || token === 'unauthenticated' || token === 'unauthorized') {
-      gw.challenge(req, res);
-      res.status(401).json({ errors: [{ code: 'UNAUTHORIZED', message: 'authentication required' }] });
-      return;
-    }
-    gw.db.storeToken(sha256(token), Date.now() + gw.settings.token_max_lifetime * 1000, user);
-    const catalog = await katello.userCatalog(user, authorization);
-    if (catalog.status === 200) gw.db.setUserRepositories(user, repositoriesOf(catalog));
-    viewer = { kind: 'user', name: user };
   }
   const names = n <= 0 ? [] : gw.db.visible(viewer, { limit: Math.min(n, 10_000), contains: q || undefined });
   res.json({ num_results: names.length, query: q, results: names.map((name) => ({ description: '', name })) });

@@ -13,6 +13,26 @@ export interface KatelloReply {
   date?: string;
 }
 
+/**
+ * Katello did not answer (refused, reset, timed out). Carries only a message
+ * and a code: axios errors hold the request's headers, including the
+ * client's Authorization, and must never reach a log line.
+ */
+export class KatelloUnreachable extends Error {
+  constructor(
+    message: string,
+    readonly code?: string,
+  ) {
+    super(message);
+    this.name = 'KatelloUnreachable';
+  }
+}
+
+/** A reply that means Katello cannot serve logins now (proxy errors, maintenance). */
+export function katelloDown(reply: KatelloReply): boolean {
+  return reply.status === 502 || reply.status === 503 || reply.status === 504;
+}
+
 export class KatelloClient {
   private readonly http: AxiosInstance;
   /** TLS towards Katello (system roots plus foreman_ssl_ca), for its other APIs. */
@@ -35,7 +55,13 @@ export class KatelloClient {
   }
 
   private async get(path: string, params: URLSearchParams, headers: Record<string, string>): Promise<KatelloReply> {
-    const res = await this.http.get(path, { params, headers: { Accept: 'application/json', ...headers } });
+    let res;
+    try {
+      res = await this.http.get(path, { params, headers: { Accept: 'application/json', ...headers } });
+    } catch (err) {
+      const { message, code } = err as { message?: unknown; code?: unknown };
+      throw new KatelloUnreachable(`the main server is unreachable: ${String(message ?? 'no answer')}`, typeof code === 'string' ? code : undefined);
+    }
     return { status: res.status, contentType: String(res.headers['content-type'] ?? 'application/json'), text: String(res.data ?? ''), date: res.headers.date as string | undefined };
   }
 
