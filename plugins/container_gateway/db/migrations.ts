@@ -80,5 +80,7 @@ export const MIGRATIONS: readonly string[] = [
      pid INTEGER NOT NULL
    );
    CREATE UNIQUE INDEX sync_runs_one_running ON sync_runs(state) WHERE state = 'running';`,
+  // Katello's repository_list unlists a repository instead of deleting it:
+  // its stored content stays (gc reclaims it), nobody may read it meanwhile.
+  `ALTER TABLE repositories ADD COLUMN listed INTEGER NOT NULL DEFAULT 1 CHECK (listed IN (0, 1));`,
 ];
-
