@@ -360,7 +360,8 @@ t.test('plain HTTP: the client name is the reverse DNS name of the peer', async 
     t.equal(spoof.status, 403, 'identity headers are ignored');
   });
 
-  await t.test('trusted_hosts absent: HTTP is not checked at all', async (t) => {
+  // A non-loopback peer is refused: test/trusted-client-default.test.ts.
+  await t.test('trusted_hosts absent: HTTP from loopback is trusted without a name lookup', async (t) => {
     const p = await daemon(t, {});
     const r = await request(`${p.httpUrl}/v2/features`);
     t.equal(r.status, 200, brief(r));
