@@ -148,13 +148,13 @@ export class GatewayDb {
 
   private linkUser(userId: number, names: string[]): void {
     this.sql('DELETE FROM repositories_users WHERE user_id = ?').run(userId);
-    this.sql('INSERT OR IGNORE INTO repositories_users (repository_id, user_id) SELECT id, ? FROM repositories WHERE auth_required = 1 AND name IN (SELECT value FROM json_each(?))')
+    this.sql('INSERT OR IGNORE INTO repositories_users (repository_id, user_id) SELECT id, ? FROM repositories WHERE auth_required = 1 AND listed = 1 AND name IN (SELECT value FROM json_each(?))')
       .run(userId, JSON.stringify(names));
   }
 
   private linkHost(hostId: number, names: string[]): void {
     this.sql('DELETE FROM hosts_repositories WHERE host_id = ?').run(hostId);
-    this.sql('INSERT OR IGNORE INTO hosts_repositories (host_id, repository_id) SELECT ?, id FROM repositories WHERE auth_required = 1 AND name IN (SELECT value FROM json_each(?))')
+    this.sql('INSERT OR IGNORE INTO hosts_repositories (host_id, repository_id) SELECT ?, id FROM repositories WHERE auth_required = 1 AND listed = 1 AND name IN (SELECT value FROM json_each(?))')
       .run(hostId, JSON.stringify(names));
   }
 
