@@ -13,7 +13,7 @@ import { discoverPlugins } from './plugins/loader.ts';
 import { PluginManager } from './plugins/manager.ts';
 import type { DaemonView } from './plugins/types.ts';
 import { SettingsError } from './settings/errors.ts';
-import { APP_ROOT, CODE_ROOT, type GlobalSettings } from './settings/global.ts';
+import { APP_ROOT, CODE_ROOT, ignoredSettingsDirectory, type GlobalSettings } from './settings/global.ts';
 
 export const VERSION: string = (JSON.parse(readFileSync(join(APP_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 
@@ -49,6 +49,8 @@ export class Daemon {
     checkLogFile(global);
     const logging = createLogging({ logFile: global.log_file, level: global.log_level, bufferSize: global.log_buffer, bufferErrors: global.log_buffer_errors });
     logging.logger.info(`proxyd ${VERSION} starting with settings from ${global.source}`);
+    const ignored = ignoredSettingsDirectory(global);
+    if (ignored) logging.logger.info(`plugin settings are read from ${global.settings_directory}; ${ignored} beside the settings file is not used (set settings_directory: settings.d in ${global.source}, or pass --settings-dir ${ignored})`);
     let manager: PluginManager | undefined;
     const view: DaemonView = { version: VERSION, logBuffer: logging.buffer, plugins: () => manager?.statuses() ?? [] };
     const auth = { trustedClient: trustedClient(global), identity: clientIdentity };
