@@ -64,6 +64,9 @@ export class Daemon {
       logging.flush();
       throw err;
     }
+    if (global.trusted_hosts === undefined && global.http_port !== undefined) {
+      logging.logger.info('trusted_hosts is unset: over plain HTTP, trusted-client routes (admin API, /v2/features, /logs) answer loopback peers only');
+    }
     logging.logger.info({ addresses: daemon.addresses }, `Smart proxy has launched on ${daemon.listeners.length} socket(s), waiting for requests`);
     return daemon;
   }
