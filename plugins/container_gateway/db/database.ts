@@ -131,11 +131,6 @@ export class GatewayDb {
     }).immediate();
   }
 
-  /** Names of unlisted repositories (content kept until gc). */
-  unlistedRepositories(): string[] {
-    return this.sql('SELECT name FROM repositories WHERE listed = 0 ORDER BY name').pluck().all() as string[];
-  }
-
   private userId(name: string): number {
     this.sql('INSERT INTO users (name) VALUES (?) ON CONFLICT(name) DO NOTHING').run(name);
     return (this.sql('SELECT id FROM users WHERE name = ?').pluck().get(name) as number);
