@@ -123,6 +123,16 @@ t.test('plain HTTP from 127.0.0.1 and ::1: the admin API works', async (t) => {
   t.equal((await anonymousManifest(LOCAL)).status, 404);
 });
 
+t.test("a dual-stack listener (bind_host '::'): IPv4-mapped loopback is loopback, IPv4-mapped others are not", async (t) => {
+  const p = await startProxyd({ fixtures: false, settings: { bind_host: ['::'], log_level: 'INFO' } });
+  t.teardown(() => p.stop());
+  const port = new URL(p.httpUrl).port;
+  const local = await request(`http://127.0.0.1:${port}/v2/features`);
+  t.equal(local.status, 200, `from 127.0.0.1 (peer ::ffff:127.0.0.1): ${local.body.slice(0, 100)}`);
+  refused(t, await request(`http://${EXTERNAL}:${port}/v2/features`), `from ${EXTERNAL} (peer ::ffff:${EXTERNAL})`);
+  t.ok(p.lines.some((l) => /"remote_ip":"127\.0\.0\.1"/.test(l)), 'the log shows the peer without its ::ffff: prefix');
+});
+
 t.test('HTTPS: only a verified client certificate, even from loopback', async (t) => {
   const before = snapshot(standalone);
   const post = (client?: typeof admin) => request(`${standalone.httpsUrl}/container_gateway/admin/users`, {
