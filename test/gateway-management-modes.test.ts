@@ -16,6 +16,7 @@ import t from 'tap';
 import { request, type Reply } from './helpers/http.ts';
 import { buildImage, layoutBlobs, layoutManifest, pushImage, type BuiltImage } from './helpers/images.ts';
 import { startKatelloDouble } from './helpers/katello-double.ts';
+import { startMainServer } from './helpers/main-server.ts';
 import { startProxyd } from './helpers/proxyd.ts';
 import { startRegistry } from './helpers/registry.ts';
 import { databaseRows, storeFiles } from './helpers/state.ts';
@@ -213,4 +214,29 @@ t.test('smart-proxy mode: repository_list unlists omitted repositories without l
   }
   const kept = await manifest(p.httpUrl, KEEP);
   t.same([kept.status, digestOf(kept.body)], [200, digest(KEEP)], `${KEEP} is still served`);
+});
+
+t.test('smart-proxy mode: a push through the proxy lists an unlisted repository again for its pusher', async (t) => {
+  const REPO = 'acme/web/relist';
+  const main = await startMainServer({ users: { pusher: { password: 'pusher-pw', repositories: [REPO], push: true } } });
+  t.teardown(() => main.stop());
+  const db = join(work, 'push.db');
+  const p = await startProxyd({
+    fixtures: false,
+    settings: { foreman_url: main.foremanUrl, log_level: 'INFO' },
+    plugins: { container_gateway: { enabled: true, content_backend: 'local', main_registry_url: main.mainRegistryUrl, sqlite_db_path: db, storage_path: join(work, 'push-storage') } },
+  });
+  t.teardown(() => p.stop());
+  const image = await buildImage(join(work, 'images'), { name: 'relist', files: { '/etc/relist.txt': 'pushed through\n' } });
+  const push = () => pushImage(image.ref, `${new URL(p.httpUrl).host}/${REPO}:v1`, { creds: 'pusher:pusher-pw' });
+  await push();
+  const bearer = await token(p.httpUrl, 'pusher:pusher-pw', REPO);
+  t.equal((await manifest(p.httpUrl, REPO, bearer)).status, 200, 'the pusher reads what it pushed');
+  const unlist = await request(`${p.httpUrl}/container_gateway/repository_list`, { method: 'PUT', headers: JSON_BODY, body: '{"repositories":[]}' });
+  t.same(unlist.json(), { repositories: 0, unlisted: 1 }, 'Katello leaves it out');
+  t.equal((await manifest(p.httpUrl, REPO, bearer)).status, 404, 'unlisted: the pusher no longer reads it');
+  t.not(databaseRows(db, ['tags']).tags.length, 0, 'its tag is still stored');
+  await push();
+  const again = await manifest(p.httpUrl, REPO, await token(p.httpUrl, 'pusher:pusher-pw', REPO));
+  t.same([again.status, digestOf(again.body)], [200, layoutManifest(image.layout).digest], 'pushed again: listed again, the pusher reads it');
 });
