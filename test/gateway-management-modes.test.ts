@@ -17,7 +17,7 @@ import { request, type Reply } from './helpers/http.ts';
 import { buildImage, layoutBlobs, layoutManifest, pushImage, type BuiltImage } from './helpers/images.ts';
 import { startKatelloDouble } from './helpers/katello-double.ts';
 import { startMainServer } from './helpers/main-server.ts';
-import { startProxyd } from './helpers/proxyd.ts';
+import { PROXYCTL, run as runProgram, startProxyd } from './helpers/proxyd.ts';
 import { startRegistry } from './helpers/registry.ts';
 import { databaseRows, storeFiles } from './helpers/state.ts';
 
@@ -203,9 +203,9 @@ t.test('smart-proxy mode: repository_list unlists omitted repositories without l
 
   // Unlisted again, then gc: their content goes, the kept repository's stays.
   t.same((await list([[KEEP, false]])).json(), { repositories: 1, unlisted: 2 });
-  const gc = await request(`${p.httpUrl}/container_gateway/admin/gc`, { method: 'POST' });
-  t.equal(gc.status, 200, gc.body);
-  t.same(gc.json().repositories, [GONE, SECRET], 'gc names the unlisted repositories it reclaimed');
+  const gc = await runProgram([PROXYCTL, '--url', p.httpUrl, 'gc']);
+  t.equal(gc.code, 0, gc.stderr);
+  t.match(gc.stdout, /^\d+ blobs removed, [\d.]+ MB freed\ncontent of unlisted repositories reclaimed: org\/prod\/gone, org\/prod\/secret$/m, `proxyctl gc names the unlisted repositories it reclaimed (${gc.stdout})`);
   t.same(missing(images.get(KEEP)!, storage), [], `every blob of ${KEEP} is still stored`);
   for (const repo of [GONE, SECRET]) {
     const own = blobsOf(images.get(repo)!).filter((d) => !blobsOf(images.get(KEEP)!).includes(d));

@@ -249,11 +249,12 @@ const register: PluginCli = (program, ctx) => {
 
   program
     .command('gc')
-    .description('delete stored blobs that no repository references (safe while uploads run)')
+    .description('delete the content of repositories Katello unlisted, then stored blobs no repository references (safe while uploads run)')
     .option('--json', 'machine-readable output')
     .action(action(async (_opts: unknown, cmd: Command) => {
-      const data = (await call(ctx, cmd, 'POST', `${STORE}/gc`, undefined, 0)) as { removed: number; bytes: number };
-      ctx.print(cmd, data, `${data.removed} blobs removed, ${(data.bytes / 1e6).toFixed(1)} MB freed`);
+      const data = (await call(ctx, cmd, 'POST', `${STORE}/gc`, undefined, 0)) as { removed: number; bytes: number; repositories?: string[] };
+      const reclaimed = data.repositories?.length ? `\ncontent of unlisted repositories reclaimed: ${data.repositories.join(', ')}` : '';
+      ctx.print(cmd, data, `${data.removed} blobs removed, ${(data.bytes / 1e6).toFixed(1)} MB freed${reclaimed}`);
     }));
 
   program
