@@ -13,7 +13,7 @@ import { discoverPlugins } from './plugins/loader.ts';
 import { PluginManager } from './plugins/manager.ts';
 import type { DaemonView } from './plugins/types.ts';
 import { SettingsError } from './settings/errors.ts';
-import { APP_ROOT, CODE_ROOT, type GlobalSettings } from './settings/global.ts';
+import { APP_ROOT, CODE_ROOT, ignoredSettingsDirectory, type GlobalSettings } from './settings/global.ts';
 
 export const VERSION: string = (JSON.parse(readFileSync(join(APP_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 
@@ -49,6 +49,8 @@ export class Daemon {
     checkLogFile(global);
     const logging = createLogging({ logFile: global.log_file, level: global.log_level, bufferSize: global.log_buffer, bufferErrors: global.log_buffer_errors });
     logging.logger.info(`proxyd ${VERSION} starting with settings from ${global.source}`);
+    const ignored = ignoredSettingsDirectory(global);
+    if (ignored) logging.logger.info(`plugin settings are read from ${global.settings_directory}; ${ignored} beside the settings file is not used (set settings_directory: settings.d in ${global.source}, or pass --settings-dir ${ignored})`);
     let manager: PluginManager | undefined;
     const view: DaemonView = { version: VERSION, logBuffer: logging.buffer, plugins: () => manager?.statuses() ?? [] };
     const auth = { trustedClient: trustedClient(global), identity: clientIdentity };
@@ -61,6 +63,9 @@ export class Daemon {
       await manager.stopAll();
       logging.flush();
       throw err;
+    }
+    if (global.trusted_hosts === undefined && global.http_port !== undefined) {
+      logging.logger.info('trusted_hosts is unset: over plain HTTP, trusted-client routes (admin API, /v2/features, /logs) answer loopback peers only');
     }
     logging.logger.info({ addresses: daemon.addresses }, `Smart proxy has launched on ${daemon.listeners.length} socket(s), waiting for requests`);
     return daemon;

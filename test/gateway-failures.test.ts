@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { request } from './helpers/http.ts';
 import { buildImage, layoutBlobPath, layoutManifest, pushImage } from './helpers/images.ts';
+import { startKatelloDouble } from './helpers/katello-double.ts';
 import { makePki } from './helpers/pki.ts';
 import { freePort, startProxyd, type RunningProxyd } from './helpers/proxyd.ts';
 import { startRegistry } from './helpers/registry.ts';
@@ -32,6 +33,9 @@ t.teardown(() => rmSync(work, { recursive: true, force: true }));
 const pki = makePki();
 t.teardown(() => rmSync(pki.dir, { recursive: true, force: true }));
 const foreman = pki.client('foreman.example.com');
+// Smart-proxy mode (the management routes exist only there): a Katello double as foreman_url.
+const katello = await startKatelloDouble();
+t.teardown(() => katello.stop());
 
 /** An HTTPS daemon with the gateway in front of `pulpEndpoint`, stopped (and its dir removed) at teardown. */
 async function gateway(tt: Tap, name: string, pulpEndpoint: string, timeouts: { connect: number; response: number; idle: number }): Promise<RunningProxyd> {
@@ -39,7 +43,7 @@ async function gateway(tt: Tap, name: string, pulpEndpoint: string, timeouts: { 
     https: true,
     http: false,
     fixtures: false,
-    settings: { ssl_certificate: pki.server.cert, ssl_private_key: pki.server.key, ssl_ca_file: pki.ca, trusted_hosts: ['foreman.example.com'], log_level: 'INFO' },
+    settings: { ssl_certificate: pki.server.cert, ssl_private_key: pki.server.key, ssl_ca_file: pki.ca, trusted_hosts: ['foreman.example.com'], foreman_url: katello.url, log_level: 'INFO' },
     plugins: {
       container_gateway: {
         enabled: true,

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { request, type Reply } from './helpers/http.ts';
 import { buildImage, pushImage } from './helpers/images.ts';
+import { startKatelloDouble } from './helpers/katello-double.ts';
 import { makePki, type CertPair } from './helpers/pki.ts';
 import { ROOT, startProxyd, type RunningProxyd } from './helpers/proxyd.ts';
 import { startRegistry } from './helpers/registry.ts';
@@ -47,11 +48,21 @@ t.teardown(() => registry.stop());
 const image = await buildImage(join(work, 'images'), { name: 'mgmt', files: { '/etc/hello.txt': 'hello from the management test\n' } });
 for (const name of [APP, PRIV]) await pushImage(image.ref, `${registry.host}/${name}:v1`);
 
+// The management routes exist in smart-proxy mode only: foreman_url names a Katello (a double).
+const katello = await startKatelloDouble();
+t.teardown(() => katello.stop());
+// Katello answers no host lookup here: what a host may read comes from the management calls alone.
+katello.override((req, res) => {
+  if (req.headers.hostuuid === undefined) return false;
+  res.writeHead(404, { 'Content-Type': 'application/json' }).end('{"error":{"message":"host not found"}}');
+  return true;
+});
+
 const daemon: RunningProxyd = await startProxyd({
   https: true,
   http: false,
   fixtures: false,
-  settings: { ssl_certificate: pki.server.cert, ssl_private_key: pki.server.key, ssl_ca_file: pki.ca, trusted_hosts: ['foreman.example.com'], log_level: 'INFO' },
+  settings: { ssl_certificate: pki.server.cert, ssl_private_key: pki.server.key, ssl_ca_file: pki.ca, trusted_hosts: ['foreman.example.com'], foreman_url: katello.url, log_level: 'INFO' },
   plugins: {
     container_gateway: { enabled: true, pulp_endpoint: registry.url, pulp_registry_path: '/v2/', sqlite_db_path: join(work, 'gw.db') },
   },

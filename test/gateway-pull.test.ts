@@ -47,7 +47,7 @@ t.teardown(() => proxyd.stop());
 const gw = new URL(proxyd.httpUrl).host;
 const gwTls = new URL(proxyd.httpsUrl).host;
 
-// Katello's sync: one public, one private repository (HTTP without trusted_hosts is allowed).
+// Katello's sync: one public, one private repository (plain HTTP from loopback: trusted without trusted_hosts).
 const listed = await request(`${proxyd.httpUrl}/container_gateway/repository_list/`, {
   method: 'PUT',
   headers: { 'content-type': 'application/json' },

@@ -12,7 +12,7 @@ t.test('healthy daemon: table and --json, exit 0', async (t) => {
   t.equal(table.code, 0, table.stderr);
   t.match(table.stdout, /^proxyd \d+\.\d+\.\d+ at http:\/\/127\.0\.0\.1:\d+: healthy$/m);
   t.match(table.stdout, /^hello\s+1\.2\.3\s+running\s+http$/m);
-  t.match(table.stdout, /^needs_hello\s+0\.3\.0\s+running\s+http, https$/m);
+  t.match(table.stdout, /^needs_hello\s+0\.3\.0\s+running\s+http$/m, "enabled: true on a daemon without HTTPS: it serves on http only");
   t.match(table.stdout, /^hangs_in_setup\s+-\s+disabled\s+-$/m, 'every plugin is listed, disabled ones too');
 
   const json = await run([PROXYCTL, 'status', '--json', '--settings', p.settingsFile]);

@@ -1,7 +1,11 @@
 // smart-proxy's `authorize_with_trusted_hosts` + `authorize_with_ssl_client`,
 // as one middleware. Over HTTPS the client name is the CN of a *verified*
 // certificate; over HTTP it is the peer's reverse DNS name (forward-verified).
+// Closed by default: without trusted_hosts, plain HTTP is trusted from a
+// loopback peer only (anyone reaching the port could otherwise administer the
+// proxy), HTTPS from any verified certificate.
 import { promises as dns } from 'node:dns';
+import { isIPv4 } from 'node:net';
 import type { Request, RequestHandler } from 'express';
 import type { GlobalSettings } from '../settings/global.ts';
 import { sendJsonError } from './errors.ts';
@@ -36,6 +40,13 @@ async function reverseName(ip: string, forwardVerify: boolean): Promise<{ name?:
   return { name };
 }
 
+/** 127.0.0.0/8, ::1 and their IPv4-mapped forms (::ffff:127.x.y.z). */
+export function isLoopback(address: string): boolean {
+  const ip = address.replace(/^::ffff:/i, '');
+  if (isIPv4(ip)) return ip.split('.')[0] === '127';
+  return ip === '::1' || ip === '0:0:0:0:0:0:0:1';
+}
+
 async function checkClient(req: Request, global: GlobalSettings): Promise<string | undefined> {
   const who = clientIdentity(req);
   const path = req.originalUrl.split('?')[0];
@@ -46,7 +57,10 @@ async function checkClient(req: Request, global: GlobalSettings): Promise<string
     if (!who.cn) return 'could not read CN from the client certificate';
     name = who.cn.toLowerCase();
   } else {
-    if (global.trusted_hosts === undefined) return undefined;
+    if (global.trusted_hosts === undefined) {
+      if (isLoopback(who.remoteAddress)) return undefined;
+      return `Untrusted client ${who.remoteAddress} attempted to access ${path}: without :trusted_hosts: in settings.yml, plain HTTP is accepted from loopback only; use HTTPS with a client certificate`;
+    }
     const resolved = await reverseName(who.remoteAddress, global.forward_verify);
     if (resolved.error) return resolved.error;
     name = resolved.name!;

@@ -63,9 +63,18 @@ export class PluginManager {
     if (!def) return this.fail(entry, found.error ?? 'could not be loaded');
     try {
       const loaded = loadPluginSettings(def, this.global);
-      if (!loaded.fileFound) this.logger.warn(`Couldn't find settings file ${loaded.file}. Using default settings.`);
-      entry.http = loaded.http;
-      entry.https = loaded.https;
+      // A missing file means the defaults: only worth a warning when the plugin would not run without one.
+      if (!loaded.fileFound) {
+        const note = `No settings file ${loaded.file}: '${entry.name}' uses its default settings (${def.defaultEnabled ? 'enabled' : 'disabled'})`;
+        if (def.defaultEnabled) this.logger.debug(note);
+        else this.logger.info(note);
+      }
+      // What the plugin really serves on: enabled for it, and that listener configured.
+      entry.http = loaded.http && this.global.http_port !== undefined;
+      entry.https = loaded.https && this.global.ssl_certificate !== undefined;
+      if (loaded.settings && !entry.http && !entry.https) {
+        this.logger.warn(`'${entry.name}' is enabled for ${loaded.http && loaded.https ? 'http and https' : loaded.http ? 'http' : 'https'}, but that listener is not configured: it serves on no listener`);
+      }
       if (!loaded.settings) {
         entry.state = 'disabled';
         this.logger.info(`'${entry.name}' is disabled`);
@@ -189,7 +198,7 @@ export class PluginManager {
       await this.withTimeout(() => def.start?.(ctx), `start of '${entry.name}'`);
       entry.state = 'running';
       this.started.push(entry);
-      this.logger.info(`'${entry.name}' ${entry.version} is running (${[entry.http && 'http', entry.https && 'https'].filter(Boolean).join(', ')})`);
+      this.logger.info(`'${entry.name}' ${entry.version} is running (${[entry.http && 'http', entry.https && 'https'].filter(Boolean).join(', ') || 'no listener'})`);
     } catch (err) {
       // As smart-proxy: stop what the group already started before marking it failed.
       await this.stopEntry(entry);

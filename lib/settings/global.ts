@@ -1,7 +1,7 @@
 // Global settings (settings.yml): smart-proxy's key names and defaults,
 // loaded strictly and frozen once.
-import { existsSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { existsSync, statSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SettingsError } from './errors.ts';
 import { validateSettings, type SettingsSchema } from './schema.ts';
@@ -153,4 +153,20 @@ export function locateSettings(flag?: string, env: NodeJS.ProcessEnv = process.e
 export function loadGlobalSettings(location: SettingsLocation, overrides: RawSettings = {}): GlobalSettings {
   if (location.file === undefined) return buildGlobalSettings({ ...EMBEDDED_DEFAULTS, ...overrides }, '(embedded defaults)');
   return buildGlobalSettings({ ...readSettingsFile(location.file), ...overrides }, location.file);
+}
+
+/**
+ * A `settings.d` directory beside the settings file that is not the one plugin
+ * settings are read from (settings_directory defaults to <app>/settings.d, not
+ * to the settings file's neighbour): its files would be silently ignored.
+ */
+export function ignoredSettingsDirectory(global: GlobalSettings): string | undefined {
+  if (global.source.startsWith('(')) return undefined;
+  const beside = join(dirname(global.source), 'settings.d');
+  if (resolve(beside) === resolve(global.settings_directory)) return undefined;
+  try {
+    return statSync(beside).isDirectory() ? beside : undefined;
+  } catch {
+    return undefined;
+  }
 }

@@ -35,31 +35,11 @@ import type { Command } from 'commander';
 import type { DaemonTarget } from '../../lib/cli/daemon-client.ts';
 import type { PluginCli, PluginCliContext, PluginStatus } from '../../lib/cli/plugin-commands.ts';
 import { USER_NAME, validRepositoryName } from './auth/standalone.ts';
+import { action, Exit } from './cli-exit.ts';
+import { readPassword } from './cli-password.ts';
 import { progressLine, statusLine, summary, type RunView } from './sync/render.ts';
 
 const ADMIN = '/container_gateway/admin';
-
-/** Ends a command with this exit code and message. */
-class Exit extends Error {
-  constructor(
-    readonly code: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-function action<A extends unknown[]>(work: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
-  return async (...args: A) => {
-    try {
-      await work(...args);
-    } catch (err) {
-      if (!(err instanceof Exit)) throw err;
-      process.stderr.write(`proxyctl: ${err.message}\n`);
-      process.exitCode = err.code;
-    }
-  };
-}
 
 function errorOf(data: unknown): string | undefined {
   const error = (data as { error?: unknown } | null | undefined)?.error;
@@ -93,94 +73,6 @@ function checkUser(name: string): string {
 function checkRepository(name: string): string {
   if (!validRepositoryName(name)) throw new Exit(64, `invalid repository name '${name}'`);
   return name;
-}
-
-/** One line of a stream (without its line end); the whole stream if it has no newline. */
-function readLine(stream: NodeJS.ReadStream): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let buf = '';
-    const cleanup = () => {
-      stream.off('data', onData);
-      stream.off('end', onEnd);
-      stream.off('error', onError);
-      stream.pause();
-    };
-    const onData = (chunk: string) => {
-      buf += chunk;
-      const nl = buf.indexOf('\n');
-      if (nl >= 0) {
-        cleanup();
-        resolve(buf.slice(0, nl).replace(/\r$/, ''));
-      }
-    };
-    const onEnd = () => {
-      cleanup();
-      resolve(buf.replace(/\r$/, ''));
-    };
-    const onError = (err: Error) => {
-      cleanup();
-      reject(new Exit(64, `cannot read the password from stdin: ${err.message}`));
-    };
-    stream.setEncoding('utf8');
-    stream.on('data', onData);
-    stream.on('end', onEnd);
-    stream.on('error', onError);
-    stream.resume();
-  });
-}
-
-/** Read a line from the terminal without echoing it. */
-function promptHidden(prompt: string): Promise<string> {
-  const stdin = process.stdin;
-  process.stderr.write(prompt);
-  return new Promise((resolve, reject) => {
-    let value = '';
-    /** Inside an escape sequence (arrow keys...): ESC, then '[' and parameters up to a final byte. */
-    let escape: '' | 'esc' | 'csi' = '';
-    const finish = (err?: Exit) => {
-      stdin.off('data', onData);
-      stdin.setRawMode(false);
-      stdin.pause();
-      process.stderr.write('\n');
-      if (err) reject(err);
-      else resolve(value);
-    };
-    const onData = (chunk: string) => {
-      for (const ch of chunk) {
-        if (escape === 'esc') {
-          escape = ch === '[' || ch === 'O' ? 'csi' : '';
-          continue;
-        }
-        if (escape === 'csi') {
-          if (ch >= '@' && ch <= '~') escape = '';
-          continue;
-        }
-        if (ch === '\r' || ch === '\n') return finish();
-        if (ch === '\u0003') return finish(new Exit(130, 'interrupted'));
-        if (ch === '\u0004') return value === '' ? finish(new Exit(64, 'no password given')) : finish();
-        if (ch === '\u007f' || ch === '\b') value = [...value].slice(0, -1).join('');
-        else if (ch === '\u0015') value = '';
-        else if (ch === '\u001b') escape = 'esc';
-        else if (ch >= ' ') value += ch;
-      }
-    };
-    stdin.setEncoding('utf8');
-    stdin.setRawMode(true);
-    stdin.on('data', onData);
-    stdin.resume();
-  });
-}
-
-async function readPassword(user: string, fromStdin: boolean): Promise<string> {
-  let password: string;
-  if (fromStdin || !process.stdin.isTTY) {
-    password = await readLine(process.stdin);
-  } else {
-    password = await promptHidden(`Password for ${user}: `);
-    if (password !== '' && (await promptHidden('Retype the password: ')) !== password) throw new Exit(64, 'the passwords do not match');
-  }
-  if (password === '') throw new Exit(64, 'the password must not be empty');
-  return password;
 }
 
 function table(rows: string[][]): string {
@@ -367,20 +259,23 @@ const register: PluginCli = (program, ctx) => {
 
   program
     .command('gc')
-    .description('delete stored blobs that no repository references (safe while uploads run)')
+    .description('delete the content of repositories Katello unlisted, then stored blobs no repository references (safe while uploads run)')
     .option('--json', 'machine-readable output')
     .action(action(async (_opts: unknown, cmd: Command) => {
-      const data = (await call(ctx, cmd, 'POST', `${STORE}/gc`, undefined, 0)) as { removed: number; bytes: number };
-      ctx.print(cmd, data, `${data.removed} blobs removed, ${(data.bytes / 1e6).toFixed(1)} MB freed`);
+      const data = (await call(ctx, cmd, 'POST', `${STORE}/gc`, undefined, 0)) as { removed: number; bytes: number; repositories?: string[] };
+      const reclaimed = data.repositories?.length ? `\ncontent of unlisted repositories reclaimed: ${data.repositories.join(', ')}` : '';
+      ctx.print(cmd, data, `${data.removed} blobs removed, ${(data.bytes / 1e6).toFixed(1)} MB freed${reclaimed}`);
     }));
 
   program
     .command('verify')
     .description('re-hash every stored blob against its digest; exit 1 if any is bad')
     .option('--json', 'JSON lines: one per blob, then the summary')
-    .action(action(async (opts: { json?: boolean }, cmd: Command) => {
-      const summary = await verifyStore(ctx, cmd, opts.json === true);
-      if (!opts.json) process.stdout.write(`${summary.checked} blobs checked, ${summary.bad} bad\n`);
+    .action(action(async (_opts: unknown, cmd: Command) => {
+      // --json may come before or after the command name (`proxyctl --json verify`).
+      const json = cmd.optsWithGlobals<{ json?: boolean }>().json === true;
+      const summary = await verifyStore(ctx, cmd, json);
+      if (!json) process.stdout.write(`${summary.checked} blobs checked, ${summary.bad} bad\n`);
       if (summary.bad > 0) process.exitCode = 1;
     }));
 

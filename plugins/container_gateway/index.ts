@@ -48,9 +48,11 @@ export default definePlugin<GatewaySettings & Record<string, unknown>>({
     const registry = registryRouter(gateway);
     ctx.rootRouter.use(registry);
     ctx.router.use(registry);
-    ctx.router.use(managementRouter(gateway));
+    if (!gateway.standalone) ctx.router.use(managementRouter(gateway));
     const gw = gateway;
-    if (settings.content_backend === 'local') ctx.router.use(storeAdminRouter(ctx.auth.trustedClient, () => gw.localStore(), settings.gc_grace_period * 1000));
+    if (settings.content_backend === 'local') {
+      ctx.router.use(storeAdminRouter(ctx.auth.trustedClient, { store: () => gw.localStore(), reclaimUnlisted: () => gw.db.reclaimUnlisted() }, settings.gc_grace_period * 1000));
+    }
     ctx.router.use(syncAdminRouter(ctx.auth.trustedClient, gw));
     const db = gateway.db;
     ctx.router.use(

@@ -21,6 +21,9 @@ export interface Repository {
 /** Who is asking, as far as the catalog is concerned. */
 export type Viewer = { kind: 'host'; uuid: string } | { kind: 'user'; name: string } | { kind: 'anonymous' };
 
+/** A repository row that holds nothing of the embedded store (SQL condition on `repositories`). */
+const WITHOUT_CONTENT = ['tags', 'manifests', 'repository_blobs', 'uploads'].map((t) => `NOT EXISTS (SELECT 1 FROM ${t} c WHERE c.repository_id = repositories.id)`).join(' AND ');
+
 export class GatewayDb {
   readonly db: Database.Database;
   private readonly statements: Statements;
@@ -58,11 +61,11 @@ export class GatewayDb {
   }
 
   repository(name: string): Repository | undefined {
-    const row = this.sql('SELECT id, name, auth_required FROM repositories WHERE name = ?').get(name) as { id: number; name: string; auth_required: number } | undefined;
+    const row = this.sql('SELECT id, name, auth_required FROM repositories WHERE name = ? AND listed = 1').get(name) as { id: number; name: string; auth_required: number } | undefined;
     return row && { id: row.id, name: row.name, authRequired: row.auth_required === 1 };
   }
 
-  /** Repository rule of the original gateway (§5), for a known viewer. */
+  /** Repository rule of the original gateway (§5), for a known viewer. An unlisted repository reads as unknown. */
   canRead(viewer: Viewer, name: string): boolean {
     const repo = this.repository(name);
     if (!repo) return false;
@@ -93,16 +96,38 @@ export class GatewayDb {
       access += ' OR EXISTS (SELECT 1 FROM hosts_repositories hr JOIN hosts h ON h.id = hr.host_id WHERE hr.repository_id = r.id AND h.uuid = ?)';
       params.unshift(viewer.uuid);
     }
-    const sql = `SELECT r.name FROM repositories r WHERE (${access}) AND ${filters.join(' AND ')} ORDER BY r.name LIMIT ?`;
+    const sql = `SELECT r.name FROM repositories r WHERE (${access}) AND r.listed = 1 AND ${filters.join(' AND ')} ORDER BY r.name LIMIT ?`;
     return (this.sql(sql).pluck().all(...params, opts.limit) as string[]);
   }
 
-  /** Full replacement of the repository set: upsert by name, delete the missing (mappings of kept ones survive). */
-  replaceRepositories(entries: RepositoryEntry[]): void {
-    const upsert = this.sql('INSERT INTO repositories (name, auth_required) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET auth_required = excluded.auth_required');
-    this.db.transaction(() => {
+  /**
+   * Full replacement of the repository set (Katello's repository_list): upsert
+   * by name (mappings of kept ones survive). A repository left out loses its
+   * user and host mappings and becomes unlisted (private, unreadable, out of
+   * the catalog); its stored content is kept for gc (`reclaimUnlisted`), and a
+   * later list naming it again lists it again. Rows without any content are
+   * simply deleted.
+   */
+  replaceRepositories(entries: RepositoryEntry[]): { unlisted: number } {
+    const upsert = this.sql('INSERT INTO repositories (name, auth_required) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET auth_required = excluded.auth_required, listed = 1');
+    const omitted = 'SELECT id FROM repositories WHERE name NOT IN (SELECT value FROM json_each(?))';
+    return this.db.transaction(() => {
       for (const e of entries) upsert.run(e.name, e.authRequired ? 1 : 0);
-      this.sql('DELETE FROM repositories WHERE name NOT IN (SELECT value FROM json_each(?))').run(JSON.stringify(entries.map((e) => e.name)));
+      const names = JSON.stringify(entries.map((e) => e.name));
+      this.sql(`DELETE FROM repositories_users WHERE repository_id IN (${omitted})`).run(names);
+      this.sql(`DELETE FROM hosts_repositories WHERE repository_id IN (${omitted})`).run(names);
+      this.sql(`DELETE FROM repositories WHERE id IN (${omitted}) AND ${WITHOUT_CONTENT}`).run(names);
+      const unlisted = this.sql(`UPDATE repositories SET listed = 0, auth_required = 1 WHERE id IN (${omitted}) AND listed = 1`).run(names).changes;
+      return { unlisted };
+    }).immediate();
+  }
+
+  /** gc: delete unlisted repositories with their tags, manifests and blob links (the blobs then become collectable). */
+  reclaimUnlisted(): string[] {
+    return this.db.transaction(() => {
+      const names = this.sql('SELECT name FROM repositories WHERE listed = 0 ORDER BY name').pluck().all() as string[];
+      this.sql('DELETE FROM repositories WHERE listed = 0').run();
+      return names;
     }).immediate();
   }
 
@@ -118,13 +143,13 @@ export class GatewayDb {
 
   private linkUser(userId: number, names: string[]): void {
     this.sql('DELETE FROM repositories_users WHERE user_id = ?').run(userId);
-    this.sql('INSERT OR IGNORE INTO repositories_users (repository_id, user_id) SELECT id, ? FROM repositories WHERE auth_required = 1 AND name IN (SELECT value FROM json_each(?))')
+    this.sql('INSERT OR IGNORE INTO repositories_users (repository_id, user_id) SELECT id, ? FROM repositories WHERE auth_required = 1 AND listed = 1 AND name IN (SELECT value FROM json_each(?))')
       .run(userId, JSON.stringify(names));
   }
 
   private linkHost(hostId: number, names: string[]): void {
     this.sql('DELETE FROM hosts_repositories WHERE host_id = ?').run(hostId);
-    this.sql('INSERT OR IGNORE INTO hosts_repositories (host_id, repository_id) SELECT ?, id FROM repositories WHERE auth_required = 1 AND name IN (SELECT value FROM json_each(?))')
+    this.sql('INSERT OR IGNORE INTO hosts_repositories (host_id, repository_id) SELECT ?, id FROM repositories WHERE auth_required = 1 AND listed = 1 AND name IN (SELECT value FROM json_each(?))')
       .run(hostId, JSON.stringify(names));
   }
 
@@ -144,7 +169,8 @@ export class GatewayDb {
   /** The pusher of a repository may read it here before Katello's next mapping update says so. */
   addUserRepository(user: string, name: string): void {
     this.db.transaction(() => {
-      this.sql('INSERT INTO repositories (name, auth_required) VALUES (?, 1) ON CONFLICT(name) DO NOTHING').run(name);
+      // A push through to the main server re-creates an unlisted repository there: the pusher reads it here again.
+      this.sql('INSERT INTO repositories (name, auth_required) VALUES (?, 1) ON CONFLICT(name) DO UPDATE SET listed = 1 WHERE listed = 0').run(name);
       this.sql('INSERT OR IGNORE INTO repositories_users (repository_id, user_id) SELECT id, ? FROM repositories WHERE name = ?').run(this.userId(user), name);
     }).immediate();
   }
@@ -190,7 +216,7 @@ export class GatewayDb {
 
   /** A repository as standalone access sees it; `owner` is the owning user's current name (none once that user is removed). */
   repositoryInfo(name: string): { authRequired: boolean; owner?: string; pending: boolean } | undefined {
-    const row = this.sql('SELECT r.auth_required, r.pending, u.name AS owner FROM repositories r LEFT JOIN users u ON u.id = r.owner_id WHERE r.name = ?').get(name) as
+    const row = this.sql('SELECT r.auth_required, r.pending, u.name AS owner FROM repositories r LEFT JOIN users u ON u.id = r.owner_id WHERE r.name = ? AND r.listed = 1').get(name) as
       | { auth_required: number; pending: number; owner: string | null }
       | undefined;
     return row && { authRequired: row.auth_required === 1, pending: row.pending === 1, ...(row.owner ? { owner: row.owner } : {}) };

@@ -117,4 +117,7 @@ export const MIGRATIONS: readonly string[] = [
      credentials_hash TEXT NOT NULL,
      verified_at INTEGER NOT NULL
    ) WITHOUT ROWID;`,
+  // Katello's repository_list unlists a repository instead of deleting it:
+  // its stored content stays (gc reclaims it), nobody may read it meanwhile.
+  `ALTER TABLE repositories ADD COLUMN listed INTEGER NOT NULL DEFAULT 1 CHECK (listed IN (0, 1));`,
 ];

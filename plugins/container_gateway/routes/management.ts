@@ -1,5 +1,7 @@
 // The management API Katello calls after each capsule sync (katello-api.md §4),
-// behind trusted host + client certificate. Bodies in Rack's nested form
+// behind trusted host + client certificate, mounted in smart-proxy mode only
+// (foreman_url set): in standalone mode these routes do not exist (404), as
+// the repositories there are the users' own pushes and no Katello manages them. Bodies in Rack's nested form
 // encoding (as Foreman sends them) or JSON; each call replaces its list in one
 // transaction. A body that does not parse answers 400 and changes nothing.
 import express, { type Request, type Response, type Router } from 'express';
@@ -52,11 +54,11 @@ export function managementRouter(gw: Gateway): Router {
   });
   put('/repository_list', (body) => {
     const entries = parseRepositoryList(body);
-    gw.db.replaceRepositories(entries);
+    const { unlisted } = gw.db.replaceRepositories(entries);
     // Katello sends the list after every sync: what was synced must be served at once.
     gw.manifests.clear();
-    gw.logger.info(`repository list replaced: ${entries.length} repositories`);
-    return { repositories: entries.length };
+    gw.logger.info(`repository list replaced: ${entries.length} repositories${unlisted > 0 ? `, ${unlisted} unlisted (content kept until gc)` : ''}`);
+    return { repositories: entries.length, unlisted };
   });
   put('/user_repository_mapping', (body) => {
     const mapping = parseUserRepositoryMapping(body);
