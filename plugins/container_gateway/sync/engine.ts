@@ -90,9 +90,6 @@ export async function runSync(job: SyncJob): Promise<SyncResult> {
       return await job.source.tags(name);
     } catch (err) {
       if (!fromCatalog || signal.aborted || !(err instanceof MainRegistryError) || err.status !== 404) throw err;
-      (progress.untagged ??= []).push(name);
-      progress.untagged.sort();
-      job.changed();
       job.log.info(`sync: ${name}: the main server lists it without tags (tags/list answered 404): synced as empty`);
       return [];
     }
@@ -137,6 +134,10 @@ export async function runSync(job: SyncJob): Promise<SyncResult> {
 
   const syncRepository = async (name: string) => {
     const upstream = await upstreamTags(name);
+    if (upstream.length === 0) {
+      (progress.untagged ??= []).push(name);
+      progress.untagged.sort();
+    }
     const tags = upstream.filter((t) => TAG.test(t));
     if (tags.length < upstream.length) job.log.warn(`sync: ${name}: ${upstream.length - tags.length} tags with invalid names skipped`);
     // A new repository is private until the main server says otherwise (repository_list).
