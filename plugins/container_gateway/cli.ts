@@ -357,11 +357,12 @@ const register: PluginCli = (program, ctx) => {
 
   program
     .command('gc')
-    .description('delete stored blobs that no repository references (safe while uploads run)')
+    .description('delete stored blobs that no repository references and purge abandoned uploads (safe while uploads run)')
     .option('--json', 'machine-readable output')
     .action(action(async (_opts: unknown, cmd: Command) => {
-      const data = (await call(ctx, cmd, 'POST', `${STORE}/gc`, undefined, 0)) as { removed: number; bytes: number };
-      ctx.print(cmd, data, `${data.removed} blobs removed, ${(data.bytes / 1e6).toFixed(1)} MB freed`);
+      const data = (await call(ctx, cmd, 'POST', `${STORE}/gc`, undefined, 0)) as { removed: number; bytes: number; purged?: { uploads: number; bytes: number } };
+      const purged = data.purged ?? { uploads: 0, bytes: 0 };
+      ctx.print(cmd, data, `${data.removed} blobs removed, ${(data.bytes / 1e6).toFixed(1)} MB freed\n${purged.uploads} abandoned uploads purged, ${(purged.bytes / 1e6).toFixed(1)} MB freed`);
     }));
 
   program

@@ -179,6 +179,7 @@ export async function purgeUploads(layout: StoreLayout, olderThanMs: number): Pr
         if (st === undefined || st.mtimeMs >= Date.now() - olderThanMs) return undefined;
         await unlinkQuiet(path);
         await unlinkQuiet(join(layout.uploadsDir, `${name}.state`));
+        await unlinkQuiet(join(layout.uploadsDir, `.state-${name}.tmp`));
         layout.forget(name);
         return st.size;
       });

@@ -10,12 +10,13 @@
 // without a note (created, nothing appended yet, or a note that did not
 // survive) counts 0 bytes: the client sends everything again.
 //
-// Notes are replaced atomically (temporary file, rename); a note lost or
+// Notes are replaced atomically (temporary file, rename; one temporary name
+// per session, as operations on a session run one at a time); a note lost or
 // older than the file only ever lowers the count, never raises it.
 import type fs from 'node:fs';
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { randomSuffix, unlinkQuiet } from './store-files.ts';
+import { unlinkQuiet } from './store-files.ts';
 
 export type FileId = Pick<fs.BigIntStats, 'dev' | 'ino' | 'birthtimeNs' | 'size' | 'mtimeNs'>;
 
@@ -29,8 +30,8 @@ export function sameFile(a: FileId, b: FileId): boolean {
 
 /** `<uuid>.state`: the note of an upload session. */
 export const NOTE_NAME = /^[0-9a-f-]{36}\.state$/;
-/** `.state-<uuid>-<16 hex>`: a note being written (left over only by a crash). */
-export const NOTE_TMP = /^\.state-[0-9a-f-]{36}-[0-9a-f]{16}$/;
+/** `.state-<uuid>.tmp`: a note being written (left over only by a crash; removed with its session). */
+export const NOTE_TMP = /^\.state-[0-9a-f-]{36}\.tmp$/;
 
 export interface UploadNote {
   durable: number;
@@ -61,7 +62,7 @@ export class UploadNotes {
       ...(note.file ? { file: Object.fromEntries(ID_KEYS.map((k) => [k, String(note.file![k])])) } : {}),
       ...(note.hex ? { hex: note.hex } : {}),
     };
-    const tmp = join(this.uploadsDir, `.state-${uuid}-${randomSuffix()}`);
+    const tmp = this.tmpPath(uuid);
     try {
       await writeFile(tmp, JSON.stringify(json));
       await rename(tmp, this.path(uuid));
@@ -95,7 +96,13 @@ export class UploadNotes {
     return whole && note?.hex ? { size, hex: note.hex } : { size };
   }
 
+  /** The note, and a temporary one a crash may have left. */
   async remove(uuid: string): Promise<void> {
     await unlinkQuiet(this.path(uuid));
+    await unlinkQuiet(this.tmpPath(uuid));
+  }
+
+  private tmpPath(uuid: string): string {
+    return join(this.uploadsDir, `.state-${uuid}.tmp`);
   }
 }
