@@ -4,9 +4,13 @@
 // manifests gone), and one whose manifests were deleted (tags/list: []). The
 // run succeeds, each is synced as empty (tags synced earlier pruned here) and
 // reported by name, the other repository is mirrored, and the main server is
-// left as it was.
+// left as it was. A scripted main server whose tags/list fails otherwise (500,
+// status then hang-up, silence) does not pass for "no tags": the run fails
+// with the reason and the tags here stay.
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -23,7 +27,7 @@ t.teardown(() => rmSync(work, { recursive: true, force: true }));
 
 const upstream = await startRegistry();
 t.teardown(() => upstream.stop());
-const katello = new KatelloDouble({ publicRepositories: ['odd/app', 'odd/emptied', 'odd/stripped', 'odd/blobs-only'] });
+const katello = new KatelloDouble({ publicRepositories: ['odd/app', 'odd/emptied', 'odd/stripped', 'odd/blobs-only', 'odd/kept'] });
 const foremanUrl = await katello.start();
 t.teardown(() => katello.stop());
 
@@ -120,4 +124,55 @@ t.test('a repository the catalog lists whose tags/list answers 404 is synced as 
   // The main server is left as it was.
   t.same((await request(`${upstream.url}/v2/_catalog`)).json().repositories, catalog, "the main server's catalog is unchanged");
   t.same((await request(`${upstream.url}/v2/odd/app/tags/list`)).json().tags, ['v1']);
+});
+
+t.test('tags/list failing otherwise (500, status then hang-up, silence) is no empty repository: the run fails, the tags here stay', async (t) => {
+  const image = await buildImage(join(work, 'images'), { name: 'kept', tag: 'v1', files: { '/etc/kept.txt': 'kept\n' }, layers: 1 });
+  await pushImage(image.ref, `${upstream.host}/odd/kept:v1`);
+  const settings = (mainRegistryUrl: string) => ({
+    fixtures: false,
+    settings: { foreman_url: foremanUrl, log_level: 'INFO' },
+    plugins: { container_gateway: { enabled: true, sqlite_db_path: join(work, 'kept.db'), storage_path: join(work, 'kept-storage'), main_registry_url: mainRegistryUrl, sync_retries: 1, upstream_response_timeout: 1 } },
+  });
+  const first = await startProxyd(settings(`${upstream.url}/v2/`));
+  t.equal((await run([PROXYCTL, '--url', first.httpUrl, 'sync', 'odd/kept', '--wait'])).code, 0, 'odd/kept:v1 mirrored from docker-registry');
+  await first.stop();
+
+  // The main server, scripted: its catalog lists odd/kept, its tags/list misbehaves as `mode` says.
+  let mode: '500' | 'hang-up' | 'silence' = '500';
+  const tagRequests: string[] = [];
+  const scripted = http.createServer((req, res) => {
+    if (req.url === '/v2/' || req.url === '/v2') return void res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    if (req.url?.startsWith('/v2/_catalog')) return void res.writeHead(200, { 'content-type': 'application/json' }).end('{"repositories":["odd/kept"]}');
+    if (req.url?.startsWith('/v2/odd/kept/tags/list')) {
+      tagRequests.push(mode);
+      if (mode === '500') return void res.writeHead(500, { 'content-type': 'application/json' }).end('{"errors":[{"code":"UNKNOWN","message":"boom"}]}');
+      if (mode === 'hang-up') {
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': '100' });
+        res.write('{"name":"odd/kept","ta');
+        return void setImmediate(() => res.destroy());
+      }
+      return; // silence: never answers
+    }
+    res.writeHead(404).end();
+  });
+  await new Promise<void>((r) => scripted.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => { scripted.closeAllConnections(); scripted.close(() => r()); }));
+  const p = await startProxyd(settings(`http://127.0.0.1:${(scripted.address() as AddressInfo).port}/v2/`));
+  t.teardown(() => p.stop());
+
+  t.same((await request(`${p.httpUrl}/v2/odd/kept/tags/list`, { headers: anon })).json().tags, ['v1'], 'odd/kept:v1 is here before');
+  for (const [m, why] of [['500', /answered 500/], ['hang-up', /ended early|reset|socket hang up|aborted/i], ['silence', /time|unreachable|did not answer/i]] as const) {
+    mode = m;
+    const before = tagRequests.length;
+    const r = await run([PROXYCTL, '--url', p.httpUrl, 'sync', '--wait', '--json']);
+    t.equal(r.code, 1, `${m}: the run fails`);
+    const lines = r.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, any>);
+    const last = lines[lines.length - 1]!;
+    t.match(last, { state: 'failed', error: why }, `${m}: with the reason (${last.error})`);
+    t.notOk(last.progress.untagged?.length, `${m}: nothing reported as without tags`);
+    t.ok(tagRequests.length > before, `${m}: the main server was asked`);
+    t.same((await request(`${p.httpUrl}/v2/odd/kept/tags/list`, { headers: anon })).json().tags, ['v1'], `${m}: the tag here stays`);
+    t.equal((await request(`${p.httpUrl}/v2/odd/kept/manifests/v1`, { headers: { ...anon, Accept: ACCEPT } })).status, 200, `${m}: and is served`);
+  }
 });
