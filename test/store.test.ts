@@ -4,7 +4,7 @@
 // `proxyctl verify` reports 0 bad; gc of blobs and of abandoned uploads (and
 // the background purge); catalog and search per standalone user.
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readSync, rmSync, statSync, utimesSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -230,12 +230,16 @@ t.test('proxyctl gc purges uploads idle past upload_purge_age and reports them w
   t.ok(await holds(going.file, MiB), 'the upload in progress has 1 MiB written');
   const fresh = await u.start();
   t.equal(await patch(`${p.httpUrl}${fresh.location}`, token, Readable.from([part.subarray(0, MiB)])), 202);
+  // What a sync or an on-demand fetch killed mid-blob leaves: its one-shot temporary file.
+  const deadFetch = join(dir, 'storage', 'uploads', `.ingest-${randomBytes(16).toString('hex')}`);
+  writeFileSync(deadFetch, part.subarray(0, 1000));
   // An hour without a byte written, for all but the fresh one (the one in progress is just slow).
-  for (const f of [failed.file, empty.file, going.file]) utimesSync(f, hourAgo(), hourAgo());
+  for (const f of [failed.file, empty.file, going.file, deadFetch]) utimesSync(f, hourAgo(), hourAgo());
 
   const gc = await run([PROXYCTL, '--url', p.httpUrl, 'gc', '--json']);
   t.equal(gc.code, 0, gc.stderr);
-  t.same(JSON.parse(gc.stdout).purged, { uploads: 2, bytes: 3 * MiB, sessions: [failed.uuid, empty.uuid].sort() }, 'the two abandoned uploads purged, 3 MiB');
+  t.same(JSON.parse(gc.stdout).purged, { uploads: 3, bytes: 3 * MiB + 1000, sessions: [failed.uuid, empty.uuid].sort() }, 'the two abandoned uploads and the dead fetch purged, 3 MiB + 1000 bytes');
+  t.notOk(existsSync(deadFetch), "the dead fetch's file is gone");
   for (const f of [failed, empty]) {
     const r = await u.status(f.location);
     t.equal(r.status, 404, 'an abandoned upload is unknown now');
@@ -253,7 +257,7 @@ t.test('proxyctl gc purges uploads idle past upload_purge_age and reports them w
   t.equal(await slow.end(), 202, 'the slow PATCH completes');
   const d = `sha256:${createHash('sha256').update(part).digest('hex')}`;
   t.equal((await u.put(going.location, d)).status, 201, 'and the upload commits with the right digest');
-  t.ok(p.lines.some((l) => /gc: 0 blobs \(0 bytes\) removed, 2 abandoned uploads \(3145728 bytes\) purged/.test(l)), 'the daemon log says what gc purged');
+  t.ok(p.lines.some((l) => /gc: 0 blobs \(0 bytes\) removed, 3 abandoned uploads \(3146728 bytes\) purged/.test(l)), 'the daemon log says what gc purged');
 });
 
 t.test('the background purge frees an abandoned upload without proxyctl, and never an upload in use', async (t) => {
