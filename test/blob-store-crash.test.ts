@@ -1,10 +1,12 @@
 // A real crash of a process writing into the store: a child node process
 // (test/fixtures/blob-store-append.ts, run through tsx) streams 500 MiB into
-// an upload and is SIGKILLed on the way. Then, from this process, as a
-// restarted daemon would: no partial blob is visible, the upload can be done
-// again, and verify() reports 0 bad.
+// an upload and is SIGKILLed on the way (mid-append, or mid-commit after the
+// upload was claimed). Then, from this process, as a restarted daemon would:
+// no partial blob is visible, the size the upload reports is an exact prefix
+// of what was sent (where a client resumes), the upload can be resumed or
+// done again, leftovers are purged, and verify() reports 0 bad.
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, openSync, readdirSync, readSync, closeSync, rmSync, statSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -33,7 +35,7 @@ interface Child {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-function appendInChild(root: string, uuid: string, mode: 'slow' | 'fast'): Child {
+function appendInChild(root: string, uuid: string, mode: 'slow' | 'commit'): Child {
   const proc = spawnNode(['--import', TSX, FIXTURE, root, uuid, String(TOTAL), DIGEST, mode], { cwd: ROOT, env: childEnv() });
   const lines: string[] = [];
   let buf = '';
@@ -126,6 +128,22 @@ async function assertVerified(t: Test, store: BlobStore): Promise<void> {
   t.equal(report.filter((r) => !r.ok).length, 0, 'verify() reports 0 bad');
 }
 
+/** Do the first `n` bytes of the upload file equal the first `n` bytes sent? */
+function isPrefix(file: string, n: number): boolean {
+  const fd = openSync(file, 'r');
+  try {
+    const buf = Buffer.alloc(1024 * 1024);
+    let pos = 0;
+    for (const chunk of pattern(0, n)) {
+      if (readSync(fd, buf, 0, chunk.length, pos) !== chunk.length || !buf.subarray(0, chunk.length).equals(chunk)) return false;
+      pos += chunk.length;
+    }
+    return true;
+  } finally {
+    closeSync(fd);
+  }
+}
+
 t.test('SIGKILL in the middle of a 500 MiB append, then the upload resumes where it stopped', async (t) => {
   const root = tempRoot(t);
   const uuid = randomUUID();
@@ -134,8 +152,10 @@ t.test('SIGKILL in the middle of a 500 MiB append, then the upload resumes where
   const store = new BlobStore(root);
   await assertNoPartialBlob(t, root, store);
   const partial = await store.uploadSize(uuid);
-  // The child announced SLOW_AFTER bytes when its source yielded them; a chunk or two may still have been in flight.
-  t.ok(partial !== undefined && partial > 0 && partial < TOTAL, `the upload holds part of the blob (${partial} of ${TOTAL} bytes)`);
+  const onDisk = statSync(join(root, 'uploads', uuid)).size;
+  t.ok(partial !== undefined && partial > 0 && partial < TOTAL, `the upload holds part of the blob (${partial} of ${TOTAL} bytes; the file has ${onDisk})`);
+  t.ok(partial !== undefined && partial <= onDisk, 'it counts no more than the file holds');
+  t.ok(isPrefix(join(root, 'uploads', uuid), partial ?? 0), 'the bytes it counts are exactly the first bytes sent, in order');
 
   // What a client does after a 416 or a GET of the upload: send the rest from there.
   const size = await store.append(uuid, Readable.from(pattern(partial ?? 0, TOTAL), { objectMode: false }), { start: partial });
@@ -161,30 +181,39 @@ t.test('SIGKILL in the middle of a 500 MiB append, then the upload is done again
   await assertVerified(t, store);
 });
 
-t.test('SIGKILL during the commit: the blob is whole or absent, and a new upload completes it', async (t) => {
+t.test('SIGKILL during the commit, after the upload was claimed: no blob, the claimed file purged, a new upload completes it', async (t) => {
   const root = tempRoot(t);
   const uuid = randomUUID();
-  const child = appendInChild(root, uuid, 'fast');
+  const child = appendInChild(root, uuid, 'commit');
   t.teardown(() => {
     child.proc.kill('SIGKILL');
   });
-  await child.waitFor(/^appended /);
+  await child.waitFor(/^committing$/, 120_000);
+  // The commit claims the upload (renames it to .commit-<uuid>-*) and then
+  // hashes 500 MiB from disk: kill it as soon as the claimed file shows.
+  const uploads = join(root, 'uploads');
+  const claimed = (): string | undefined => readdirSync(uploads).find((f) => f.startsWith(`.commit-${uuid}-`));
+  for (let i = 0; i < 5000 && claimed() === undefined && !child.lines.some((l) => l.startsWith('committed')); i++) await new Promise((r) => setTimeout(r, 2));
   child.proc.kill('SIGKILL');
-  await child.exited;
+  const { signal } = await child.exited;
+  t.equal(signal, 'SIGKILL', 'the child was killed');
+  t.notOk(child.lines.some((l) => l.startsWith('committed')), 'before its commit finished');
+  const left = claimed();
+  t.ok(left, 'after the commit claimed the upload: the claimed file is still in uploads/');
+  t.same(filesUnder(join(root, 'blobs')), [], 'and before it placed the blob: nothing under blobs/');
 
   const store = new BlobStore(root);
-  const committed = child.lines.some((l) => l.startsWith('committed'));
-  const blobs = filesUnder(join(root, 'blobs'));
-  t.comment(committed ? 'the commit had finished' : blobs.length ? 'killed after the rename' : 'killed before the rename');
-  t.comment(`uploads/ after the kill: ${filesUnder(join(root, 'uploads')).join(', ') || 'empty'}`);
-  t.ok(blobs.length === 0 || (blobs.length === 1 && blobs[0] === `sha256/${DIGEST.slice(7, 9)}/${DIGEST.slice(7)}`), 'blobs/ holds the blob under its name, or nothing');
-  t.equal((await collect(store.verify())).filter((r) => !r.ok).length, 0, 'verify() reports 0 bad');
+  await assertNoPartialBlob(t, root, store);
+  t.equal(await store.uploadSize(uuid), undefined, 'the session is over (claimed): a client starts again');
+  t.same(await collect(store.verify()), [], 'verify(): nothing to check, 0 bad');
+  // What gc's purge does once the claimed file is idle for the purge age (0 here).
+  const purged = await store.purgeUploads(0);
+  t.same(purged, { uploads: 1, bytes: TOTAL, sessions: [] }, 'the claimed leftover is purged: 1 file, 500 MiB');
+  t.same(filesUnder(uploads), [], 'uploads/ is empty');
 
-  if (blobs.length === 0) {
-    const again = randomUUID();
-    await store.createUpload(again);
-    await store.append(again, Readable.from(pattern(0, TOTAL), { objectMode: false }));
-    t.same(await store.commit(again, DIGEST), { size: TOTAL }, 'a new upload completes it');
-  }
+  const again = randomUUID();
+  await store.createUpload(again);
+  await store.append(again, Readable.from(pattern(0, TOTAL), { objectMode: false }));
+  t.same(await store.commit(again, DIGEST), { size: TOTAL }, 'a new upload completes it');
   await assertVerified(t, store);
 });

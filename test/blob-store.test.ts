@@ -407,8 +407,12 @@ t.test('gc removes only unreferenced blobs past the grace period, and abandoned 
   const result = await store.gc((digest) => {
     seen.push(digest);
     return referenced.has(digest);
-  }, { graceMs: HOUR });
-  t.same(result, { removed: 2, bytes: unreferencedOld.size + unreferencedOld2.size }, 'two unreferenced old blobs removed');
+  }, { graceMs: HOUR, uploadPurgeMs: 24 * HOUR });
+  t.same(
+    result,
+    { removed: 2, bytes: unreferencedOld.size + unreferencedOld2.size, purged: { uploads: 2, bytes: 'forgotten'.length + 'partial'.length, sessions: [abandoned] } },
+    'two unreferenced old blobs removed; the abandoned upload and the dead ingest purged, with their bytes',
+  );
   t.same(
     (await collect(store.list())).map((b) => b.digest).sort(),
     [referencedOld.digest, unreferencedFresh.digest, recommitted.digest].sort(),
@@ -422,12 +426,12 @@ t.test('gc removes only unreferenced blobs past the grace period, and abandoned 
   t.ok(await store.append(inProgress, body(Buffer.from(' and the rest'))), 'the upload in progress goes on');
 
   // graceMs 0: everything unreferenced goes.
-  const again2 = await store.gc(() => false, { graceMs: 0 });
+  const again2 = await store.gc(() => false, { graceMs: 0, uploadPurgeMs: 24 * HOUR });
   t.equal(again2.removed, 3);
   t.same(await collect(store.list()), []);
   const left = filesUnder(join(root, 'uploads'));
-  t.same(left.filter((f) => !f.endsWith('.sha256')).sort(), [inProgress, slow].sort(), 'only the live uploads remain in uploads/');
-  t.same(left.filter((f) => f.endsWith('.sha256')).map((f) => f.slice(0, -7)).filter((u) => u !== inProgress && u !== slow), [], 'and digest notes of live uploads only');
+  t.same(left.filter((f) => !f.endsWith('.state')).sort(), [inProgress, slow].sort(), 'only the live uploads remain in uploads/');
+  t.same(left.filter((f) => f.endsWith('.state')).map((f) => f.slice(0, -6)).filter((u) => u !== inProgress && u !== slow), [], 'and notes of live uploads only');
 });
 
 t.test('gc racing commits of the same content (stress; the exact interleaving is tested below)', async (t) => {
@@ -479,7 +483,7 @@ t.test('gc: a commit touching the blob between gc\'s look and its removal wins',
     }
     return false;
   }, { graceMs: HOUR });
-  t.same(result, { removed: 0, bytes: 0 }, 'not removed');
+  t.same(result, { removed: 0, bytes: 0, purged: { uploads: 0, bytes: 0, sessions: [] } }, 'not removed');
   t.same(await store.stat(d), { size: data.length }, 'still there, under its name');
 });
 
@@ -492,7 +496,7 @@ t.test('gc puts back a blob a killed gc left in its trash', async (t) => {
   const { renameSync } = await import('node:fs');
   renameSync(store.path(d), trash);
   t.equal(await store.stat(d), undefined);
-  t.same(await store.gc(() => true, { graceMs: 0 }), { removed: 0, bytes: 0 });
+  t.same(await store.gc(() => true, { graceMs: 0 }), { removed: 0, bytes: 0, purged: { uploads: 0, bytes: 0, sessions: [] } });
   t.same(await store.stat(d), { size: data.length }, 'restored, then kept because referenced');
   t.notOk(existsSync(trash));
 });

@@ -259,12 +259,13 @@ const register: PluginCli = (program, ctx) => {
 
   program
     .command('gc')
-    .description('delete the content of repositories Katello unlisted, then stored blobs no repository references (safe while uploads run)')
+    .description('delete the content of repositories Katello unlisted, stored blobs no repository references, and abandoned uploads (safe while uploads run)')
     .option('--json', 'machine-readable output')
     .action(action(async (_opts: unknown, cmd: Command) => {
-      const data = (await call(ctx, cmd, 'POST', `${STORE}/gc`, undefined, 0)) as { removed: number; bytes: number; repositories?: string[] };
+      const data = (await call(ctx, cmd, 'POST', `${STORE}/gc`, undefined, 0)) as { removed: number; bytes: number; repositories?: string[]; purged?: { uploads: number; bytes: number } };
+      const purged = data.purged ?? { uploads: 0, bytes: 0 };
       const reclaimed = data.repositories?.length ? `\ncontent of unlisted repositories reclaimed: ${data.repositories.join(', ')}` : '';
-      ctx.print(cmd, data, `${data.removed} blobs removed, ${(data.bytes / 1e6).toFixed(1)} MB freed${reclaimed}`);
+      ctx.print(cmd, data, `${data.removed} blobs removed, ${(data.bytes / 1e6).toFixed(1)} MB freed\n${purged.uploads} abandoned uploads purged, ${(purged.bytes / 1e6).toFixed(1)} MB freed${reclaimed}`);
     }));
 
   program

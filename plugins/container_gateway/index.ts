@@ -10,10 +10,12 @@ import { managementRouter } from './routes/management.ts';
 import { pulpcoreRouter } from './routes/pulpcore.ts';
 import { registryRouter } from './routes/registry.ts';
 import { SETTINGS_SCHEMA, type GatewaySettings } from './settings.ts';
+import { UploadPurger } from './store/upload-purge.ts';
 import { HttpUpstream } from './upstream/http-upstream.ts';
 
 let gateway: Gateway | undefined;
 let pulpcore: HttpUpstream | undefined;
+let purger: UploadPurger | undefined;
 
 export default definePlugin<GatewaySettings & Record<string, unknown>>({
   name: 'container_gateway',
@@ -51,7 +53,9 @@ export default definePlugin<GatewaySettings & Record<string, unknown>>({
     if (!gateway.standalone) ctx.router.use(managementRouter(gateway));
     const gw = gateway;
     if (settings.content_backend === 'local') {
-      ctx.router.use(storeAdminRouter(ctx.auth.trustedClient, { store: () => gw.localStore(), reclaimUnlisted: () => gw.db.reclaimUnlisted() }, settings.gc_grace_period * 1000));
+      ctx.router.use(
+        storeAdminRouter(ctx.auth.trustedClient, { store: () => gw.localStore(), reclaimUnlisted: () => gw.db.reclaimUnlisted() }, settings.gc_grace_period * 1000, settings.upload_purge_age * 1000),
+      );
     }
     ctx.router.use(syncAdminRouter(ctx.auth.trustedClient, gw));
     const db = gateway.db;
@@ -74,7 +78,14 @@ export default definePlugin<GatewaySettings & Record<string, unknown>>({
     ctx.rootRouter.use(pulpcoreRouter(ctx, settings, pulpcore));
     return gateway;
   },
-  stop() {
+  start(ctx) {
+    if (gateway?.settings.content_backend !== 'local') return;
+    purger = new UploadPurger(gateway.localStore().blobs, gateway.settings.upload_purge_age * 1000, { info: (m) => ctx.logger.info(m), error: (m) => ctx.logger.error(m) });
+    purger.start();
+  },
+  async stop() {
+    await purger?.stop();
+    purger = undefined;
     stopSyncs();
     pulpcore?.close();
     gateway?.close();

@@ -6,6 +6,7 @@ export interface GatewaySettings {
   readonly content_backend: 'pulp' | 'local';
   readonly storage_path: string;
   readonly gc_grace_period: number;
+  readonly upload_purge_age: number;
   readonly pulp_endpoint: string;
   readonly pulp_registry_path: string;
   readonly client_endpoint?: string;
@@ -52,6 +53,7 @@ export const SETTINGS_SCHEMA: Record<string, PropertySchema> = {
   content_backend: { enum: ['pulp', 'local'], description: "pulp (a registry at pulp_endpoint) or local (the embedded store)" },
   storage_path: { type: 'string', minLength: 1, default: '/var/lib/foreman-proxy/container_gateway/storage', description: 'a directory path' },
   gc_grace_period: { type: 'number', minimum: 0, default: 600, description: 'seconds a new blob is safe from gc (0 or more)' },
+  upload_purge_age: { type: 'integer', minimum: 1, default: 3600, description: 'seconds an upload (push, sync or fetch) may sit idle before it is purged as abandoned (1 or more)' },
   pulp_endpoint: { type: 'string', format: 'url' },
   pulp_registry_path: { type: 'string', pattern: '^/(.*/)?$', default: '/pulpcore_registry/v2/', description: "a URL path starting and ending with '/'" },
   client_endpoint: { type: 'string', format: 'url' },

@@ -1,29 +1,33 @@
 // Maintenance of the embedded store, for `proxyctl gc` and `proxyctl verify`
 // (trusted host + client certificate, like the other admin routes).
 //
-//   POST /container_gateway/admin/gc      200 {"removed":N,"bytes":B,"forgotten":F,"repositories":[names]}
+//   POST /container_gateway/admin/gc      200 {"removed":N,"bytes":B,"forgotten":F,"repositories":[names],
+//                                         "purged":{"uploads":U,"bytes":UB,"sessions":[uuid...]}}
 //                                         (`repositories`: unlisted ones whose content was reclaimed)
 //   GET  /container_gateway/admin/verify  200 application/x-ndjson: {"digest","ok","size"} per blob,
 //                                         then {"checked":N,"bad":M}
 import express, { type RequestHandler, type Router } from 'express';
 import type { LocalStore } from '../gateway.ts';
 
-/** `graceMs`: blobs younger than this are never collected, an upload may be linking them right now. */
 export interface StoreAdmin {
   store: () => LocalStore;
   /** Delete the repositories Katello's repository_list left out, with their tags and manifests; their names. */
   reclaimUnlisted: () => string[];
 }
 
-export function storeAdminRouter(trustedClient: RequestHandler, admin: StoreAdmin, graceMs: number): Router {
+/**
+ * `graceMs`: blobs younger than this are never collected, an upload may be linking them right now.
+ * `uploadPurgeMs`: uploads idle this long are abandoned and purged.
+ */
+export function storeAdminRouter(trustedClient: RequestHandler, admin: StoreAdmin, graceMs: number, uploadPurgeMs: number): Router {
   const router = express.Router();
   router.post('/admin/gc', trustedClient, async (req, res) => {
     const { index, blobs } = admin.store();
     const repositories = admin.reclaimUnlisted();
     if (repositories.length > 0) req.log.info(`gc: content of ${repositories.length} unlisted repositories reclaimed: ${repositories.join(', ')}`);
     const forgotten = index.forgetUnlinkedBlobs();
-    const result = await blobs.gc((digest) => index.blobReferenced(digest), { graceMs });
-    req.log.info(`gc: ${result.removed} blobs (${result.bytes} bytes) removed`);
+    const result = await blobs.gc((digest) => index.blobReferenced(digest), { graceMs, uploadPurgeMs });
+    req.log.info(`gc: ${result.removed} blobs (${result.bytes} bytes) removed, ${result.purged.uploads} abandoned uploads (${result.purged.bytes} bytes) purged`);
     res.json({ ...result, forgotten, repositories });
   });
   router.get('/admin/verify', trustedClient, async (req, res) => {

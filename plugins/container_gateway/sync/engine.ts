@@ -81,6 +81,20 @@ export async function runSync(job: SyncJob): Promise<SyncResult> {
   // One bound for every transfer, however repositories, tags and blobs nest.
   const fetch = limitedFetch(job.source.fetch, new Limiter(job.concurrency));
 
+  // A repository the catalog lists whose tag list is unknown (404) has no
+  // tags there (a push that failed after its blobs): it is synced as empty.
+  // A repository asked for by name that is unknown stays a failure (a typo).
+  const fromCatalog = job.repositories === null;
+  const upstreamTags = async (name: string): Promise<string[]> => {
+    try {
+      return await job.source.tags(name);
+    } catch (err) {
+      if (!fromCatalog || signal.aborted || !(err instanceof MainRegistryError) || err.status !== 404) throw err;
+      job.log.info(`sync: ${name}: the main server lists it without tags (tags/list answered 404): synced as empty`);
+      return [];
+    }
+  };
+
   const syncTag = async (name: string, repositoryId: number, tag: string) => {
     // Known digest, stored complete: nothing to transfer, at most the tag moves.
     const head = await fetch('HEAD', `/${name}/manifests/${tag}`, { Accept: MANIFEST_ACCEPT });
@@ -119,7 +133,11 @@ export async function runSync(job: SyncJob): Promise<SyncResult> {
   };
 
   const syncRepository = async (name: string) => {
-    const upstream = await job.source.tags(name);
+    const upstream = await upstreamTags(name);
+    if (upstream.length === 0) {
+      (progress.untagged ??= []).push(name);
+      progress.untagged.sort();
+    }
     const tags = upstream.filter((t) => TAG.test(t));
     if (tags.length < upstream.length) job.log.warn(`sync: ${name}: ${upstream.length - tags.length} tags with invalid names skipped`);
     // A new repository is private until the main server says otherwise (repository_list).

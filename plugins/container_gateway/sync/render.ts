@@ -14,6 +14,7 @@ export interface RunView {
     tags?: { done: number; total: number };
     blobs: { done: number; total: number; transferred: number };
     bytes: number;
+    untagged?: string[];
   };
   error?: string;
   retrying?: RetryNotice;
@@ -53,9 +54,17 @@ export function progressLine(run: RunView, width: number): string {
   return text.length > width ? `${text.slice(0, Math.max(0, width - 1))}…` : text;
 }
 
+/** `; 2 repositories without tags on the main server (synced as empty): a/b, c/d`, or ''. */
+function untagged(run: RunView): string {
+  const names = run.progress.untagged ?? [];
+  if (names.length === 0) return '';
+  const shown = names.slice(0, 5).join(', ') + (names.length > 5 ? ', ...' : '');
+  return `; ${names.length} ${names.length === 1 ? 'repository' : 'repositories'} without tags on the main server (synced as empty): ${shown}`;
+}
+
 /** The final line: `sync #3 succeeded: ...` or `sync #3 failed: <reason> (...)`. */
 export function summary(run: RunView): string {
-  if (run.state === 'succeeded') return `sync #${run.id} succeeded: ${counters(run)}`;
+  if (run.state === 'succeeded') return `sync #${run.id} succeeded: ${counters(run)}${untagged(run)}`;
   if (run.state === 'running') return `sync #${run.id} running: ${counters(run)}${run.retrying ? ` - ${run.retrying.message}` : ''}`;
   return `sync #${run.id} ${run.state}: ${run.error ?? 'no reason given'} (${counters(run)})`;
 }
@@ -63,6 +72,6 @@ export function summary(run: RunView): string {
 /** For `proxyctl status`: the last run in one line. */
 export function statusLine(run: RunView): string {
   const when = run.state === 'running' ? `since ${run.started_at}` : `at ${run.finished_at ?? run.started_at}`;
-  const detail = run.state === 'succeeded' || run.state === 'running' ? counters(run) : (run.error ?? 'no reason given');
+  const detail = run.state === 'succeeded' ? counters(run) + untagged(run) : run.state === 'running' ? counters(run) : (run.error ?? 'no reason given');
   return `last sync: #${run.id} ${run.state} ${when}: ${detail}`;
 }

@@ -14,6 +14,8 @@ export interface SyncProgress {
   blobs: { done: number; total: number; transferred: number };
   /** Bytes downloaded. */
   bytes: number;
+  /** Repositories without tags on the main server (tags/list empty, or 404 for one its catalog lists, e.g. left by a failed push): synced as empty. */
+  untagged?: string[];
   /** The main server is failing and the current request waits to be retried. */
   retrying?: RetryNotice;
 }

@@ -154,7 +154,7 @@ export class SyncService {
         this.active.delete(run.id);
         this.runs.finish(run.id, state, a.progress, error);
         const p = a.progress;
-        const summary = `${p.repositories.done}/${p.repositories.total} repositories, ${p.blobs.transferred} blobs (${p.bytes} bytes) downloaded`;
+        const summary = `${p.repositories.done}/${p.repositories.total} repositories, ${p.blobs.transferred} blobs (${p.bytes} bytes) downloaded${p.untagged?.length ? `, ${p.untagged.length} without tags on the main server (synced as empty)` : ''}`;
         if (state === 'succeeded') gw.logger.info(`sync #${run.id}: succeeded: ${summary}`);
         else gw.logger.error(`sync #${run.id}: failed: ${error} (${summary})`);
       })
