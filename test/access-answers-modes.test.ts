@@ -47,11 +47,24 @@ async function gateway(name: string, settings: Record<string, unknown>, plugin: 
     plugins: { container_gateway: { enabled: true, sqlite_db_path: db, ...plugin } },
   });
   t.teardown(() => proxyd.stop());
+  const repositories = [{ repository: 'org/prod/app', auth_required: false }, { repository: 'org/prod/priv', auth_required: true }];
+  if (settings.foreman_url === undefined) {
+    // Standalone mode has no Katello management routes (they answer 404): the rows are written as
+    // Katello's repository_list would have written them.
+    const conn = new Database(db);
+    try {
+      const insert = conn.prepare('INSERT INTO repositories (name, auth_required) VALUES (?, ?)');
+      for (const r of repositories) insert.run(r.repository, r.auth_required ? 1 : 0);
+    } finally {
+      conn.close();
+    }
+    return { proxyd, db };
+  }
   // As Katello syncs a proxy: one public, one private repository.
   const listed = await request(`${proxyd.httpUrl}/container_gateway/repository_list/`, {
     method: 'PUT',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ repositories: [{ repository: 'org/prod/app', auth_required: false }, { repository: 'org/prod/priv', auth_required: true }] }),
+    body: JSON.stringify({ repositories }),
   });
   if (listed.status !== 200) throw new Error(`repository_list: ${listed.status} ${listed.body}`);
   return { proxyd, db };
@@ -155,12 +168,14 @@ t.test('standalone mode, pulp backend: 401 without credentials, 404 for a user w
   // challenges its certificate, skopeo takes the anonymous token, and the certificate still reads.
   const img = await buildImage(work, { name: 'priv', files: { '/etc/priv.txt': 'for the host\n' } });
   await pushImage(img.ref, `${registry.host}/org/prod/priv:v1`);
-  const mapped = await request(`${proxyd.httpUrl}/container_gateway/update_host_repositories`, {
-    method: 'PUT',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ hosts: [{ [HOST_UUID]: [{ repository: 'org/prod/priv', auth_required: true }] }] }),
-  });
-  t.equal(mapped.status, 200, mapped.body);
+  // Written as Katello's update_host_repositories would (standalone mode has no management routes).
+  const conn = new Database(db);
+  try {
+    const host = conn.prepare('INSERT INTO hosts (uuid) VALUES (?)').run(HOST_UUID).lastInsertRowid;
+    conn.prepare("INSERT INTO hosts_repositories (host_id, repository_id) SELECT ?, id FROM repositories WHERE name = 'org/prod/priv'").run(host);
+  } finally {
+    conn.close();
+  }
   const certDir = join(work, 'host-certs.d');
   mkdirSync(certDir, { recursive: true });
   cpSync(pki.client(HOST_UUID).cert, join(certDir, 'client.cert'));

@@ -173,10 +173,14 @@ t.test('smart-proxy mode: repository_list unlists omitted repositories without l
   t.same([omitted.status, omitted.json()], [200, { repositories: 1, unlisted: 2 }], 'repository_list without gone and secret: 2 unlisted');
   t.same(databaseRows(db, CONTENT_TABLES), content, 'tags, manifests and blob links are all still there');
   t.same(storeFiles(storage), files, 'and every blob file');
-  for (const [repo, bearer, who] of [[GONE, 'unauthenticated', 'anonymous'], [SECRET, aliceToken, "alice (a token issued before)"]] as const) {
+  // As an unknown repository: anonymous clients are asked to log in, users are told it does not exist.
+  for (const [repo, bearer, who, status, code] of [
+    [GONE, 'unauthenticated', 'anonymous', 401, 'UNAUTHORIZED'],
+    [SECRET, aliceToken, 'alice (a token issued before)', 404, 'NAME_UNKNOWN'],
+  ] as const) {
     const r = await manifest(p.httpUrl, repo, bearer);
-    t.equal(r.status, 404, `${repo} for ${who}: 404`);
-    t.match(r.json(), { errors: [{ code: 'NAME_UNKNOWN' }] }, 'as an unknown repository');
+    t.equal(r.status, status, `${repo} for ${who}: ${status}`);
+    t.match(r.json(), { errors: [{ code }] }, 'as an unknown repository');
   }
   t.same(accessRows(db), [], "the user's and the host's mappings to it are gone");
   const fresh = await token(p.httpUrl, 'alice:alice-pw', SECRET);
@@ -205,7 +209,7 @@ t.test('smart-proxy mode: repository_list unlists omitted repositories without l
   t.same((await list([[KEEP, false]])).json(), { repositories: 1, unlisted: 2 });
   const gc = await runProgram([PROXYCTL, '--url', p.httpUrl, 'gc']);
   t.equal(gc.code, 0, gc.stderr);
-  t.match(gc.stdout, /^\d+ blobs removed, [\d.]+ MB freed\ncontent of unlisted repositories reclaimed: org\/prod\/gone, org\/prod\/secret$/m, `proxyctl gc names the unlisted repositories it reclaimed (${gc.stdout})`);
+  t.match(gc.stdout, /^\d+ blobs removed, [\d.]+ MB freed\n\d+ abandoned uploads purged, [\d.]+ MB freed\ncontent of unlisted repositories reclaimed: org\/prod\/gone, org\/prod\/secret$/m, `proxyctl gc names the unlisted repositories it reclaimed (${gc.stdout})`);
   t.same(missing(images.get(KEEP)!, storage), [], `every blob of ${KEEP} is still stored`);
   for (const repo of [GONE, SECRET]) {
     const own = blobsOf(images.get(repo)!).filter((d) => !blobsOf(images.get(KEEP)!).includes(d));

@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { request } from './helpers/http.ts';
+import { databaseRows } from './helpers/state.ts';
 import { buildImage, pushImage } from './helpers/images.ts';
 import { KatelloDouble } from './helpers/katello-double.ts';
 import { PROXYCTL, run, startProxyd } from './helpers/proxyd.ts';
@@ -119,7 +120,9 @@ t.test('a repository the catalog lists whose tags/list answers 404 is synced as 
   const named = await proxyctl('sync', 'odd/no-such-repo', '--wait');
   t.equal(named.code, 1, 'a repository asked for by name that the main server does not know fails the run');
   t.match(named.stderr, /1 of 1 repositories failed: odd\/no-such-repo: .*unknown to the main server \(404\)/);
-  t.equal((await request(`${p.httpUrl}/v2/odd/no-such-repo/tags/list`, { headers: anon })).status, 404, 'and nothing of that name was created here');
+  const unknown = await request(`${p.httpUrl}/v2/odd/no-such-repo/tags/list`, { headers: anon });
+  t.same([unknown.status, unknown.json().errors?.[0]?.code], [401, 'UNAUTHORIZED'], 'anonymous: an unknown repository answers 401, as a private one would');
+  t.notOk(databaseRows(join(work, 'gw.db'), ['repositories']).repositories!.some((row) => row.includes('"odd/no-such-repo"')), 'and nothing of that name was created here');
 
   // The main server is left as it was.
   t.same((await request(`${upstream.url}/v2/_catalog`)).json().repositories, catalog, "the main server's catalog is unchanged");

@@ -54,7 +54,7 @@ t.test('every subcommand prints JSON with --json, before or after the command na
     }
   }
   const removed = await ctl(['users', 'remove', 'alice', '--json']);
-  t.same([removed.code, JSON.parse(removed.stdout)], [0, { user: 'alice', removed: true }], 'users remove --json');
+  t.same([removed.code, JSON.parse(removed.stdout)], [0, { user: 'alice', removed: true, orphaned: ['alice/app'] }], 'users remove --json');
 });
 
 t.test('status and the start-up log show the listeners a plugin really serves on', async (t) => {
