@@ -9,17 +9,22 @@ import type { Gateway } from '../gateway.ts';
 
 const QUIET_MS = 2000;
 let pending: NodeJS.Timeout | undefined;
+/** Pushes folded into the sync that is pending. */
+let folded = 0;
 
 export function triggerCapsuleSync(gw: Gateway, log: Logger): void {
   if (pending) clearTimeout(pending);
+  folded += 1;
   pending = setTimeout(() => {
+    const pushes = folded;
     pending = undefined;
-    void requestSync(gw, log);
+    folded = 0;
+    void requestSync(gw, log, pushes);
   }, QUIET_MS);
   pending.unref();
 }
 
-async function requestSync(gw: Gateway, log: Logger): Promise<void> {
+async function requestSync(gw: Gateway, log: Logger, pushes: number): Promise<void> {
   const s = gw.settings;
   const foreman = gw.mainUrls?.foreman;
   if (!foreman || s.capsule_id === undefined) return;
@@ -33,7 +38,7 @@ async function requestSync(gw: Gateway, log: Logger): Promise<void> {
       validateStatus: () => true,
       proxy: false,
     });
-    if (res.status >= 200 && res.status < 300) log.info(`asked the main server to sync capsule ${s.capsule_id} after a push`);
+    if (res.status >= 200 && res.status < 300) log.info(`asked the main server to sync capsule ${s.capsule_id} after ${pushes === 1 ? 'a push' : `${pushes} pushes`}`);
     else log.warn(`capsule sync request answered ${res.status}: ${JSON.stringify(res.data).slice(0, 300)}`);
   } catch (err) {
     log.warn(`capsule sync request failed: ${(err as Error).message}`);

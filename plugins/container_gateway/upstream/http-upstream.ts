@@ -97,11 +97,14 @@ export class HttpUpstream {
     return new Promise((resolve, reject) => {
       const req = (this.base.protocol === 'https:' ? https : http).request(options);
       let settled = false;
+      let response: http.IncomingMessage | undefined;
       const fail = (kind: UpstreamFailure, message: string) => {
         if (!settled) {
           settled = true;
           reject(new UpstreamError(kind, message));
         }
+        // Mid-body, the reader of the response learns why it was cut (and logs it).
+        response?.destroy(new UpstreamError(kind, message));
         req.destroy();
       };
       const responseTimer = setTimeout(() => fail('timeout', `no response from ${this.origin} within ${this.timeouts.responseMs} ms`), this.timeouts.responseMs);
@@ -126,6 +129,7 @@ export class HttpUpstream {
       req.on('response', (res) => {
         clearTimeout(responseTimer);
         settled = true;
+        response = res;
         resolve(res);
       });
       r.signal?.addEventListener('abort', () => fail('reset', 'client went away'), { once: true });
