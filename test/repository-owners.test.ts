@@ -89,7 +89,10 @@ t.test('a granted namespace: bob creates team/... only once an administrator gra
   t.equal((await gw.pushBlob('team/app', early)).res.status, 404, 'not before the grant');
   t.same(gw.snapshot(), before);
 
-  t.same((await gw.admin('PUT', '/users/bob/namespaces/team')).json(), { user: 'bob', namespace: 'team', granted: true });
+  const granted = await run([PROXYCTL, '--url', gw.base, 'users', 'grant', 'bob', 'team']);
+  t.same([granted.code, granted.stdout.trim()], [0, "user 'bob' may create repositories under team/"], 'proxyctl users grant bob team');
+  const listed = await run([PROXYCTL, '--url', gw.base, 'users', 'namespaces', 'bob', '--json']);
+  t.same([listed.code, JSON.parse(listed.stdout)], [0, { user: 'bob', namespaces: ['team'] }], 'proxyctl users namespaces bob --json');
   t.same((await gw.admin('GET', '/users/bob/namespaces')).json(), { user: 'bob', namespaces: ['team'] });
   const stale = (await gw.pushBlob('team/app', early)).res;
   t.equal(stale.status, 401, 'a token issued before the grant granted nothing: it must be widened');
@@ -105,8 +108,12 @@ t.test('a granted namespace: bob creates team/... only once an administrator gra
     t.equal(res.status, status, `PUT ${path}`);
     t.type(res.json().error, 'string', 'a JSON error');
   }
-  t.same((await gw.admin('DELETE', '/users/bob/namespaces/team')).json(), { user: 'bob', namespace: 'team', granted: false });
-  t.equal((await gw.admin('DELETE', '/users/bob/namespaces/team')).status, 404, 'taken back once');
+  const nobody = await run([PROXYCTL, '--url', gw.base, 'users', 'grant', 'nobody', 'team']);
+  t.same([nobody.code, /user 'nobody' not found/.test(nobody.stderr)], [1, true], `proxyctl users grant for an unknown user: exit 1 (${nobody.stderr.trim()})`);
+  const revoked = await run([PROXYCTL, '--url', gw.base, 'users', 'revoke', 'bob', 'team']);
+  t.same([revoked.code, revoked.stdout.trim()], [0, "user 'bob' may no longer create repositories under team/"], 'proxyctl users revoke bob team');
+  t.equal((await run([PROXYCTL, '--url', gw.base, 'users', 'revoke', 'bob', 'team'])).code, 1, 'taken back once: the second revoke exits 1');
+  t.same((await gw.admin('GET', '/users/bob/namespaces')).json(), { user: 'bob', namespaces: [] });
   const after = await gw.tokenOf('bob', 'pull,push', 'team/app', 'team/new');
   t.equal((await gw.pushBlob('team/new', after)).res.status, 404, 'no new repository under team/');
   t.equal((await gw.pushBlob('team/app', after)).res.status, 201, 'what bob made there stays his');

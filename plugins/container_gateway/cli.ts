@@ -6,6 +6,7 @@
 //                                                stdin is not a terminal
 //   proxyctl users remove NAME
 //   proxyctl users list [--json]
+//   proxyctl users grant NAME NAMESPACE          users revoke NAME NAMESPACE, users namespaces NAME [--json]
 //   proxyctl repos list [--json]                 name, public/private, owner
 //   proxyctl repos set-public NAME
 //   proxyctl repos set-private NAME
@@ -15,7 +16,10 @@
 //
 //   GET    /container_gateway/admin/users                         200 {"users":[...]}
 //   POST   /container_gateway/admin/users  {"name","password"}    201 {"user"} | 400 | 409
-//   DELETE /container_gateway/admin/users/NAME                    200 {"user","removed":true} | 404
+//   DELETE /container_gateway/admin/users/NAME                    200 {"user","removed":true,"orphaned":[...]} | 404
+//   GET    /container_gateway/admin/users/NAME/namespaces         200 {"user","namespaces":[...]} | 404
+//   PUT    /container_gateway/admin/users/NAME/namespaces/NS      200 {"user","namespace","granted":true} | 404
+//   DELETE /container_gateway/admin/users/NAME/namespaces/NS      200 {"user","namespace","granted":false} | 404
 //   GET    /container_gateway/admin/repositories                  200 {"repositories":[{"name","public","owner"?}]}
 //   PUT    /container_gateway/admin/repositories/NAME/visibility  {"public":bool}  200 {"name","public"} | 404
 //
@@ -238,6 +242,41 @@ const register: PluginCli = (program, ctx) => {
       const data = (await call(ctx, cmd, 'GET', `${ADMIN}/users`)) as { users?: string[] };
       const names = data.users ?? [];
       ctx.print(cmd, names, names.length > 0 ? names.join('\n') : '(no users)');
+    }));
+
+  // Repositories are created only under the user's own name or a namespace granted here.
+  users
+    .command('grant')
+    .description("let a user create repositories under NAMESPACE/... (besides its own name)")
+    .argument('<name>', 'user name')
+    .argument('<namespace>', "a namespace, e.g. 'team' or 'team/web'")
+    .action(action(async (name: string, namespace: string, _opts: unknown, cmd: Command) => {
+      checkUser(name);
+      const data = await call(ctx, cmd, 'PUT', `${ADMIN}/users/${encodeURIComponent(name)}/namespaces/${namespace.split('/').map(encodeURIComponent).join('/')}`);
+      ctx.print(cmd, data, `user '${name}' may create repositories under ${namespace}/`);
+    }));
+
+  users
+    .command('revoke')
+    .description('take a namespace back (repositories already created there keep their owner)')
+    .argument('<name>', 'user name')
+    .argument('<namespace>', 'a namespace granted before')
+    .action(action(async (name: string, namespace: string, _opts: unknown, cmd: Command) => {
+      checkUser(name);
+      const data = await call(ctx, cmd, 'DELETE', `${ADMIN}/users/${encodeURIComponent(name)}/namespaces/${namespace.split('/').map(encodeURIComponent).join('/')}`);
+      ctx.print(cmd, data, `user '${name}' may no longer create repositories under ${namespace}/`);
+    }));
+
+  users
+    .command('namespaces')
+    .description('the namespaces granted to a user, one per line')
+    .argument('<name>', 'user name')
+    .option('--json', 'machine-readable output')
+    .action(action(async (name: string, _opts: unknown, cmd: Command) => {
+      checkUser(name);
+      const data = (await call(ctx, cmd, 'GET', `${ADMIN}/users/${encodeURIComponent(name)}/namespaces`)) as { namespaces?: string[] };
+      const list = data.namespaces ?? [];
+      ctx.print(cmd, data, list.length > 0 ? list.join('\n') : '(none granted)');
     }));
 
   const repos = program
