@@ -197,6 +197,11 @@ interface RepositoryRow {
   owner?: string;
 }
 
+/** The admin API path of one granted namespace (its '/' kept: namespaces are paths). */
+function namespacePath(user: string, namespace: string): string {
+  return `${ADMIN}/users/${encodeURIComponent(user)}/namespaces/${namespace.split('/').map(encodeURIComponent).join('/')}`;
+}
+
 /** What `users remove` did to the user's repositories: they stay, ownerless, and a new user of that name gets none. */
 function removedText(name: string, orphaned: string[]): string {
   if (orphaned.length === 0) return `user '${name}' removed`;
@@ -252,7 +257,7 @@ const register: PluginCli = (program, ctx) => {
     .argument('<namespace>', "a namespace, e.g. 'team' or 'team/web'")
     .action(action(async (name: string, namespace: string, _opts: unknown, cmd: Command) => {
       checkUser(name);
-      const data = await call(ctx, cmd, 'PUT', `${ADMIN}/users/${encodeURIComponent(name)}/namespaces/${namespace.split('/').map(encodeURIComponent).join('/')}`);
+      const data = await call(ctx, cmd, 'PUT', namespacePath(name, namespace));
       ctx.print(cmd, data, `user '${name}' may create repositories under ${namespace}/`);
     }));
 
@@ -263,7 +268,7 @@ const register: PluginCli = (program, ctx) => {
     .argument('<namespace>', 'a namespace granted before')
     .action(action(async (name: string, namespace: string, _opts: unknown, cmd: Command) => {
       checkUser(name);
-      const data = await call(ctx, cmd, 'DELETE', `${ADMIN}/users/${encodeURIComponent(name)}/namespaces/${namespace.split('/').map(encodeURIComponent).join('/')}`);
+      const data = await call(ctx, cmd, 'DELETE', namespacePath(name, namespace));
       ctx.print(cmd, data, `user '${name}' may no longer create repositories under ${namespace}/`);
     }));
 
