@@ -1,25 +1,29 @@
 // Trusted-client routes are closed by default (trusted_hosts unset): over plain
 // HTTP only a loopback peer may call them, over HTTPS only a client with a
 // verified certificate. The attacks of issue 9 are made from a non-loopback
-// address of this machine against the real daemon: each is refused with 403
+// peer (a network namespace of the test, helpers/netns.ts) against the real
+// daemon: each is refused with 403
 // and leaves the database and the store exactly as they were; the same calls
 // from 127.0.0.1, ::1 or with a verified certificate work.
 import { mkdtempSync, rmSync } from 'node:fs';
-import { networkInterfaces, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { request, type Reply } from './helpers/http.ts';
 import { buildImage, pushImage } from './helpers/images.ts';
 import { startKatelloDouble } from './helpers/katello-double.ts';
+import { createPeerNamespace } from './helpers/netns.ts';
 import { makePki } from './helpers/pki.ts';
 import { startProxyd, type RunningProxyd } from './helpers/proxyd.ts';
 import { databaseRows, storeFiles } from './helpers/state.ts';
 
 type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
 
-/** An address of this machine that is not loopback: a request to it comes *from* it. */
-const EXTERNAL = Object.values(networkInterfaces()).flat().find((a) => a && !a.internal && a.family === 'IPv4')?.address;
-if (!EXTERNAL) throw new Error('this test needs a non-loopback IPv4 address on the machine (none found)');
+/** The daemon also listens on HOST; requests made through `peer` come from PEER, which is not loopback. */
+const peer = createPeerNamespace();
+t.teardown(() => peer.destroy());
+const HOST = peer.hostAddress;
+const PEER = peer.peerAddress;
 
 const work = mkdtempSync(join(tmpdir(), 'proxyd-trusted-default-'));
 t.teardown(() => rmSync(work, { recursive: true, force: true }));
@@ -29,14 +33,14 @@ const admin = pki.client('admin');
 const rogue = pki.rogue('admin');
 const tls = { ssl_certificate: pki.server.cert, ssl_private_key: pki.server.key, ssl_ca_file: pki.ca };
 
-/** A daemon on 127.0.0.1, ::1 and EXTERNAL, HTTP and HTTPS, without trusted_hosts. */
+/** A daemon on 127.0.0.1, ::1 and HOST, HTTP and HTTPS, without trusted_hosts. */
 async function daemon(name: string, settings: Record<string, unknown>, gateway: Record<string, unknown>): Promise<RunningProxyd & { db: string; storage: string }> {
   const db = join(work, `${name}.db`);
   const storage = join(work, `${name}-storage`);
   const p = await startProxyd({
     https: true,
     fixtures: false,
-    settings: { ...tls, bind_host: ['127.0.0.1', '::1', EXTERNAL], log_level: 'INFO', ...settings },
+    settings: { ...tls, bind_host: ['127.0.0.1', '::1', HOST], log_level: 'INFO', ...settings },
     plugins: { container_gateway: { enabled: true, sqlite_db_path: db, storage_path: storage, ...gateway }, logs: { enabled: true } },
   });
   t.teardown(() => p.stop());
@@ -50,7 +54,7 @@ const JSON_BODY = { 'Content-Type': 'application/json' };
 function refused(tt: Tap, r: Reply, what: string): void {
   tt.equal(r.status, 403, `${what}: 403 (${r.status} ${r.body.slice(0, 200)})`);
   tt.match(r.headers['content-type'], /application\/json/, `${what}: JSON`);
-  tt.match(r.json(), { error: new RegExp(`^Untrusted client ${EXTERNAL!.replace(/\./g, '\\.')} attempted to access .*loopback only`) }, `${what}: says who and why`);
+  tt.match(r.json(), { error: new RegExp(`^Untrusted client ${PEER.replace(/\./g, '\\.')} attempted to access .*loopback only`) }, `${what}: says who and why`);
 }
 
 // --- standalone mode: users and repositories of this proxy ------------------
@@ -66,14 +70,14 @@ function snapshot(p: { db: string; storage: string }) {
   return { rows: databaseRows(p.db), files: storeFiles(p.storage) };
 }
 
-async function anonymousManifest(base: string): Promise<Reply> {
-  return request(`${base}/v2/alice/app/manifests/v1`, { headers: { Authorization: 'Bearer unauthenticated', Accept: 'application/vnd.oci.image.manifest.v1+json' } });
+async function anonymousManifest(base: string, send: typeof request = request): Promise<Reply> {
+  return send(`${base}/v2/alice/app/manifests/v1`, { headers: { Authorization: 'Bearer unauthenticated', Accept: 'application/vnd.oci.image.manifest.v1+json' } });
 }
 
 t.test('plain HTTP from a non-loopback peer: every attack on the admin API is refused and changes nothing', async (t) => {
   const before = snapshot(standalone);
-  t.equal((await anonymousManifest(LOCAL)).status, 404, 'baseline: alice/app is private (hidden from anonymous clients)');
-  const ext = from(standalone, EXTERNAL);
+  t.equal((await anonymousManifest(LOCAL)).status, 401, 'baseline: alice/app is private (anonymous clients are asked to log in)');
+  const ext = from(standalone, HOST);
   const attacks: Array<[string, string, unknown?]> = [
     ['POST', '/container_gateway/admin/users', { name: 'mallory', password: 'mallory-pw' }],
     ['PUT', '/container_gateway/admin/repositories/alice/app/visibility', { public: true }],
@@ -89,20 +93,20 @@ t.test('plain HTTP from a non-loopback peer: every attack on the admin API is re
     ['GET', '/logs/'],
   ];
   for (const [method, path, body] of attacks) {
-    const r = await request(`${ext}${path}`, { method, ...(body ? { headers: JSON_BODY, body: JSON.stringify(body) } : {}) });
-    refused(t, r, `${method} ${path} from ${EXTERNAL}`);
+    const r = await peer.request(`${ext}${path}`, { method, ...(body ? { headers: JSON_BODY, body: JSON.stringify(body) } : {}) });
+    refused(t, r, `${method} ${path} from ${PEER}`);
     // Headers claiming another peer or identity change nothing.
-    const spoofed = await request(`${ext}${path}`, {
+    const spoofed = await peer.request(`${ext}${path}`, {
       method,
       headers: { ...JSON_BODY, 'X-Forwarded-For': '127.0.0.1', 'X-Real-IP': '127.0.0.1', Forwarded: 'for=127.0.0.1', REMOTE_USER: 'admin', Host: `127.0.0.1:${new URL(ext).port}` },
       ...(body ? { body: JSON.stringify(body) } : {}),
     });
-    refused(t, spoofed, `${method} ${path} from ${EXTERNAL} claiming 127.0.0.1`);
+    refused(t, spoofed, `${method} ${path} from ${PEER} claiming 127.0.0.1`);
   }
   t.same(snapshot(standalone), before, 'the database and the store are unchanged');
   const login = await request(`${LOCAL}/v2/token?service=x&scope=repository:alice/app:pull`, { headers: { Authorization: `Basic ${Buffer.from('mallory:mallory-pw').toString('base64')}` } });
   t.equal(login.status, 401, 'mallory does not exist: her login is refused');
-  t.equal((await anonymousManifest(ext)).status, 404, 'alice/app is still private');
+  t.equal((await anonymousManifest(ext, peer.request)).status, 401, 'alice/app is still private');
   const users = await request(`${LOCAL}/container_gateway/admin/users`);
   t.same(users.json(), { users: ['alice'] }, 'loopback sees alice, and only alice');
 });
@@ -120,7 +124,7 @@ t.test('plain HTTP from 127.0.0.1 and ::1: the admin API works', async (t) => {
   t.equal((await anonymousManifest(LOCAL)).status, 200, 'anonymous clients read it now');
   const back = await request(`${LOCAL}/container_gateway/admin/repositories/alice/app/visibility`, { method: 'PUT', headers: JSON_BODY, body: '{"public":false}' });
   t.equal(back.status, 200, 'and private again');
-  t.equal((await anonymousManifest(LOCAL)).status, 404);
+  t.equal((await anonymousManifest(LOCAL)).status, 401);
 });
 
 t.test("a dual-stack listener (bind_host '::'): IPv4-mapped loopback is loopback, IPv4-mapped others are not", async (t) => {
@@ -129,7 +133,7 @@ t.test("a dual-stack listener (bind_host '::'): IPv4-mapped loopback is loopback
   const port = new URL(p.httpUrl).port;
   const local = await request(`http://127.0.0.1:${port}/v2/features`);
   t.equal(local.status, 200, `from 127.0.0.1 (peer ::ffff:127.0.0.1): ${local.body.slice(0, 100)}`);
-  refused(t, await request(`http://${EXTERNAL}:${port}/v2/features`), `from ${EXTERNAL} (peer ::ffff:${EXTERNAL})`);
+  refused(t, await peer.request(`http://${HOST}:${port}/v2/features`), `from ${PEER} (peer ::ffff:${PEER})`);
   t.ok(p.lines.some((l) => /"remote_ip":"127\.0\.0\.1"/.test(l)), 'the log shows the peer without its ::ffff: prefix');
 });
 
@@ -156,21 +160,21 @@ t.test("smart-proxy mode: Katello's management routes from a non-loopback peer a
   t.teardown(() => katello.stop());
   const p = await daemon('smart', { foreman_url: katello.url }, {});
   const PRIV = 'org/prod/private';
-  const put = (base: string, route: string, body: unknown) => request(`${base}/container_gateway/${route}`, { method: 'PUT', headers: JSON_BODY, body: JSON.stringify(body) });
+  const put = (base: string, route: string, body: unknown, send: typeof request = request) => send(`${base}/container_gateway/${route}`, { method: 'PUT', headers: JSON_BODY, body: JSON.stringify(body) });
   t.equal((await put(p.httpUrl, 'repository_list', { repositories: [{ repository: PRIV, auth_required: true }] })).status, 200, 'Katello (on loopback) lists a private repository');
   t.equal((await put(p.httpUrl, 'user_repository_mapping', { users: [{ alice: [{ repository: PRIV, auth_required: true }] }] })).status, 200, 'and maps alice to it');
   const before = snapshot(p);
-  const ext = from(p, EXTERNAL);
+  const ext = from(p, HOST);
   const grant = { users: [{ mallory: [{ repository: PRIV, auth_required: true }] }] };
-  refused(t, await put(ext, 'user_repository_mapping', grant), 'PUT /container_gateway/user_repository_mapping (mallory grants herself the private repository)');
-  refused(t, await put(ext, 'repository_list', { repositories: [{ repository: PRIV, auth_required: false }] }), 'PUT /container_gateway/repository_list (make it public)');
-  refused(t, await put(ext, 'update_hosts', { hosts: [] }), 'PUT /container_gateway/update_hosts');
-  refused(t, await put(ext, 'host_repository_mapping', { hosts: [] }), 'PUT /container_gateway/host_repository_mapping');
-  refused(t, await put(ext, 'update_host_repositories', { hosts: [{ 'a-host': [{ repository: PRIV, auth_required: true }] }] }), 'PUT /container_gateway/update_host_repositories');
-  refused(t, await request(`${ext}/container_gateway/users`), 'GET /container_gateway/users');
+  refused(t, await put(ext, 'user_repository_mapping', grant, peer.request), 'PUT /container_gateway/user_repository_mapping (mallory grants herself the private repository)');
+  refused(t, await put(ext, 'repository_list', { repositories: [{ repository: PRIV, auth_required: false }] }, peer.request), 'PUT /container_gateway/repository_list (make it public)');
+  refused(t, await put(ext, 'update_hosts', { hosts: [] }, peer.request), 'PUT /container_gateway/update_hosts');
+  refused(t, await put(ext, 'host_repository_mapping', { hosts: [] }, peer.request), 'PUT /container_gateway/host_repository_mapping');
+  refused(t, await put(ext, 'update_host_repositories', { hosts: [{ 'a-host': [{ repository: PRIV, auth_required: true }] }] }, peer.request), 'PUT /container_gateway/update_host_repositories');
+  refused(t, await peer.request(`${ext}/container_gateway/users`), 'GET /container_gateway/users');
   t.same(snapshot(p), before, 'the database and the store are unchanged');
   const users = await request(`${p.httpUrl}/container_gateway/users`);
   t.same(users.json(), { users: ['alice'] }, 'no mallory');
-  const anon = await request(`${ext}/v2/_catalog`, { headers: { Authorization: 'Bearer unauthenticated' } });
+  const anon = await peer.request(`${ext}/v2/_catalog`, { headers: { Authorization: 'Bearer unauthenticated' } });
   t.same(anon.json(), { repositories: [] }, 'the private repository is not public');
 });
