@@ -357,8 +357,11 @@ t.test('a scripted faulty backend', async (t) => {
     t.equal(o.status, 200, 'the head had been sent');
     cut(t, o, ANNOUNCED);
     t.equal(o.body.length, SENT, 'the bytes that did arrive were passed on');
+    // The client sees the cut before the daemon's log line reaches us: poll for it, bounded.
+    const idleLogged = () => timeoutsLogged(p, mark).some((line) => line.includes(`went idle for ${IDLE_S * 1000} ms`));
+    for (let i = 0; i < 100 && !idleLogged(); i++) await new Promise((r) => setTimeout(r, 50));
     t.ok(
-      timeoutsLogged(p, mark).some((line) => line.includes(`went idle for ${IDLE_S * 1000} ms`)),
+      idleLogged(),
       `cut by upstream_idle_timeout, as the log says (${timeoutsLogged(p, mark).join(' | ') || 'nothing logged'})`,
     );
     await healthy(t, p, 'a stalled body');
