@@ -14,14 +14,12 @@ import { KatelloClient, repositoriesOf } from './upstream/katello.ts';
 import { mainFetch } from './upstream/main-fetch.ts';
 import { mainServerUrls, type MainServerUrls } from './upstream/main-urls.ts';
 import { ManifestCache } from './upstream/manifest-cache.ts';
-import type { RegistryFetch } from './sync/mirror.ts';
+import type { RegistryFetch } from './upstream/registry-fetch.ts';
 import { BlobStore } from './store/blob-store.ts';
 import { ContentIndex } from './store/content-index.ts';
+import type { LocalStore } from './store/local-store.ts';
 
-export interface LocalStore {
-  blobs: BlobStore;
-  index: ContentIndex;
-}
+export type { LocalStore };
 
 export class Gateway {
   readonly db: GatewayDb;

@@ -6,10 +6,10 @@
 // from this proxy when the client hears 201. The push itself never fails
 // because of this side: its problems are logged, and the next sync repairs.
 import { createHash } from 'node:crypto';
+import type http from 'node:http';
 import { PassThrough, type Readable } from 'node:stream';
 import type { Request } from 'express';
 import type { Gateway, LocalStore } from '../gateway.ts';
-import type { MainAnswer } from './push.ts';
 import { manifestRecord, parseManifest } from '../store/manifest-parse.ts';
 import { MANIFEST_ACCEPT, mirrorBlob, mirrorManifest, type RegistryFetch } from '../sync/mirror.ts';
 import { tagOrderOf } from '../store/tag-order.ts';
@@ -39,6 +39,16 @@ function sessionOf(location: string | undefined): string | undefined {
 function digestQuery(req: Request): string | undefined {
   const d = req.query.digest;
   return typeof d === 'string' && SHA256.test(d) ? d : undefined;
+}
+
+/** The main server's whole answer to a write, read before anything is committed here. */
+export interface MainAnswer {
+  up: http.IncomingMessage;
+  body: Buffer;
+  /** Status 201, every byte of the body arrived, and the connection did not break. */
+  created: boolean;
+  /** Its Docker-Content-Digest, when it sent exactly one. */
+  digest: string | undefined;
 }
 
 export class PushMirror {
@@ -157,7 +167,7 @@ export class PushMirror {
     const client = this.gw.client(this.req);
     if (client.kind === 'user') this.gw.db.addUserRepository(client.name, name);
     if (!this.store) {
-      if (this.gw.settings.push_sync_trigger === 'capsule_sync') void triggerCapsuleSync(this.gw, this.req.log);
+      if (this.gw.settings.push_sync_trigger === 'capsule_sync') void triggerCapsuleSync({ settings: this.gw.settings, foreman: this.gw.mainUrls?.foreman, agent: this.gw.katello?.agent }, this.req.log);
       return;
     }
     try {

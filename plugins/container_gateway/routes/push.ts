@@ -15,7 +15,7 @@ import { readBounded, UpstreamError, type HttpUpstream } from '../upstream/http-
 import { streamTo } from '../upstream/stream.ts';
 import { abortOnClose } from './pull.ts';
 import { readManifestBody } from './local/manifests.ts';
-import { PushMirror } from './push-mirror.ts';
+import { PushMirror, type MainAnswer } from './push-mirror.ts';
 
 const REQUEST_HEADERS = ['authorization', 'accept', 'content-type', 'content-length', 'content-range', 'range', 'user-agent', 'docker-distribution-api-version'];
 const RESPONSE_HEADERS = [
@@ -126,16 +126,6 @@ function dropUnreadBody(req: Request, res: Response): void {
   res.set('Connection', 'close');
   req.unpipe();
   req.resume();
-}
-
-/** The main server's whole answer to a write, read before anything is committed here. */
-export interface MainAnswer {
-  up: http.IncomingMessage;
-  body: Buffer;
-  /** Status 201, every byte of the body arrived, and the connection did not break. */
-  created: boolean;
-  /** Its Docker-Content-Digest, when it sent exactly one. */
-  digest: string | undefined;
 }
 
 // Answers to writes are small OCI JSON documents; anything longer is not a registry's answer.

@@ -1,11 +1,9 @@
 // The OCI grammar for names, tags and digests: validated before a name reaches
 // SQL or an upstream URL.
 import { RegistryError } from '../errors.ts';
+import { DIGEST, NAME, TAG } from '../names.ts';
 
-const COMPONENT = '[a-z0-9]+(?:(?:\\.|_|__|-+)[a-z0-9]+)*';
-export const NAME = new RegExp(`^${COMPONENT}(?:/${COMPONENT})*$`);
-export const TAG = /^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$/;
-export const DIGEST = /^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/;
+export { NAME };
 
 export function checkName(name: string): string {
   if (name.length > 255 || !NAME.test(name)) throw new RegistryError('NAME_INVALID', `invalid repository name '${name.slice(0, 300)}'`);

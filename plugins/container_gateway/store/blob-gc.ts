@@ -6,11 +6,22 @@
 import type fs from 'node:fs';
 import { mkdir, open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import type { BlobInfo, VerifyResult } from './blob-store.ts';
 import { NOTE_NAME, NOTE_TMP } from './upload-notes.ts';
 import { errno, randomSuffix, unlinkQuiet } from './store-files.ts';
 import { UPLOAD_ID } from './upload-sessions.ts';
 import { hashHandle } from './write-pipeline.ts';
+
+export interface BlobInfo {
+  digest: string;
+  size: number;
+  mtimeMs: number;
+}
+
+export interface VerifyResult {
+  digest: string;
+  ok: boolean;
+  size: number;
+}
 
 /** Temporary files that are not upload sessions: one-shot ingests, claimed commits, gc's trash. */
 export const INGEST_TMP = /^\.ingest-[0-9a-f]{32}$/;

@@ -17,30 +17,18 @@ import fs from 'node:fs';
 import { mkdir, open, readdir, rename, stat, unlink, utimes } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { collectBlobs, purgeUploads, staleTemps, verifyBlobs, type PurgeResult, type StoreLayout } from './blob-gc.ts';
+import { collectBlobs, purgeUploads, staleTemps, verifyBlobs, type BlobInfo, type PurgeResult, type StoreLayout, type VerifyResult } from './blob-gc.ts';
 import { DigestMismatchError, SizeMismatchError } from './blob-errors.ts';
 import { errno, fsyncDir, hexOf, MiB, seal, unlinkQuiet } from './store-files.ts';
 import { UPLOAD_ID, UploadSessions } from './upload-sessions.ts';
 import { writeBody } from './write-pipeline.ts';
 
 export * from './blob-errors.ts';
-export type { PurgeResult } from './blob-gc.ts';
+export type { BlobInfo, PurgeResult, VerifyResult } from './blob-gc.ts';
 
 const HEX64 = /^[0-9a-f]{64}$/;
 /** Upload sessions and temporary files idle this long are abandoned, unless said otherwise. */
 export const DEFAULT_UPLOAD_PURGE_MS = 60 * 60 * 1000;
-
-export interface BlobInfo {
-  digest: string;
-  size: number;
-  mtimeMs: number;
-}
-
-export interface VerifyResult {
-  digest: string;
-  ok: boolean;
-  size: number;
-}
 
 export class BlobStore implements StoreLayout {
   readonly blobsDir: string;

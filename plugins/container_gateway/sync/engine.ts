@@ -6,7 +6,7 @@
 // is skipped, a blob already in the store is linked, not downloaded, and a
 // blob only becomes visible once BlobStore.ingest has verified it.
 import { validRepositoryName } from '../auth/standalone.ts';
-import type { LocalStore } from '../gateway.ts';
+import type { LocalStore } from '../store/local-store.ts';
 import { parseManifest } from '../store/manifest-parse.ts';
 import { MainRegistryError, MainRegistryUnavailable } from '../upstream/main-registry.ts';
 import { MANIFEST_ACCEPT, manifestComplete, mirrorManifest, MirrorError, type RegistryFetch } from './mirror.ts';

@@ -6,17 +6,16 @@
 // process are downloaded once; across processes the store's atomic renames
 // make a double download harmless.
 import { createHash } from 'node:crypto';
-import type http from 'node:http';
 import { pipeline, Transform, type Readable } from 'node:stream';
 import { RegistryError } from '../errors.ts';
-import type { LocalStore } from '../gateway.ts';
+import type { LocalStore } from '../store/local-store.ts';
+import type { RegistryFetch } from '../upstream/registry-fetch.ts';
 import { DigestMismatchError, InvalidDigestError } from '../store/blob-store.ts';
 import { DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, manifestRecord, parseManifest } from '../store/manifest-parse.ts';
 import { readBounded } from '../upstream/http-upstream.ts';
 import { mapLimit } from './pool.ts';
 
-/** GET (or HEAD) a path relative to the main registry's /v2, e.g. `/org/app/manifests/v1`, with suitable auth; resolves with the response head (body not read). */
-export type RegistryFetch = (method: 'GET' | 'HEAD', path: string, headers?: Record<string, string>) => Promise<http.IncomingMessage>;
+export type { RegistryFetch };
 
 /** Every manifest type the store keeps: the main server must not convert (Pulp answers 404 for a type not accepted). */
 export const MANIFEST_ACCEPT = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST].join(', ');

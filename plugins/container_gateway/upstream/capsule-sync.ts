@@ -5,35 +5,43 @@
 // in bursts: the requests of one burst are folded into one sync.
 import axios from 'axios';
 import type { Logger } from '../../../lib/logging/logger.ts';
-import type { Gateway } from '../gateway.ts';
+import type { Agent } from 'node:https';
+import type { GatewaySettings } from '../settings.ts';
 
 const QUIET_MS = 2000;
 let pending: NodeJS.Timeout | undefined;
 /** Pushes folded into the sync that is pending. */
 let folded = 0;
 
-export function triggerCapsuleSync(gw: Gateway, log: Logger): void {
+/** What a capsule-sync request needs: this proxy's settings, Foreman's URL and the TLS agent towards it. */
+export interface CapsuleSyncTarget {
+  settings: GatewaySettings;
+  foreman: string | undefined;
+  agent: Agent | undefined;
+}
+
+export function triggerCapsuleSync(target: CapsuleSyncTarget, log: Logger): void {
   if (pending) clearTimeout(pending);
   folded += 1;
   pending = setTimeout(() => {
     const pushes = folded;
     pending = undefined;
     folded = 0;
-    void requestSync(gw, log, pushes);
+    void requestSync(target, log, pushes);
   }, QUIET_MS);
   pending.unref();
 }
 
-async function requestSync(gw: Gateway, log: Logger, pushes: number): Promise<void> {
-  const s = gw.settings;
-  const foreman = gw.mainUrls?.foreman;
+async function requestSync(target: CapsuleSyncTarget, log: Logger, pushes: number): Promise<void> {
+  const s = target.settings;
+  const foreman = target.foreman;
   if (!foreman || s.capsule_id === undefined) return;
   const url = new URL(`katello/api/capsules/${s.capsule_id}/content/sync`, foreman).href;
   try {
     const res = await axios.post(url, {}, {
       ...(s.sync_username && s.sync_password ? { auth: { username: s.sync_username, password: s.sync_password } } : {}),
       headers: { Accept: 'application/json' },
-      httpsAgent: gw.katello?.agent,
+      httpsAgent: target.agent,
       timeout: s.upstream_response_timeout * 1000,
       validateStatus: () => true,
       proxy: false,
