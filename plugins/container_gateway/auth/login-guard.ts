@@ -10,6 +10,7 @@
 import type Database from 'better-sqlite3';
 import type { Request, Response } from 'express';
 import type { Logger } from '../../../lib/logging/logger.ts';
+import { Statements } from '../db/statements.ts';
 import { RegistryError } from '../errors.ts';
 import { HashingBusy, hashPassword, verifyPassword } from './passwords.ts';
 
@@ -37,11 +38,16 @@ export function hasCredentials(req: Request): boolean {
 }
 
 export class LoginGuard {
+  /** Prepared once: a throttled flood runs these on every request. */
+  private readonly sql: Statements;
+
   constructor(
     private readonly db: Database.Database,
     private readonly settings: LoginGuardSettings,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    this.sql = new Statements(db);
+  }
 
   /** The client's address: the socket's, or the last X-Forwarded-For hop when the socket is a trusted front proxy. */
   address(req: Request): string {
@@ -59,7 +65,7 @@ export class LoginGuard {
   private blockedFor(keys: string[], now: number): number {
     const windowMs = this.settings.login_failure_window * 1000;
     let until = 0;
-    const row = this.db.prepare('SELECT failures, window_start FROM login_failures WHERE key = ?');
+    const row = this.sql.get('SELECT failures, window_start FROM login_failures WHERE key = ?');
     for (const key of keys) {
       const r = row.get(key) as { failures: number; window_start: number } | undefined;
       if (r && r.failures >= this.settings.login_failure_limit && r.window_start + windowMs > now) until = Math.max(until, r.window_start + windowMs);
@@ -90,7 +96,7 @@ export class LoginGuard {
       res.set('Retry-After', '1');
       throw new RegistryError('TOOMANYREQUESTS', 'too many logins at once: try again shortly');
     }
-    if (ok === true) this.db.prepare('DELETE FROM login_failures WHERE key = ?').run(keys[0]);
+    if (ok === true) this.sql.get('DELETE FROM login_failures WHERE key = ?').run(keys[0]);
     else if (ok === false) this.failed(keys, user, address);
     return ok;
   }
@@ -99,8 +105,8 @@ export class LoginGuard {
     const now = Date.now();
     const windowMs = this.settings.login_failure_window * 1000;
     const counts = this.db.transaction(() => {
-      this.db.prepare('DELETE FROM login_failures WHERE window_start <= ?').run(now - windowMs);
-      const bump = this.db.prepare(
+      this.sql.get('DELETE FROM login_failures WHERE window_start <= ?').run(now - windowMs);
+      const bump = this.sql.get(
         'INSERT INTO login_failures (key, failures, window_start) VALUES (?, 1, ?) ON CONFLICT(key) DO UPDATE SET failures = failures + 1 RETURNING failures',
       );
       return keys.map((key) => bump.pluck().get(key, now) as number);
@@ -124,20 +130,20 @@ export class LoginGuard {
       if (err instanceof HashingBusy) return;
       throw err;
     }
-    this.db.prepare(
+    this.sql.get(
       'INSERT INTO login_cache (user, credentials_hash, verified_at) VALUES (?, ?, ?) ON CONFLICT(user) DO UPDATE SET credentials_hash = excluded.credentials_hash, verified_at = excluded.verified_at',
     ).run(user, hash, Date.now());
   }
 
   /** Forget a user's cached login (the main server refused it). */
   forget(user: string): void {
-    this.db.prepare('DELETE FROM login_cache WHERE user = ?').run(user);
+    this.sql.get('DELETE FROM login_cache WHERE user = ?').run(user);
   }
 
   /** Were these credentials accepted by the main server within login_cache_ttl? 'none': nothing recent is known of the user. */
   async recall(user: string, password: string): Promise<'match' | 'mismatch' | 'none'> {
     if (this.settings.login_cache_ttl <= 0) return 'none';
-    const row = this.db.prepare('SELECT credentials_hash, verified_at FROM login_cache WHERE user = ?').get(user) as
+    const row = this.sql.get('SELECT credentials_hash, verified_at FROM login_cache WHERE user = ?').get(user) as
       | { credentials_hash: string; verified_at: number }
       | undefined;
     if (!row || row.verified_at + this.settings.login_cache_ttl * 1000 <= Date.now()) return 'none';
