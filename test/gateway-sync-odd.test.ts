@@ -18,7 +18,7 @@ import { request } from './helpers/http.ts';
 import { databaseRows } from './helpers/state.ts';
 import { buildImage, pushImage } from './helpers/images.ts';
 import { KatelloDouble } from './helpers/katello-double.ts';
-import { PROXYCTL, run, startProxyd } from './helpers/proxyd.ts';
+import { PROXYCTL, run, startProxyd, lineLogged } from './helpers/proxyd.ts';
 import { startRegistry } from './helpers/registry.ts';
 
 const ACCEPT = 'application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json';
@@ -114,7 +114,7 @@ t.test('a repository the catalog lists whose tags/list answers 404 is synced as 
   t.equal(text.code, 0, text.stderr);
   t.match(text.stdout, /sync #\d+ succeeded: 4\/4 repositories, 1\/1 tags, .*; 3 repositories without tags on the main server \(synced as empty\): odd\/blobs-only, odd\/emptied, odd\/stripped/);
   t.match((await proxyctl('status')).stdout, /last sync: #\d+ succeeded at \S+: 4\/4 repositories.*3 repositories without tags on the main server/);
-  t.ok(p.lines.some((l) => /sync: odd\/stripped: the main server lists it without tags \(tags\/list answered 404\): synced as empty/.test(l)), 'the daemon log says so per repository');
+  t.ok(await lineLogged(p, /sync: odd\/stripped: the main server lists it without tags \(tags\/list answered 404\): synced as empty/), 'the daemon log says so per repository');
 
   // Asked for by name, an unknown repository is still a failure (a typo must not pass for an empty repository).
   const named = await proxyctl('sync', 'odd/no-such-repo', '--wait');

@@ -17,7 +17,7 @@ import { request } from './helpers/http.ts';
 import { buildImage, layoutBlobs, layoutManifest, pullImage, pushImage, type BuiltImage } from './helpers/images.ts';
 import { KatelloDouble } from './helpers/katello-double.ts';
 import { startMainServer } from './helpers/main-server.ts';
-import { freePort, PROXYCTL, run, startProxyd, type RunningProxyd } from './helpers/proxyd.ts';
+import { freePort, PROXYCTL, run, startProxyd, type RunningProxyd, lineLogged } from './helpers/proxyd.ts';
 import { startRegistry } from './helpers/registry.ts';
 
 type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
@@ -238,7 +238,7 @@ t.test('main server unreachable: retries with backoff, says so, then fails with 
   t.match(lines[lines.length - 1], { state: 'failed', final: true, error: /unreachable after 3 attempts/ });
   t.match(r.stderr, /sync #\d+ failed: main server unreachable after 3 attempts: .*ECONNREFUSED/);
   t.match((await proxyctl(p, 'status')).stdout, /last sync: #\d+ failed at \S+: main server unreachable/);
-  t.ok(p.lines.some((l) => /retrying in/.test(l)), 'the daemon log says so too');
+  t.ok(await lineLogged(p, /retrying in/), 'the daemon log says so too');
 });
 
 // ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import t from 'tap';
 import { request } from './helpers/http.ts';
-import { PROXYCTL, run, startProxyd, type RunningProxyd } from './helpers/proxyd.ts';
+import { PROXYCTL, run, startProxyd, type RunningProxyd, lineLogged } from './helpers/proxyd.ts';
 
 const SIZE = 500 * 1024 * 1024;
 const block = randomBytes(1024 * 1024);
@@ -257,7 +257,7 @@ t.test('proxyctl gc purges uploads idle past upload_purge_age and reports them w
   t.equal(await slow.end(), 202, 'the slow PATCH completes');
   const d = `sha256:${createHash('sha256').update(part).digest('hex')}`;
   t.equal((await u.put(going.location, d)).status, 201, 'and the upload commits with the right digest');
-  t.ok(p.lines.some((l) => /gc: 0 blobs \(0 bytes\) removed, 3 abandoned uploads \(3146728 bytes\) purged/.test(l)), 'the daemon log says what gc purged');
+  t.ok(await lineLogged(p, /gc: 0 blobs \(0 bytes\) removed, 3 abandoned uploads \(3146728 bytes\) purged/), 'the daemon log says what gc purged');
 });
 
 t.test('the background purge frees an abandoned upload without proxyctl, and never an upload in use', async (t) => {
@@ -279,7 +279,7 @@ t.test('the background purge frees an abandoned upload without proxyctl, and nev
   }
   t.ok(gone, 'the abandoned upload is purged in the background');
   t.notOk(existsSync(failed.file), 'its file is gone');
-  t.ok(p.lines.some((l) => /upload purge: 1 abandoned uploads \(2097152 bytes\) removed, idle for over 4 s/.test(l)), 'the daemon log says so, with the bytes');
+  t.ok(await lineLogged(p, /upload purge: 1 abandoned uploads \(2097152 bytes\) removed, idle for over 4 s/), 'the daemon log says so, with the bytes');
   t.ok(existsSync(going.file), 'the upload in progress was passed over by that same purge');
   slow.send(part.subarray(MiB));
   t.equal(await slow.end(), 202, 'it completes');

@@ -14,7 +14,7 @@ import { buildImage, pushImage } from './helpers/images.ts';
 import { startKatelloDouble } from './helpers/katello-double.ts';
 import { createPeerNamespace } from './helpers/netns.ts';
 import { makePki } from './helpers/pki.ts';
-import { startProxyd, type RunningProxyd } from './helpers/proxyd.ts';
+import { startProxyd, type RunningProxyd, lineLogged } from './helpers/proxyd.ts';
 import { databaseRows, storeFiles } from './helpers/state.ts';
 
 type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
@@ -134,7 +134,7 @@ t.test("a dual-stack listener (bind_host '::'): IPv4-mapped loopback is loopback
   const local = await request(`http://127.0.0.1:${port}/v2/features`);
   t.equal(local.status, 200, `from 127.0.0.1 (peer ::ffff:127.0.0.1): ${local.body.slice(0, 100)}`);
   refused(t, await peer.request(`http://${HOST}:${port}/v2/features`), `from ${PEER} (peer ::ffff:${PEER})`);
-  t.ok(p.lines.some((l) => /"remote_ip":"127\.0\.0\.1"/.test(l)), 'the log shows the peer without its ::ffff: prefix');
+  t.ok(await lineLogged(p, /"remote_ip":"127\.0\.0\.1"/), 'the log shows the peer without its ::ffff: prefix');
 });
 
 t.test('HTTPS: only a verified client certificate, even from loopback', async (t) => {

@@ -221,3 +221,17 @@ export function run(argv: string[], env: Record<string, string> = {}, cwd = ROOT
     proc.on('exit', (code) => res({ code, stdout, stderr }));
   });
 }
+
+/**
+ * Has the daemon logged a line matching `pattern`? A client can see the effect
+ * (a response, a file gone) before the daemon's log line reaches the test
+ * through its stdout pipe, so this polls for it, bounded.
+ */
+export async function lineLogged(p: Pick<RunningProxyd, 'lines'>, pattern: RegExp, timeoutMs = 10_000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!p.lines.some((l) => pattern.test(l))) {
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return true;
+}
