@@ -11,7 +11,7 @@ import type Database from 'better-sqlite3';
 import type { Request, Response } from 'express';
 import type { Logger } from '../../../lib/logging/logger.ts';
 import { Statements } from '../db/statements.ts';
-import { RegistryError } from '../errors.ts';
+import { RegistryError } from '../oci/errors.ts';
 import { HashingBusy, hashPassword, verifyPassword } from './passwords.ts';
 
 export interface LoginGuardSettings {

@@ -9,7 +9,7 @@
 // StandaloneAccounts, and the registry routes check a stored token's grants
 // with tokenAllows / tokenAllowsCatalog.
 import { createHash, randomBytes } from 'node:crypto';
-import { NAME } from '../names.ts';
+import { NAME } from '../oci/grammar.ts';
 import { hashPassword, verifyPassword } from './passwords.ts';
 
 export type RepositoryAction = 'pull' | 'push' | 'delete';

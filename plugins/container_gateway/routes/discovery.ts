@@ -2,11 +2,11 @@
 // GET /v2/<name>/tags/list (from the backend, paged here so every backend pages alike).
 import type { Request, Response } from 'express';
 import { viewerOf, type RegistryClient } from '../auth/client.ts';
-import { RegistryError } from '../errors.ts';
+import { RegistryError } from '../oci/errors.ts';
 import type { Gateway } from '../gateway.ts';
 import { readBounded } from '../upstream/http-upstream.ts';
 import { page } from './paging.ts';
-import { parseLast, parseN } from './reference.ts';
+import { parseLast, parseN } from '../oci/grammar.ts';
 
 export async function catalog(gw: Gateway, req: Request, res: Response): Promise<void> {
   const n = parseN(req.query.n);

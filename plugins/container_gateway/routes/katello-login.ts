@@ -8,7 +8,7 @@ import type { Request, Response } from 'express';
 import { sha256 } from '../auth/client.ts';
 import { basicCredentials, hasCredentials } from '../auth/login-guard.ts';
 import { parseScopes } from '../auth/standalone.ts';
-import { RegistryError } from '../errors.ts';
+import { RegistryError } from '../oci/errors.ts';
 import type { Gateway } from '../gateway.ts';
 import { katelloDown, KatelloUnreachable, type KatelloReply } from '../upstream/katello.ts';
 

@@ -2,7 +2,7 @@
 // forwards the login to Katello and remembers only the token's checksum.
 import type { Request, Response } from 'express';
 import { basicUser, sha256 } from '../auth/client.ts';
-import { RegistryError } from '../errors.ts';
+import { RegistryError } from '../oci/errors.ts';
 import type { Gateway } from '../gateway.ts';
 import { KatelloUnreachable, repositoriesOf } from '../upstream/katello.ts';
 import { basicCredentials } from '../auth/login-guard.ts';

@@ -2,18 +2,18 @@
 // API, or any OCI registry at pulp_endpoint + pulp_registry_path. Handles both
 // backend styles: 200 with a body, or a 3xx to a content app (passed on with
 // its host rewritten to client_endpoint, or followed and streamed).
-import { createHash } from 'node:crypto';
 import type http from 'node:http';
 import type { Request, Response } from 'express';
 import { remoteUserOf, type RegistryClient } from '../auth/client.ts';
-import { RegistryError } from '../errors.ts';
+import { RegistryError } from '../oci/errors.ts';
+import { sha256Digest } from '../oci/grammar.ts';
+import { MANIFEST_LIMIT } from '../oci/manifest.ts';
 import type { Gateway } from '../gateway.ts';
 import { readBounded, type HttpUpstream } from '../upstream/http-upstream.ts';
 import { ManifestCache, type CachedManifest } from '../upstream/manifest-cache.ts';
 import { streamTo } from '../upstream/stream.ts';
 
 const FORWARDED_HEADERS = ['accept', 'range', 'if-none-match', 'if-modified-since', 'if-range', 'user-agent'];
-const MANIFEST_LIMIT = 8 * 1024 * 1024;
 const MAX_REDIRECTS = 3;
 
 type Kind = 'manifests' | 'blobs';
@@ -108,7 +108,7 @@ async function fetchManifest(gw: Gateway, req: Request, client: RegistryClient, 
   if ((up.statusCode ?? 500) >= 300) return { kind: 'failure', failure: await upstreamFailure(up, 'manifests') };
   const { body, complete } = await readBounded(up, MANIFEST_LIMIT);
   if (!complete) throw new RegistryError('UNAVAILABLE', 'the content backend ended the manifest early', undefined, 502);
-  const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
+  const digest = sha256Digest(body);
   if (ref.startsWith('sha256:') && ref !== digest) throw new RegistryError('UNAVAILABLE', `the content backend returned a manifest whose digest is ${digest}`, undefined, 502);
   let contentType = up.headers['content-type'];
   if (!contentType) contentType = (JSON.parse(body.toString('utf8')) as { mediaType?: string }).mediaType ?? 'application/vnd.oci.image.manifest.v1+json';

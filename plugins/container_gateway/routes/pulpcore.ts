@@ -5,7 +5,7 @@
 import type http from 'node:http';
 import express, { type Router } from 'express';
 import type { PluginContext } from '../../../lib/plugins/types.ts';
-import { ociBody } from '../errors.ts';
+import { ociBody } from '../oci/errors.ts';
 import type { GatewaySettings } from '../settings.ts';
 import { HttpUpstream, UpstreamError } from '../upstream/http-upstream.ts';
 import { streamTo } from '../upstream/stream.ts';

@@ -10,12 +10,13 @@ import type http from 'node:http';
 import { PassThrough, type Readable } from 'node:stream';
 import type { Request } from 'express';
 import type { Gateway, LocalStore } from '../gateway.ts';
-import { manifestRecord, parseManifest } from '../store/manifest-parse.ts';
-import { MANIFEST_ACCEPT, mirrorBlob, mirrorManifest, type RegistryFetch } from '../sync/mirror.ts';
+import { MANIFEST_ACCEPT, parseManifest } from '../oci/manifest.ts';
+import { isSha256Digest, sha256Digest } from '../oci/grammar.ts';
+import { manifestRecord } from '../store/content-index.ts';
+import { mirrorBlob, mirrorManifest, type RegistryFetch } from '../sync/mirror.ts';
 import { tagOrderOf } from '../store/tag-order.ts';
 import { triggerCapsuleSync } from '../upstream/capsule-sync.ts';
 
-const SHA256 = /^sha256:[a-f0-9]{64}$/;
 
 export interface UploadTee {
   /** What goes to the main server. */
@@ -38,7 +39,7 @@ function sessionOf(location: string | undefined): string | undefined {
 
 function digestQuery(req: Request): string | undefined {
   const d = req.query.digest;
-  return typeof d === 'string' && SHA256.test(d) ? d : undefined;
+  return typeof d === 'string' && isSha256Digest(d) ? d : undefined;
 }
 
 /** The main server's whole answer to a write, read before anything is committed here. */
@@ -91,7 +92,7 @@ export class PushMirror {
         if (uuid) await this.store.blobs.createUpload(localUploadId(name, uuid));
         return;
       }
-      const mounted = typeof req.query.mount === 'string' && SHA256.test(req.query.mount) ? req.query.mount : undefined;
+      const mounted = typeof req.query.mount === 'string' && isSha256Digest(req.query.mount) ? req.query.mount : undefined;
       const info = mounted && answer.digest === mounted ? await this.store.blobs.stat(mounted) : undefined;
       if (mounted && info) this.store.index.linkBlob(this.repository(name), mounted, info.size);
     } catch (err) {
@@ -182,7 +183,7 @@ export class PushMirror {
       for (const digest of parsed.manifests) {
         if (!store.index.manifest(repositoryId, digest)) await mirrorManifest(store, fetch, name, repositoryId, digest);
       }
-      const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
+      const digest = sha256Digest(body);
       store.index.putManifest(repositoryId, manifestRecord(digest, body, parsed));
       if (!isDigest) await this.tagAsTheMainServer(repositoryId, name, reference, digest);
       this.gw.manifests.clear();

@@ -4,12 +4,12 @@
 // reach the client unchanged except for what names the main server (absolute
 // Locations, Link, the token realm). The main server is the authority on who
 // may push: nothing here rejects a request the main server would accept.
-import { createHash } from 'node:crypto';
 import type http from 'node:http';
 import { PassThrough, type Readable } from 'node:stream';
 import type { Request, Response } from 'express';
 import { tokenAllows, type GrantedScope } from '../auth/standalone.ts';
-import { RegistryError } from '../errors.ts';
+import { RegistryError } from '../oci/errors.ts';
+import { sha256Digest } from '../oci/grammar.ts';
 import type { Gateway } from '../gateway.ts';
 import { readBounded, UpstreamError, type HttpUpstream } from '../upstream/http-upstream.ts';
 import { streamTo } from '../upstream/stream.ts';
@@ -166,10 +166,10 @@ export async function forwardPush(gw: Gateway, req: Request, res: Response, targ
     const manifest = await readManifestBody(req);
     const answer = await readAnswer(req, await send(req, res, main, manifest));
     // Stored here only what the main server stored: the same bytes, by its own account, completely answered.
-    if (answer?.created && answer.digest === sha256Of(manifest)) {
+    if (answer?.created && answer.digest === sha256Digest(manifest)) {
       await mirror.manifestPushed(target.name, target.reference, target.isDigest, manifest, req.get('content-type'));
     } else if (answer?.created) {
-      req.log.warn(`push of ${target.name}:${target.reference}: the main server answered 201 with digest ${answer.digest ?? '(none)'}, not ${sha256Of(manifest)}: not stored here`);
+      req.log.warn(`push of ${target.name}:${target.reference}: the main server answered 201 with digest ${answer.digest ?? '(none)'}, not ${sha256Digest(manifest)}: not stored here`);
     }
     return reply(gw, req, res, main, answer);
   }
@@ -212,8 +212,4 @@ export async function forwardPush(gw: Gateway, req: Request, res: Response, targ
 function blobAccepted(answer: MainAnswer, req: Request): boolean {
   const digest = req.query.digest ?? req.query.mount;
   return answer.created && typeof digest === 'string' && answer.digest === digest;
-}
-
-function sha256Of(body: Buffer): string {
-  return `sha256:${createHash('sha256').update(body).digest('hex')}`;
 }

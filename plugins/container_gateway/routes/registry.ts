@@ -3,14 +3,14 @@
 // Docker-Distribution-API-Version; every error is an OCI error body.
 import express, { type Request, type Response, type Router } from 'express';
 import { isValidHost } from '../../../lib/http/host.ts';
-import { RegistryError, sendOciError } from '../errors.ts';
+import { RegistryError, sendOciError } from '../oci/errors.ts';
 import type { Gateway } from '../gateway.ts';
 import { UpstreamError } from '../upstream/http-upstream.ts';
 import { catalog, tagsList } from './discovery.ts';
 import { ping, token } from './login.ts';
 import { pullBlob, pullManifest } from './pull.ts';
 import { forwardPush, pushProbe } from './push.ts';
-import { checkDigest, checkName, checkReference, decodeSegment } from './reference.ts';
+import { checkDigest, checkName, checkReference, decodeSegment } from '../oci/grammar.ts';
 import { local } from './local/index.ts';
 import { v1Ping, v1Search } from './v1.ts';
 import { UNREACHABLE_RETRY_AFTER } from './katello-login.ts';

@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import type Database from 'better-sqlite3';
 import { Statements } from '../db/statements.ts';
+import type { ParsedManifest } from '../oci/manifest.ts';
 
 export interface StoredManifest {
   digest: string;
@@ -18,6 +19,19 @@ export interface ManifestRecord extends StoredManifest {
   annotations?: Record<string, string>;
   /** Digests of blobs and manifests the manifest refers to. */
   children: string[];
+}
+
+/** What the content index stores for a manifest: its exact bytes and what parsing found. */
+export function manifestRecord(digest: string, body: Buffer, parsed: ParsedManifest): ManifestRecord {
+  return {
+    digest,
+    mediaType: parsed.mediaType,
+    content: body,
+    children: [...parsed.blobs, ...parsed.manifests],
+    ...(parsed.artifactType ? { artifactType: parsed.artifactType } : {}),
+    ...(parsed.subject ? { subject: parsed.subject } : {}),
+    ...(parsed.annotations ? { annotations: parsed.annotations } : {}),
+  };
 }
 
 export interface Referrer {

@@ -7,13 +7,14 @@
 // blob only becomes visible once BlobStore.ingest has verified it.
 import { validRepositoryName } from '../auth/standalone.ts';
 import type { LocalStore } from '../store/local-store.ts';
-import { parseManifest } from '../store/manifest-parse.ts';
+import { parseManifest } from '../oci/manifest.ts';
 import { MainRegistryError, MainRegistryUnavailable } from '../upstream/main-registry.ts';
-import { MANIFEST_ACCEPT, manifestComplete, mirrorManifest, MirrorError, type RegistryFetch } from './mirror.ts';
+import { manifestComplete, mirrorManifest, MirrorError, type RegistryFetch } from './mirror.ts';
+import { MANIFEST_ACCEPT } from '../oci/manifest.ts';
+import { TAG } from '../oci/grammar.ts';
 import { Limiter, limitedFetch, mapLimit } from './pool.ts';
 import type { SyncProgress } from './runs.ts';
 
-const TAG = /^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$/;
 
 /** What the sync reads from the main server (MainRegistry implements it). */
 export interface SyncSource {

@@ -5,24 +5,19 @@
 // is always complete). Blobs wanted by several callers at once in this
 // process are downloaded once; across processes the store's atomic renames
 // make a double download harmless.
-import { createHash } from 'node:crypto';
 import { pipeline, Transform, type Readable } from 'node:stream';
-import { RegistryError } from '../errors.ts';
+import { RegistryError } from '../oci/errors.ts';
 import type { LocalStore } from '../store/local-store.ts';
-import type { RegistryFetch } from '../upstream/registry-fetch.ts';
+import type { RegistryFetch } from '../oci/registry-fetch.ts';
 import { DigestMismatchError, InvalidDigestError } from '../store/blob-store.ts';
-import { DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, manifestRecord, parseManifest } from '../store/manifest-parse.ts';
+import { MANIFEST_ACCEPT, MANIFEST_LIMIT, parseManifest } from '../oci/manifest.ts';
+import { isSha256Digest, sha256Digest, TAG } from '../oci/grammar.ts';
+import { manifestRecord } from '../store/content-index.ts';
 import { readBounded } from '../upstream/http-upstream.ts';
 import { mapLimit } from './pool.ts';
 
 export type { RegistryFetch };
 
-/** Every manifest type the store keeps: the main server must not convert (Pulp answers 404 for a type not accepted). */
-export const MANIFEST_ACCEPT = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST].join(', ');
-/** As for pushed manifests (routes/local/manifests.ts). */
-const MANIFEST_LIMIT = 4 * 1024 * 1024;
-const SHA256 = /^sha256:[0-9a-f]{64}$/;
-const TAG = /^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$/;
 /** A blob body that breaks off is fetched again this many times in all (the fetch retries connection failures itself). */
 const BODY_ATTEMPTS = 3;
 
@@ -104,7 +99,7 @@ async function download(store: LocalStore, fetch: RegistryFetch, name: string, r
 
 /** Make sure the blob is in the store and linked to the repository; downloads (verified by digest) only if the store lacks it. Returns bytes transferred (0 when deduplicated). */
 export async function mirrorBlob(store: LocalStore, fetch: RegistryFetch, name: string, repositoryId: number, digest: string, size?: number, onBytes?: (n: number) => void): Promise<number> {
-  if (!SHA256.test(digest)) throw new InvalidDigestError(digest);
+  if (!isSha256Digest(digest)) throw new InvalidDigestError(digest);
   if (await linkStored(store, repositoryId, digest)) return 0;
   const key = `${store.blobs.root}\0${digest}`;
   for (;;) {
@@ -145,7 +140,7 @@ export async function mirrorManifest(
   reference: string,
   opts: MirrorOptions = {},
 ): Promise<{ digest: string; blobs: number; bytes: number }> {
-  const byDigest = SHA256.test(reference);
+  const byDigest = isSha256Digest(reference);
   if (!byDigest && !isTag(reference)) throw new MirrorError(`'${reference}' is neither a tag nor a sha256 digest`);
   const res = await fetch('GET', `/${name}/manifests/${reference}`, { Accept: MANIFEST_ACCEPT });
   const { body, complete } = await readBounded(res, MANIFEST_LIMIT).catch((err: Error) => {
@@ -153,7 +148,7 @@ export async function mirrorManifest(
   });
   if (res.statusCode !== 200) throw new MirrorError(`manifest ${name}:${reference}: the main server answered ${res.statusCode}`, res.statusCode);
   if (!complete) throw new MirrorError(`manifest ${name}:${reference}: the body ended early`);
-  const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
+  const digest = sha256Digest(body);
   if (byDigest && digest !== reference) throw new MirrorError(`manifest ${name}@${reference}: the main server sent content of digest ${digest}`);
   const claimed = res.headers['docker-content-digest'];
   if (typeof claimed === 'string' && claimed.startsWith('sha256:') && claimed !== digest) {
@@ -165,7 +160,7 @@ export async function mirrorManifest(
   } catch (err) {
     throw new MirrorError(`manifest ${name}:${reference}: ${err instanceof RegistryError ? err.message : String(err)}`);
   }
-  for (const d of [...parsed.blobs, ...parsed.manifests]) if (!SHA256.test(d)) throw new MirrorError(`manifest ${name}:${reference} refers to ${d}: only sha256 digests are supported`);
+  for (const d of [...parsed.blobs, ...parsed.manifests]) if (!isSha256Digest(d)) throw new MirrorError(`manifest ${name}:${reference} refers to ${d}: only sha256 digests are supported`);
   let blobs = 0;
   let bytes = 0;
   // Children of an index first, one at a time: each bounds its own blobs.
@@ -206,7 +201,7 @@ export async function manifestComplete(store: LocalStore, repositoryId: number, 
   }
   let blobs = parsed.blobs.length;
   for (const d of parsed.blobs) {
-    if (!SHA256.test(d) || !store.index.blobInRepository(repositoryId, d) || !(await store.blobs.stat(d))) return undefined;
+    if (!isSha256Digest(d) || !store.index.blobInRepository(repositoryId, d) || !(await store.blobs.stat(d))) return undefined;
   }
   for (const d of parsed.manifests) {
     const n = await manifestComplete(store, repositoryId, d);

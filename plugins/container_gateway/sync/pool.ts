@@ -2,7 +2,7 @@
 // a limiter that bounds concurrent transfers across nested pools (repositories
 // × tags × blobs would otherwise multiply).
 import type http from 'node:http';
-import type { RegistryFetch } from '../upstream/registry-fetch.ts';
+import type { RegistryFetch } from '../oci/registry-fetch.ts';
 
 /**
  * Run `fn` over `items`, at most `limit` at a time. The first failure stops

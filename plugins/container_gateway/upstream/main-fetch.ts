@@ -1,6 +1,6 @@
 // Reads from the main server's registry with a given Authorization (a
 // pusher's own), following the redirects Katello answers blob GETs with.
-import type { RegistryFetch } from './registry-fetch.ts';
+import type { RegistryFetch } from '../oci/registry-fetch.ts';
 import { UpstreamError, type HttpUpstream } from './http-upstream.ts';
 import { followRedirects } from './redirects.ts';
 

@@ -7,7 +7,7 @@
 import type http from 'node:http';
 import { HttpUpstream, readBounded, UpstreamError, type UpstreamTimeouts } from './http-upstream.ts';
 import { followRedirects } from './redirects.ts';
-import type { RegistryFetch } from './registry-fetch.ts';
+import type { RegistryFetch } from '../oci/registry-fetch.ts';
 
 export interface RetryNotice {
   /** 1 for the first retry. */

@@ -11,7 +11,7 @@
 import type { Request, Response } from 'express';
 import { viewerOf, type RegistryClient } from '../../auth/client.ts';
 import { allowedActions, tokenAllows, type GrantedScope, type RepositoryAction } from '../../auth/standalone.ts';
-import { RegistryError } from '../../errors.ts';
+import { RegistryError } from '../../oci/errors.ts';
 import type { Gateway } from '../../gateway.ts';
 
 export interface LocalAccess {

@@ -1,6 +1,6 @@
 // Blobs of the embedded store: GET/HEAD (with Range → 206) and DELETE (202).
 import type { Request, Response } from 'express';
-import { RegistryError } from '../../errors.ts';
+import { RegistryError } from '../../oci/errors.ts';
 import type { Gateway } from '../../gateway.ts';
 import { sendFile } from './stream-file.ts';
 import { parseRange } from './range.ts';

@@ -1,9 +1,9 @@
 // Tags and referrers of the embedded store.
 import type { Request, Response } from 'express';
 import type { Gateway } from '../../gateway.ts';
-import { OCI_INDEX } from '../../store/manifest-parse.ts';
+import { OCI_INDEX } from '../../oci/manifest.ts';
 import { page } from '../paging.ts';
-import { parseLast, parseN } from '../reference.ts';
+import { parseLast, parseN } from '../../oci/grammar.ts';
 
 export function localTags(gw: Gateway, req: Request, res: Response, name: string, repositoryId: number): void {
   const n = parseN(req.query.n);

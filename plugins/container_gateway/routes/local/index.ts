@@ -1,7 +1,7 @@
 // The embedded store's route handlers, each after its access decision.
 import type { Request, Response } from 'express';
 import type { Gateway } from '../../gateway.ts';
-import { RegistryError } from '../../errors.ts';
+import { RegistryError } from '../../oci/errors.ts';
 import { authorizeLocal, canPull } from './access.ts';
 import { deleteBlob, getBlob } from './blobs.ts';
 import { localTags, referrers } from './discovery.ts';

@@ -2,13 +2,13 @@
 // honoured), PUT (4 MiB limit → 413, a manifest media type required and kept
 // for good, referenced blobs checked → MANIFEST_BLOB_UNKNOWN, subject →
 // OCI-Subject), DELETE (202).
-import { createHash } from 'node:crypto';
 import type { Request, Response } from 'express';
-import { RegistryError } from '../../errors.ts';
+import { RegistryError } from '../../oci/errors.ts';
 import type { Gateway } from '../../gateway.ts';
-import { accepts, declaredManifestType, manifestRecord, parseManifest } from '../../store/manifest-parse.ts';
+import { accepts, declaredManifestType, MANIFEST_LIMIT, parseManifest } from '../../oci/manifest.ts';
+import { sha256Digest } from '../../oci/grammar.ts';
+import { manifestRecord } from '../../store/content-index.ts';
 
-export const MANIFEST_LIMIT = 4 * 1024 * 1024;
 
 function find(gw: Gateway, repositoryId: number, reference: string, isDigest: boolean) {
   const index = gw.localStore().index;
@@ -57,7 +57,7 @@ function readBounded(req: Request): Promise<Buffer> {
 
 export async function putManifest(gw: Gateway, req: Request, res: Response, name: string, existingId: number | undefined, create: () => number, reference: string, isDigest: boolean): Promise<void> {
   const body = await readManifestBody(req);
-  const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
+  const digest = sha256Digest(body);
   if (isDigest && reference !== digest) throw new RegistryError('DIGEST_INVALID', `the manifest's digest is ${digest}, not ${reference}`);
   const parsed = parseManifest(body, req.get('content-type'));
   const index = gw.localStore().index;

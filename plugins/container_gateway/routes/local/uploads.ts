@@ -4,10 +4,10 @@
 // optional), GET status (204), DELETE (cancel). Bytes go to a temporary file,
 // are verified against the digest, then renamed: never a partial blob.
 import type { Request, Response } from 'express';
-import { RegistryError } from '../../errors.ts';
+import { RegistryError } from '../../oci/errors.ts';
 import type { Gateway } from '../../gateway.ts';
 import { DigestMismatchError, SizeMismatchError, UploadRangeError } from '../../store/blob-store.ts';
-import { checkDigest } from '../reference.ts';
+import { checkDigest, isSha256Digest } from '../../oci/grammar.ts';
 
 function uploadHeaders(req: Request, res: Response, name: string, uuid: string, size: number): void {
   res.set({
@@ -34,8 +34,9 @@ function digestParam(req: Request): string | undefined {
   if (typeof d !== 'string') throw new RegistryError('DIGEST_INVALID', 'digest must be given once');
   checkDigest(d);
   // The store verifies sha256; refuse others before any state changes.
-  if (!/^sha256:[a-f0-9]{64}$/.test(d)) throw new RegistryError('DIGEST_INVALID', `only sha256 digests are supported, got '${d.slice(0, 80)}'`);
-  return d;
+  const shown = d.slice(0, 80);
+  if (isSha256Digest(d)) return d;
+  throw new RegistryError('DIGEST_INVALID', `only sha256 digests are supported, got '${shown}'`);
 }
 
 function mapStoreError(err: unknown): never {
@@ -46,7 +47,7 @@ function mapStoreError(err: unknown): never {
 
 export async function startUpload(gw: Gateway, req: Request, res: Response, name: string, repositoryId: number, canPull: (repo: string) => boolean): Promise<void> {
   const store = gw.localStore();
-  const mount = typeof req.query.mount === 'string' && /^sha256:[a-f0-9]{64}$/.test(req.query.mount) ? req.query.mount : undefined;
+  const mount = isSha256Digest(req.query.mount) ? req.query.mount : undefined;
   if (mount) {
     const from = typeof req.query.from === 'string' ? req.query.from : undefined;
     const source = from ? store.index.repositoryId(from) : undefined;

@@ -1,8 +1,7 @@
 // Reading a pushed manifest: its media type, what it refers to (blobs, or
 // manifests for an index), its subject and artifact type (referrers API).
 // Unknown fields are allowed; the bytes are stored exactly as received.
-import { RegistryError } from '../errors.ts';
-import type { ManifestRecord } from './content-index.ts';
+import { RegistryError } from './errors.ts';
 
 export const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 export const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
@@ -12,6 +11,10 @@ const INDEX_TYPES = new Set([OCI_INDEX, DOCKER_LIST]);
 const IMAGE_TYPES = new Set([OCI_MANIFEST, DOCKER_MANIFEST]);
 /** The only media types a manifest is stored and served with. */
 export const MANIFEST_TYPES: ReadonlySet<string> = new Set([...IMAGE_TYPES, ...INDEX_TYPES]);
+/** Every manifest type the store keeps, asked of upstreams so that they do not convert (Pulp answers 404 for a type not accepted). */
+export const MANIFEST_ACCEPT = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST].join(', ');
+/** The largest manifest accepted from a client or an upstream: the size the distribution spec asks every registry to take. */
+export const MANIFEST_LIMIT = 4 * 1024 * 1024;
 
 function notAManifestType(what: string): RegistryError {
   return new RegistryError('MANIFEST_INVALID', `${what} is not a manifest media type (${[...MANIFEST_TYPES].join(', ')})`);
@@ -109,17 +112,4 @@ export function accepts(accept: string | undefined, mediaType: string): boolean 
   if (!accept) return true;
   const types = accept.split(',').map((t) => t.split(';')[0]!.trim().toLowerCase());
   return types.some((t) => t === '*/*' || t === mediaType || t === 'application/*' || t === '');
-}
-
-/** What the content index stores for a manifest: its exact bytes and what parsing found. */
-export function manifestRecord(digest: string, body: Buffer, parsed: ParsedManifest): ManifestRecord {
-  return {
-    digest,
-    mediaType: parsed.mediaType,
-    content: body,
-    children: [...parsed.blobs, ...parsed.manifests],
-    ...(parsed.artifactType ? { artifactType: parsed.artifactType } : {}),
-    ...(parsed.subject ? { subject: parsed.subject } : {}),
-    ...(parsed.annotations ? { annotations: parsed.annotations } : {}),
-  };
 }

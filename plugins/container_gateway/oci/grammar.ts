@@ -1,9 +1,23 @@
-// The OCI grammar for names, tags and digests: validated before a name reaches
-// SQL or an upstream URL.
-import { RegistryError } from '../errors.ts';
-import { DIGEST, NAME, TAG } from '../names.ts';
+// The OCI grammar for names, tags and digests: validated before a name
+// reaches SQL or an upstream URL. A leaf: nothing of the gateway is imported.
+import { createHash } from 'node:crypto';
+import { RegistryError } from './errors.ts';
 
-export { NAME };
+const COMPONENT = '[a-z0-9]+(?:(?:\\.|_|__|-+)[a-z0-9]+)*';
+export const NAME = new RegExp(`^${COMPONENT}(?:/${COMPONENT})*$`);
+export const TAG = /^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$/;
+export const DIGEST = /^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/;
+/** The only digest algorithm the store keeps and verifies. */
+export const SHA256_DIGEST = /^sha256:[a-f0-9]{64}$/;
+
+export function isSha256Digest(value: unknown): value is string {
+  return typeof value === 'string' && SHA256_DIGEST.test(value);
+}
+
+/** The sha256 digest of some bytes, as `sha256:<hex>`. */
+export function sha256Digest(bytes: Buffer): string {
+  return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+}
 
 export function checkName(name: string): string {
   if (name.length > 255 || !NAME.test(name)) throw new RegistryError('NAME_INVALID', `invalid repository name '${name.slice(0, 300)}'`);
@@ -11,7 +25,7 @@ export function checkName(name: string): string {
 }
 
 export function checkDigest(digest: string): string {
-  if (!DIGEST.test(digest) || (digest.startsWith('sha256:') && !/^sha256:[a-f0-9]{64}$/.test(digest)) || (digest.startsWith('sha512:') && !/^sha512:[a-f0-9]{128}$/.test(digest))) {
+  if (!DIGEST.test(digest) || (digest.startsWith('sha256:') && !SHA256_DIGEST.test(digest)) || (digest.startsWith('sha512:') && !/^sha512:[a-f0-9]{128}$/.test(digest))) {
     throw new RegistryError('DIGEST_INVALID', `invalid digest '${digest.slice(0, 200)}'`);
   }
   return digest;
