@@ -36,8 +36,7 @@
 //
 // `proxyctl status` shows the last sync under the plugin's row (the `status` export below).
 import type { Command } from 'commander';
-import type { DaemonTarget } from '../../lib/cli/daemon-client.ts';
-import type { PluginCli, PluginCliContext, PluginStatus } from '../../lib/cli/plugin-commands.ts';
+import type { DaemonTarget, PluginCli, PluginCliContext, PluginStatusHook as PluginStatus } from '../../lib/plugins/api.ts';
 import { USER_NAME, validRepositoryName } from './auth/standalone.ts';
 import { action, Exit } from './cli-exit.ts';
 import { readPassword } from './cli-password.ts';

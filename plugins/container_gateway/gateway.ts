@@ -1,8 +1,7 @@
 // What every registry route shares: settings, the database, the upstreams,
 // and the access decisions of container-gateway.md §5.
 import type { Request, Response } from 'express';
-import type { Logger } from '../../lib/logging/logger.ts';
-import type { PluginContext } from '../../lib/plugins/types.ts';
+import type { Logger, PluginContext } from '../../lib/plugins/api.ts';
 import { identifyClient, type RegistryClient } from './auth/client.ts';
 import { mayCreateRepository, type StandaloneAccounts } from './auth/standalone.ts';
 import { LoginGuard } from './auth/login-guard.ts';

@@ -1,7 +1,7 @@
 // The container gateway: the registry that podman, skopeo and docker talk to
 // on a smart proxy. Pulls are served from the content backend with access
 // decided from a SQLite cache that Katello keeps current.
-import { definePlugin } from '../../lib/plugins/types.ts';
+import { definePlugin } from '../../lib/plugins/api.ts';
 import { Gateway } from './gateway.ts';
 import { adminRouter } from './routes/admin.ts';
 import { storeAdminRouter } from './routes/admin-store.ts';

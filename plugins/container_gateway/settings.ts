@@ -1,5 +1,5 @@
 // Settings of the container gateway: the original plugin's keys plus ours.
-import type { PropertySchema } from '../../lib/settings/schema.ts';
+import type { PropertySchema } from '../../lib/plugins/api.ts';
 
 export interface GatewaySettings {
   /** 'local' (the embedded store) unless pulp_endpoint is set. */

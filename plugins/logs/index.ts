@@ -1,7 +1,7 @@
 // smart-proxy's `logs` module: GET /logs/ returns the in-memory log buffer and
 // the failure messages of plugins, for Foreman's "Logs" tab. Enabled by
 // default, as in smart-proxy.
-import { definePlugin } from '../../lib/plugins/types.ts';
+import { definePlugin } from '../../lib/plugins/api.ts';
 
 export default definePlugin({
   name: 'logs',

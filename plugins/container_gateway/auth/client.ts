@@ -4,7 +4,7 @@
 // expired. Identity headers from anyone else are ignored.
 import { createHash, X509Certificate } from 'node:crypto';
 import type { Request } from 'express';
-import type { ClientIdentity } from '../../../lib/http/identity.ts';
+import type { ClientIdentity } from '../../../lib/plugins/api.ts';
 import type { GatewayDb, Viewer } from '../db/database.ts';
 
 export type RegistryClient =

@@ -9,7 +9,7 @@
 //   the login still works while the main server is unreachable.
 import type Database from 'better-sqlite3';
 import type { Request, Response } from 'express';
-import type { Logger } from '../../../lib/logging/logger.ts';
+import type { Logger } from '../../../lib/plugins/api.ts';
 import { Statements } from '../db/statements.ts';
 import { RegistryError } from '../oci/errors.ts';
 import { HashingBusy, hashPassword, verifyPassword } from './passwords.ts';

@@ -4,7 +4,7 @@
 // our TLS layer verified, and nothing else: no verified certificate, no header.
 import type http from 'node:http';
 import express, { type Router } from 'express';
-import type { PluginContext } from '../../../lib/plugins/types.ts';
+import type { PluginContext } from '../../../lib/plugins/api.ts';
 import { ociBody } from '../oci/errors.ts';
 import type { GatewaySettings } from '../settings.ts';
 import { HttpUpstream, UpstreamError } from '../upstream/http-upstream.ts';

@@ -2,7 +2,7 @@
 // root and under /container_gateway. Every answer carries
 // Docker-Distribution-API-Version; every error is an OCI error body.
 import express, { type Request, type Response, type Router } from 'express';
-import { isValidHost } from '../../../lib/http/host.ts';
+import { isValidHost } from '../../../lib/plugins/api.ts';
 import { RegistryError, sendOciError } from '../oci/errors.ts';
 import type { Gateway } from '../gateway.ts';
 import { UpstreamError } from '../upstream/http-upstream.ts';

@@ -4,7 +4,7 @@
 // §6) with the sync credentials. Pushes of several blobs and manifests come
 // in bursts: the requests of one burst are folded into one sync.
 import axios from 'axios';
-import type { Logger } from '../../../lib/logging/logger.ts';
+import type { Logger } from '../../../lib/plugins/api.ts';
 import type { Agent } from 'node:https';
 import type { GatewaySettings } from '../settings.ts';
 
