@@ -9,11 +9,9 @@ import { GatewayDb, type Viewer } from './db/database.ts';
 import { RegistryError } from './oci/errors.ts';
 import type { GatewaySettings } from './settings.ts';
 import { HttpUpstream } from './upstream/http-upstream.ts';
-import { KatelloClient, repositoriesOf } from './upstream/katello.ts';
-import { mainFetch } from './upstream/main-fetch.ts';
-import { mainServerUrls, type MainServerUrls } from './upstream/main-urls.ts';
+import { repositoriesOf, type KatelloClient } from './upstream/katello.ts';
+import { MainServer } from './upstream/main-server.ts';
 import { ManifestCache } from './upstream/manifest-cache.ts';
-import type { RegistryFetch } from './oci/registry-fetch.ts';
 import { BlobStore } from './store/blob-store.ts';
 import { ContentIndex } from './store/content-index.ts';
 import type { LocalStore } from './store/local-store.ts';
@@ -23,11 +21,8 @@ export type { LocalStore };
 export class Gateway {
   readonly db: GatewayDb;
   private readonly pulpUpstream: HttpUpstream | undefined;
-  readonly katello: KatelloClient | undefined;
-  /** The main server's registry (smart-proxy mode): where pushes go and syncs read. */
-  readonly mainRegistry: HttpUpstream | undefined;
-  /** Where the main server's registry, registry API and API are (smart-proxy mode), derived once. */
-  readonly mainUrls: MainServerUrls | undefined;
+  /** The main server (smart-proxy mode): where pushes go, syncs read and logins are decided. */
+  readonly main: MainServer | undefined;
   /** No main server: users, tokens and repositories are this gateway's own. */
   readonly standalone: boolean;
   private readonly store: LocalStore | undefined;
@@ -50,21 +45,8 @@ export class Gateway {
     this.manifests = new ManifestCache(settings.manifest_cache_ttl * 1000, 32 * 1024 * 1024);
     this.pulpUpstream = settings.content_backend === 'pulp' ? new HttpUpstream(settings.pulp_endpoint, this.timeouts(), this.tls(), settings.upstream_max_sockets) : undefined;
     this.store = settings.content_backend === 'local' ? { blobs: new BlobStore(settings.storage_path), index: new ContentIndex(this.db.db) } : undefined;
-    const urls = mainServerUrls(settings, ctx.global.foreman_url);
-    this.mainUrls = urls;
-    this.standalone = !urls;
-    this.katello = urls ? new KatelloClient(urls.katelloRegistry, { ca: ctx.global.foreman_ssl_ca, timeoutMs: settings.upstream_response_timeout * 1000 }) : undefined;
-    this.mainRegistry = urls ? new HttpUpstream(urls.registry, this.timeouts(), { ca: ctx.global.foreman_ssl_ca }, settings.upstream_max_sockets) : undefined;
-  }
-
-  requireMainRegistry(): HttpUpstream {
-    if (!this.mainRegistry) throw new RegistryError('UNSUPPORTED', 'no main server is configured (foreman_url is unset)');
-    return this.mainRegistry;
-  }
-
-  /** Reads from the main server's registry as `authorization` (redirects followed). */
-  mainRegistryFetch(authorization: string | undefined): RegistryFetch {
-    return mainFetch(this.requireMainRegistry(), (origin) => this.contentApp(origin), authorization);
+    this.main = MainServer.of(settings, ctx.global, this.timeouts());
+    this.standalone = !this.main;
   }
 
   get backend(): 'pulp' | 'local' {
@@ -105,14 +87,14 @@ export class Gateway {
 
   close(): void {
     this.pulpUpstream?.close();
-    this.mainRegistry?.close();
+    this.main?.close();
     for (const up of this.contentApps.values()) up.close();
     this.db.close();
   }
 
   requireKatello(): KatelloClient {
-    if (!this.katello) throw new RegistryError('UNAVAILABLE', 'no main server is configured (foreman_url is unset)');
-    return this.katello;
+    if (!this.main) throw new RegistryError('UNAVAILABLE', 'no main server is configured (foreman_url is unset)');
+    return this.main.katello;
   }
 
   /** Who is calling: identified once per request (routing and access checks both ask). */
@@ -142,12 +124,12 @@ export class Gateway {
 
   /** A host seen for the first time: fetch its catalog from Katello (at most once per host_lookup_interval). */
   async learnHost(uuid: string): Promise<void> {
-    if (this.db.hostKnown(uuid) || !this.katello) return;
+    if (this.db.hostKnown(uuid) || !this.main) return;
     const last = this.hostLookups.get(uuid);
     if (last !== undefined && Date.now() - last < this.settings.host_lookup_interval * 1000) return;
     this.hostLookups.set(uuid, Date.now());
     try {
-      const reply = await this.katello.hostCatalog(uuid);
+      const reply = await this.main.katello.hostCatalog(uuid);
       if (reply.status !== 200) {
         this.logger.warn(`catalog of host ${uuid} from Katello answered ${reply.status}`);
         return;

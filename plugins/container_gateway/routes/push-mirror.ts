@@ -15,7 +15,6 @@ import { isSha256Digest, sha256Digest } from '../oci/grammar.ts';
 import { manifestRecord } from '../store/content-index.ts';
 import { mirrorBlob, mirrorManifest, type RegistryFetch } from '../sync/mirror.ts';
 import { tagOrderOf } from '../store/tag-order.ts';
-import { triggerCapsuleSync } from '../upstream/capsule-sync.ts';
 
 
 export interface UploadTee {
@@ -168,7 +167,7 @@ export class PushMirror {
     const client = this.gw.client(this.req);
     if (client.kind === 'user') this.gw.db.addUserRepository(client.name, name);
     if (!this.store) {
-      if (this.gw.settings.push_sync_trigger === 'capsule_sync') void triggerCapsuleSync({ settings: this.gw.settings, foreman: this.gw.mainUrls?.foreman, agent: this.gw.katello?.agent }, this.req.log);
+      if (this.gw.settings.push_sync_trigger === 'capsule_sync') this.gw.main?.requestCapsuleSync(this.req.log);
       return;
     }
     try {
@@ -222,6 +221,6 @@ export class PushMirror {
 
   /** Reads from the main server as the pusher (who can read what they just pushed). */
   private fetcher(): RegistryFetch {
-    return this.gw.mainRegistryFetch(this.req.get('authorization'));
+    return this.gw.main!.readAs(this.req.get('authorization'));
   }
 }

@@ -46,7 +46,7 @@ export type PushTarget =
  * main-server token was asked for (the main server decides what they grant).
  */
 export function pushProbe(gw: Gateway, req: Request, name: string): boolean {
-  if (req.method !== 'HEAD' || !gw.mainRegistry) return false;
+  if (req.method !== 'HEAD' || !gw.main) return false;
   const client = gw.client(req);
   return client.kind === 'user' && Array.isArray(client.grants) && tokenAllows(client.grants as GrantedScope[], name, 'push');
 }
@@ -160,7 +160,7 @@ function hasBody(req: Request): boolean {
 
 /** Forward one write (or push probe) to the main server's registry. */
 export async function forwardPush(gw: Gateway, req: Request, res: Response, target: PushTarget): Promise<void> {
-  const main = gw.requireMainRegistry();
+  const main = gw.main!.registry;
   const mirror = new PushMirror(gw, req);
   if (target.kind === 'manifest' && req.method === 'PUT') {
     const manifest = await readManifestBody(req);

@@ -50,7 +50,7 @@ const V2_ROUTES: Route[] = [
     handler: async (gw, req, res, m) => {
       const name = checkName(m[1]!);
       const { reference, isDigest } = checkReference(decodeSegment(m[2]!, 'MANIFEST_INVALID'));
-      if (gw.mainRegistry && (req.method === 'PUT' || req.method === 'DELETE' || pushProbe(gw, req, name))) {
+      if (gw.main && (req.method === 'PUT' || req.method === 'DELETE' || pushProbe(gw, req, name))) {
         return forwardPush(gw, req, res, { kind: 'manifest', name, reference, isDigest });
       }
       if (gw.backend === 'local') return local.manifest(gw, req, res, name, reference, isDigest);
@@ -63,7 +63,7 @@ const V2_ROUTES: Route[] = [
     pattern: /^\/(.+)\/blobs\/uploads\/?$/,
     handler: (gw, req, res, m) => {
       const name = checkName(m[1]!);
-      if (gw.mainRegistry) return forwardPush(gw, req, res, { kind: 'upload-start', name });
+      if (gw.main) return forwardPush(gw, req, res, { kind: 'upload-start', name });
       if (gw.backend !== 'local') throw new RegistryError('UNSUPPORTED', PUSH_UNSUPPORTED);
       return local.uploads(gw, req, res, name, undefined);
     },
@@ -73,7 +73,7 @@ const V2_ROUTES: Route[] = [
     pattern: /^\/(.+)\/blobs\/uploads\/([^/]+)$/,
     handler: (gw, req, res, m) => {
       const name = checkName(m[1]!);
-      if (gw.mainRegistry) return forwardPush(gw, req, res, { kind: 'upload', name, uuid: m[2]! });
+      if (gw.main) return forwardPush(gw, req, res, { kind: 'upload', name, uuid: m[2]! });
       if (gw.backend !== 'local') throw new RegistryError('UNSUPPORTED', PUSH_UNSUPPORTED);
       return local.uploads(gw, req, res, name, m[2]!);
     },
@@ -84,7 +84,7 @@ const V2_ROUTES: Route[] = [
     handler: async (gw, req, res, m) => {
       const name = checkName(m[1]!);
       const digest = checkDigest(decodeSegment(m[2]!, 'DIGEST_INVALID'));
-      if (gw.mainRegistry && (req.method === 'DELETE' || pushProbe(gw, req, name))) return forwardPush(gw, req, res, { kind: 'blob', name, digest });
+      if (gw.main && (req.method === 'DELETE' || pushProbe(gw, req, name))) return forwardPush(gw, req, res, { kind: 'blob', name, digest });
       if (gw.backend === 'local') return local.blob(gw, req, res, name, digest);
       pulpOnlyReads(req);
       return pullBlob(gw, req, res, await gw.authorize(req, res, name), name, digest);

@@ -27,7 +27,7 @@ async function anonymousCatalog(katello: KatelloClient): Promise<Set<string> | u
 
 export async function refreshAccess(gw: Gateway, mirrored: string[], concurrency: number, log: { warn(msg: string): void }): Promise<RefreshResult> {
   const result: RefreshResult = { public: 0, hosts: 0 };
-  const katello = gw.katello;
+  const katello = gw.main?.katello;
   if (!katello) return result;
   try {
     const open = await anonymousCatalog(katello);

@@ -4,7 +4,6 @@
 // content, access is refreshed (sync/refresh.ts). Stopping the daemon marks
 // its runs interrupted; a rerun resumes.
 import type { Gateway } from '../gateway.ts';
-import { MainRegistry } from '../upstream/main-registry.ts';
 import { runSync } from './engine.ts';
 import { refreshAccess } from './refresh.ts';
 import { emptyProgress, SyncRuns, type SyncProgress, type SyncRun } from './runs.ts';
@@ -99,12 +98,7 @@ export class SyncService {
       pending = setTimeout(flush, FLUSH_MS);
     };
     const heartbeat = setInterval(flush, HEARTBEAT_MS);
-    const registry = new MainRegistry({
-      url: gw.mainUrls!.registry,
-      ...(s.sync_username && s.sync_password ? { credentials: { username: s.sync_username, password: s.sync_password } } : {}),
-      timeouts: gw.timeouts(),
-      ...(gw.ctx.global.foreman_ssl_ca ? { ca: gw.ctx.global.foreman_ssl_ca } : {}),
-      maxSockets: s.upstream_max_sockets,
+    const registry = gw.main!.proxyReader({
       retries: s.sync_retries,
       signal: a.controller.signal,
       onRetry: (notice) => {

@@ -9,9 +9,6 @@ import type { Agent } from 'node:https';
 import type { GatewaySettings } from '../settings.ts';
 
 const QUIET_MS = 2000;
-let pending: NodeJS.Timeout | undefined;
-/** Pushes folded into the sync that is pending. */
-let folded = 0;
 
 /** What a capsule-sync request needs: this proxy's settings, Foreman's URL and the TLS agent towards it. */
 export interface CapsuleSyncTarget {
@@ -20,16 +17,30 @@ export interface CapsuleSyncTarget {
   agent: Agent | undefined;
 }
 
-export function triggerCapsuleSync(target: CapsuleSyncTarget, log: Logger): void {
-  if (pending) clearTimeout(pending);
-  folded += 1;
-  pending = setTimeout(() => {
-    const pushes = folded;
-    pending = undefined;
-    folded = 0;
-    void requestSync(target, log, pushes);
-  }, QUIET_MS);
-  pending.unref();
+/** Requests folded per burst; the pending one is dropped by close(). */
+export class CapsuleSyncTrigger {
+  private pending: NodeJS.Timeout | undefined;
+  /** Pushes folded into the sync that is pending. */
+  private folded = 0;
+
+  constructor(private readonly target: CapsuleSyncTarget) {}
+
+  request(log: Logger): void {
+    if (this.pending) clearTimeout(this.pending);
+    this.folded += 1;
+    this.pending = setTimeout(() => {
+      const pushes = this.folded;
+      this.pending = undefined;
+      this.folded = 0;
+      void requestSync(this.target, log, pushes);
+    }, QUIET_MS);
+    this.pending.unref();
+  }
+
+  close(): void {
+    if (this.pending) clearTimeout(this.pending);
+    this.pending = undefined;
+  }
 }
 
 async function requestSync(target: CapsuleSyncTarget, log: Logger, pushes: number): Promise<void> {

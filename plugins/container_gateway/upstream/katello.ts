@@ -82,6 +82,10 @@ export class KatelloClient {
     return this.get('_catalog', new URLSearchParams(), {});
   }
 
+  close(): void {
+    this.agent.destroy();
+  }
+
   hostCatalog(uuid: string): Promise<KatelloReply> {
     return this.get('_catalog', new URLSearchParams(), { HostUUID: uuid });
   }
