@@ -1,0 +1,48 @@
+// The one interface every content backend implements: the embedded store,
+// Pulp (reads), and the wrappers that forward writes to the main server or
+// fetch what is missing from it. Chosen once in setup(); the registry routes
+// call it without knowing which one serves them. A backend answers the
+// exchange itself (status, headers, body), because backends differ in how
+// (a stored file, a stream relayed, a redirect), and throws RegistryError for
+// the OCI errors the routes render. Access was decided before any call.
+import type { Request, Response } from 'express';
+import type { Access } from '../access/access.ts';
+
+/** One registry request, as the backend sees it. */
+export interface Exchange {
+  req: Request;
+  res: Response;
+  access: Access;
+}
+
+export interface ManifestReference {
+  reference: string;
+  isDigest: boolean;
+}
+
+/** Writes: present only on backends that can take them; routes for them are registered only then. */
+export interface ContentWrites {
+  putManifest(x: Exchange, ref: ManifestReference): Promise<void>;
+  deleteManifest(x: Exchange, ref: ManifestReference): Promise<void>;
+  deleteBlob(x: Exchange, digest: string): Promise<void>;
+  /** POST .../blobs/uploads/ : a session, a monolithic upload (?digest) or a mount (?mount[&from]). */
+  startUpload(x: Exchange): Promise<void>;
+  patchUpload(x: Exchange, uuid: string): Promise<void>;
+  finishUpload(x: Exchange, uuid: string): Promise<void>;
+  uploadStatus(x: Exchange, uuid: string): Promise<void>;
+  cancelUpload(x: Exchange, uuid: string): Promise<void>;
+}
+
+export interface ContentBackend {
+  /** GET/HEAD a manifest by tag or digest (Accept honoured). */
+  getManifest(x: Exchange, ref: ManifestReference): Promise<void>;
+  /** GET/HEAD a blob (Range honoured). */
+  getBlob(x: Exchange, digest: string): Promise<void>;
+  /** Up to `limit` tags after `last`, in order; the route pages them. */
+  tags(x: Exchange, last: string | undefined, limit: number): Promise<string[]>;
+  /** The referrers API: present only where the backend knows subjects. */
+  referrers?(x: Exchange, digest: string): Promise<void>;
+  writes?: ContentWrites;
+  /** Release what the backend holds (pools, timers); the parts that made it call this in stop(). */
+  close?(): void | Promise<void>;
+}
