@@ -65,7 +65,7 @@ export class GatewayDb {
     return row && { id: row.id, name: row.name, authRequired: row.auth_required === 1 };
   }
 
-  /** Repository rule of the original gateway (§5), for a known viewer. An unlisted repository reads as unknown. */
+  /** Who may read a repository (public, owner, mapped user, mapped host); an unlisted repository reads as unknown. */
   canRead(viewer: Viewer, name: string): boolean {
     const repo = this.repository(name);
     if (!repo) return false;

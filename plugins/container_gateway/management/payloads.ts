@@ -1,20 +1,16 @@
-// Validation and normalisation of the bodies of Katello's container gateway
-// management calls (katello-api.md §4), from either shape:
-//   - a Rack form body already run through `parseRackForm` (booleans are the
-//     strings "true"/"false", empty arrays arrive as a bare key, i.e. `null`),
-//   - a JSON body of the same shape (booleans are booleans).
-//
-// Every violation throws `PayloadError` whose message starts with the path of
-// the offending field (`repositories[3].auth_required: expected true or false,
-// got "true\n"`); the HTTP layer answers 400 with it and changes nothing.
+// The bodies of Katello's management calls, validated and normalised before
+// anything changes: Katello sends them as Rack forms (booleans as strings,
+// empty arrays as a bare key) or as JSON of the same shape. A violation
+// throws PayloadError naming the offending field's path, so the operator sees
+// which entry of a long list is wrong.
 //
 // Rules:
 //   - a missing top-level key, `null`, `""` or `[]` is an empty list; the same
 //     holds for the per-user and per-host lists;
 //   - unknown keys (at the top level or in an entry) are ignored;
 //   - `auth_required` is strict: true/false, or "true"/"false" in any case and
-//     nothing else (no whitespace: `"true\n"` is an error, the original
-//     gateway's defect #8); missing or `null` means true (fail closed);
+//     nothing else (no whitespace: `"true\n"` is an error, not a silent
+//     false); missing or `null` means true (fail closed);
 //   - repository names follow the OCI name grammar, at most 255 characters;
 //   - a repository named twice in one list: the last entry wins (its
 //     `auth_required` is kept, at the position of the first occurrence);
