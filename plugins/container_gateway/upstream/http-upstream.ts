@@ -124,6 +124,7 @@ export class HttpUpstream {
       let response: http.IncomingMessage | undefined;
       const fail = (kind: UpstreamFailure, message: string, code?: string) => {
         clearTimeout(responseTimer);
+        detach();
         if (!settled) {
           settled = true;
           reject(new UpstreamError(kind, message, code));
@@ -145,6 +146,7 @@ export class HttpUpstream {
         clearTimeout(responseTimer);
         if (err.code === 'ECONNRESET' && req.reusedSocket && !settled) {
           settled = true;
+          detach();
           reject(new StaleSocketError(`${this.origin}: ${err.message}`));
           return;
         }
@@ -161,8 +163,9 @@ export class HttpUpstream {
       });
       const signal = r.signal;
       const onAbort = () => fail('aborted', 'client went away');
-      const detach = () => signal?.removeEventListener('abort', onAbort);
-      req.once('error', detach);
+      function detach(): void {
+        signal?.removeEventListener('abort', onAbort);
+      }
       if (signal?.aborted) {
         onAbort();
         return;
