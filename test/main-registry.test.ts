@@ -2,7 +2,9 @@
 // token dance and token reuse, paged lists following Link, redirects that
 // drop Authorization across origins, retries with backoff reported and their
 // end, refused credentials; blobs downloaded once for concurrent callers and
-// never stored when their bytes do not match the digest.
+// never stored when their bytes do not match the digest; a request whose
+// client went away fails with the kind 'aborted', and a stopped reader on
+// shared pools stops at once without closing them.
 import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
@@ -14,6 +16,7 @@ import { GatewayDb } from '../plugins/container_gateway/db/database.ts';
 import { BlobStore } from '../plugins/container_gateway/store/blob-store.ts';
 import { ContentIndex } from '../plugins/container_gateway/store/content-index.ts';
 import { mirrorBlob, mirrorManifest, MirrorError } from '../plugins/container_gateway/sync/mirror.ts';
+import { HttpUpstream, UpstreamError } from '../plugins/container_gateway/upstream/http-upstream.ts';
 import { MainRegistry, MainRegistryError, MainRegistryUnavailable, type RetryNotice } from '../plugins/container_gateway/upstream/main-registry.ts';
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
@@ -174,4 +177,41 @@ t.test('mirror: one download for concurrent callers; a bad digest stores nothing
   const r = await mirrorManifest(store, reg.fetch, 'org/a', a, 'v1');
   t.same(r, { digest: sha(manifest), blobs: 1, bytes: config.length }, 'only the config was missing');
   t.same(store.index.tagged(a, 'v1')?.content, manifest, 'stored byte for byte, tagged');
+});
+
+t.test("the client's signal: 'aborted', before the response and mid-body; shared pools survive a stopped reader", async (t) => {
+  const { url } = await serve(t, (req, res) => {
+    if (req.url === '/v2/slow') return void setTimeout(() => res.end('late'), 2000);
+    if (req.url === '/v2/body') {
+      res.writeHead(200, { 'Content-Length': '10' });
+      res.write('12345');
+      return;
+    }
+    res.end('{}');
+  });
+  const pool = new HttpUpstream(url, timeouts);
+  t.teardown(() => pool.close());
+  const gone = new AbortController();
+  const waiting = pool.request({ method: 'GET', path: '/v2/slow', signal: gone.signal });
+  setTimeout(() => gone.abort(), 50);
+  await t.rejects(waiting, { name: 'UpstreamError', kind: 'aborted' }, 'waiting for the head');
+
+  const midBody = new AbortController();
+  const res = await pool.request({ method: 'GET', path: '/v2/body', signal: midBody.signal });
+  const cut = new Promise<unknown>((resolve) => res.on('error', resolve));
+  res.resume();
+  midBody.abort();
+  const err = await cut;
+  t.ok(err instanceof UpstreamError && err.kind === 'aborted', 'the body reader learns the kind');
+
+  await t.rejects(pool.request({ method: 'GET', path: '/v2/x', signal: AbortSignal.abort() }), { name: 'UpstreamError', kind: 'aborted' }, 'an aborted signal sends nothing');
+
+  const stop = new AbortController();
+  const reader = new MainRegistry({ url: `${url}/v2/`, timeouts, retries: 0, upstreamFor: () => pool, signal: stop.signal });
+  const slow = reader.request('GET', '/slow');
+  setTimeout(() => stop.abort(), 50);
+  await t.rejects(slow, MainRegistryError, 'the stopped reader stops at once');
+  const after = await pool.request({ method: 'GET', path: '/v2/ok' });
+  t.equal(after.statusCode, 200, 'the shared pool still serves');
+  after.resume();
 });

@@ -1,9 +1,9 @@
-// Standalone mode's authority, without a daemon: scrypt password hashes, the
-// scope grammar of registry-clients.md §4, and GET /v2/token's decisions
-// (issueToken) over an in-memory StandaloneAccounts.
+// Standalone mode's authority, without a daemon: scrypt password hashes and
+// their bounded queue, the scope grammar of Docker's token specification, and
+// GET /v2/token's decisions (issueToken) over an in-memory StandaloneAccounts.
 import { createHash, randomBytes, scryptSync } from 'node:crypto';
 import t from 'tap';
-import { hashPassword, verifyPassword } from '../plugins/container_gateway/auth/passwords.ts';
+import { HashingBusy, hashPassword, PasswordHasher, verifyPassword } from '../plugins/container_gateway/auth/passwords.ts';
 import {
   allowedActions,
   issueToken,
@@ -18,6 +18,21 @@ import {
 } from '../plugins/container_gateway/auth/standalone.ts';
 
 // --- passwords ---------------------------------------------------------------
+
+t.test('a hasher runs a bounded number of derivations and refuses beyond its queue', async (t) => {
+  const small = new PasswordHasher({ concurrency: 1, queue: 1 });
+  const running = small.hash('one');
+  const waiting = small.hash('two');
+  await t.rejects(small.hash('three'), HashingBusy, 'a third at once: busy');
+  const [a, b] = await Promise.all([running, waiting]);
+  t.equal(await small.verify('one', a), true);
+  t.equal(await small.verify('two', b), true, 'the queue drained: hashing again works');
+  t.equal(await small.verifyUnknown('anything'), false, 'an unknown user is never let in');
+  const other = new PasswordHasher({ concurrency: 1, queue: 0 });
+  const busy = small.hash('four');
+  t.ok(await other.hash('five'), 'another hasher has a queue of its own');
+  await busy;
+});
 
 t.test('passwords: scrypt hashes in the documented encoding', async (t) => {
   const hash = await hashPassword('correct horse battery staple');
@@ -130,7 +145,8 @@ accounts.mappings.add('carol\nalice/private');
 
 const NOW = Date.parse('2026-11-22T10:00:00Z');
 const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
-const ask = (o: Partial<TokenRequest> & { scopes: string[] }) => issueToken(accounts, { now: NOW, lifetimeSeconds: 300, ...o });
+const hasher = new PasswordHasher();
+const ask = (o: Partial<TokenRequest> & { scopes: string[] }) => issueToken(accounts, { now: NOW, lifetimeSeconds: 300, ...o }, hasher);
 const last = () => accounts.tokens[accounts.tokens.length - 1]!;
 
 async function granted(o: Partial<TokenRequest> & { scopes: string[] }): Promise<GrantedScope[]> {

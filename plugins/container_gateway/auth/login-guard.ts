@@ -3,7 +3,8 @@
 //   (shared by every worker); at login_failure_limit failures within
 //   login_failure_window seconds, further attempts answer 429 TOOMANYREQUESTS
 //   with Retry-After until the window has passed, without hashing anything;
-// - the password hashing queue being full (passwords.ts) also answers 429;
+// - the password hashing queue being full (the PasswordHasher it holds, shared
+//   by every password check of the gateway) also answers 429;
 // - the recent-login cache: after the main server accepted a login, a salted
 //   scrypt hash of the credentials is kept for login_cache_ttl seconds, so that
 //   the login still works while the main server is unreachable.
@@ -12,7 +13,7 @@ import type { Request, Response } from 'express';
 import type { Logger } from '../../../lib/plugins/api.ts';
 import { Statements } from '../db/statements.ts';
 import { RegistryError } from '../oci/errors.ts';
-import { HashingBusy, hashPassword, verifyPassword } from './passwords.ts';
+import { HashingBusy, PasswordHasher } from './passwords.ts';
 
 export interface LoginGuardSettings {
   readonly login_failure_limit: number;
@@ -40,6 +41,8 @@ export function hasCredentials(req: Request): boolean {
 export class LoginGuard {
   /** Prepared once: a throttled flood runs these on every request. */
   private readonly sql: Statements;
+  /** The gateway's one bounded hashing queue: logins, the recent-login cache and standalone passwords. */
+  readonly hasher = new PasswordHasher();
 
   constructor(
     private readonly db: Database.Database,
@@ -125,7 +128,7 @@ export class LoginGuard {
     if (this.settings.login_cache_ttl <= 0) return;
     let hash: string;
     try {
-      hash = await hashPassword(`${user}\u0000${password}`);
+      hash = await this.hasher.hash(`${user}\u0000${password}`);
     } catch (err) {
       if (err instanceof HashingBusy) return;
       throw err;
@@ -147,6 +150,6 @@ export class LoginGuard {
       | { credentials_hash: string; verified_at: number }
       | undefined;
     if (!row || row.verified_at + this.settings.login_cache_ttl * 1000 <= Date.now()) return 'none';
-    return (await verifyPassword(`${user}\u0000${password}`, row.credentials_hash)) ? 'match' : 'mismatch';
+    return (await this.hasher.verify(`${user}\u0000${password}`, row.credentials_hash)) ? 'match' : 'mismatch';
   }
 }

@@ -1,16 +1,16 @@
-// Standalone mode (no foreman_url): the gateway is the token authority.
-// GET /v2/token follows the Docker token specification
-// (registry-clients.md §4): Basic credentials are checked against the users of
-// the gateway's own database, the requested scopes are intersected with what
-// the user may do, and an opaque token is returned whose sha256 is stored with
-// the grants. A partial or empty grant is not an error; bad credentials are 401.
+// Standalone mode (no foreman_url): the gateway is the token authority, as
+// Docker's token specification has it, so that registry clients log in here
+// as they would anywhere: Basic credentials are checked against the gateway's
+// own users, the requested scopes are intersected with what the user may do,
+// and an opaque token is returned whose sha256 is stored with the grants. A
+// partial or empty grant is not an error; bad credentials are 401.
 //
 // This module knows nothing of SQL: the database layer implements
 // StandaloneAccounts, and the registry routes check a stored token's grants
 // with tokenAllows / tokenAllowsCatalog.
 import { createHash, randomBytes } from 'node:crypto';
 import { NAME } from '../oci/grammar.ts';
-import { hashPassword, verifyPassword } from './passwords.ts';
+import type { PasswordHasher } from './passwords.ts';
 
 export type RepositoryAction = 'pull' | 'push' | 'delete';
 const REPOSITORY_ACTIONS: readonly RepositoryAction[] = ['pull', 'push', 'delete'];
@@ -151,17 +151,11 @@ function basicCredentials(authorization: string | undefined): { user: string; pa
   return { user: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
 }
 
-/** Checked against unknown users too, so that a wrong user name costs as much as a wrong password. */
-let dummyHash: Promise<string> | undefined;
-
-async function authenticate(accounts: StandaloneAccounts, user: string, password: string): Promise<boolean> {
+/** Are these a standalone user's credentials? An unknown user costs a hash too, as much as a wrong password. */
+export async function authenticate(accounts: StandaloneAccounts, hasher: PasswordHasher, user: string, password: string): Promise<boolean> {
   const stored = USER_NAME.test(user) ? accounts.passwordHash(user) : undefined;
-  if (stored === undefined) {
-    dummyHash ??= hashPassword(randomBytes(16).toString('hex'));
-    await verifyPassword(password, await dummyHash);
-    return false;
-  }
-  return verifyPassword(password, stored);
+  if (stored === undefined) return hasher.verifyUnknown(password);
+  return hasher.verify(password, stored);
 }
 
 /**
@@ -221,10 +215,10 @@ export function grantScopes(accounts: StandaloneAccounts, user: string | undefin
 /**
  * GET /v2/token in standalone mode. Without credentials: an anonymous token
  * (pull of the requested public repositories, and the catalog). With Basic
- * credentials: checked with verifyPassword, 401 when wrong. The route adds
+ * credentials: checked by the hasher, 401 when wrong. The route adds
  * the WWW-Authenticate challenge to a 401 and sends the body as JSON.
  */
-export async function issueToken(accounts: StandaloneAccounts, request: TokenRequest): Promise<TokenResult> {
+export async function issueToken(accounts: StandaloneAccounts, request: TokenRequest, hasher: PasswordHasher): Promise<TokenResult> {
   const credentials = basicCredentials(request.authorization);
   if (credentials === null) return { status: 401, message: 'the token endpoint accepts Basic credentials only' };
   let user: string | undefined;
@@ -232,7 +226,7 @@ export async function issueToken(accounts: StandaloneAccounts, request: TokenReq
     if (request.account !== undefined && request.account !== '' && request.account !== credentials.user) {
       return { status: 401, message: `the account '${request.account.slice(0, 64)}' does not match the credentials` };
     }
-    if (!(await authenticate(accounts, credentials.user, credentials.password))) return { status: 401, message: 'invalid username or password' };
+    if (!(await authenticate(accounts, hasher, credentials.user, credentials.password))) return { status: 401, message: 'invalid username or password' };
     user = credentials.user;
   }
   const granted = grantScopes(accounts, user, parseScopes(request.scopes));

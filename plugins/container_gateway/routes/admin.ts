@@ -25,7 +25,7 @@
 // given to AdminAccounts. Repository NAME may contain '/' (sent as is or
 // percent-encoded).
 import express, { type ErrorRequestHandler, type Request, type RequestHandler, type Response, type Router } from 'express';
-import { HashingBusy, hashPassword } from '../auth/passwords.ts';
+import { HashingBusy, PasswordHasher } from '../auth/passwords.ts';
 import { USER_NAME, validRepositoryName } from '../auth/standalone.ts';
 
 export interface AdminRepository {
@@ -62,6 +62,8 @@ export interface AdminDeps {
   /** The daemon's trusted host + client certificate check (ctx.auth.trustedClient). */
   trustedClient: RequestHandler;
   accounts: AdminAccounts;
+  /** The gateway's password hasher (its bounded queue shared with logins); else one of this router's own. */
+  hasher?: PasswordHasher;
 }
 
 /** Largest admin request body. */
@@ -154,6 +156,7 @@ const bodyErrors: ErrorRequestHandler = (err, _req, res, next) => {
 
 export function adminRouter(deps: AdminDeps): Router {
   const { accounts, trustedClient } = deps;
+  const hasher = deps.hasher ?? new PasswordHasher();
   const router = express.Router();
   const body = express.text({ type: () => true, limit: MAX_ADMIN_BODY });
 
@@ -168,7 +171,7 @@ export function adminRouter(deps: AdminDeps): Router {
     if (password === '') throw new AdminError(400, 'the password must not be empty');
     if (Buffer.byteLength(password) > MAX_PASSWORD_BYTES) throw new AdminError(400, `the password is longer than ${MAX_PASSWORD_BYTES} bytes`);
     // A login flood may fill the hashing queue: say so instead of failing with 500.
-    const hash = await hashPassword(password).catch((err: unknown) => {
+    const hash = await hasher.hash(password).catch((err: unknown) => {
       throw err instanceof HashingBusy ? new AdminError(503, 'password hashing is busy: try again shortly') : err;
     });
     const outcome = await accounts.addUser(name, hash);

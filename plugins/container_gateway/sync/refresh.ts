@@ -1,14 +1,20 @@
 // After a sync run, the access rules Katello would otherwise only send at its
-// next capsule sync (katello-api.md §5, §7), as far as the registry API tells
-// them without anyone's password: a mirrored repository is public exactly
+// next capsule sync, as far as its registry API tells them without anyone's
+// password: a mirrored repository is public exactly
 // when Katello's anonymous catalog lists it (lifecycle environments with
 // unauthenticated pull), and each known content host's catalog is fetched
 // again (HostUUID). Users' mappings need their own credentials: they stay as
 // Katello last sent them (PUT user_repository_mapping).
+import type { GatewayDb } from '../db/database.ts';
 import { Statements } from '../db/statements.ts';
-import type { Gateway } from '../gateway.ts';
 import { repositoriesOf, type KatelloClient } from '../upstream/katello.ts';
 import { mapLimit } from './pool.ts';
+
+/** What the refresh needs of the gateway: Katello (none in standalone mode) and the database. */
+export interface AccessRefreshParts {
+  readonly main?: { readonly katello: KatelloClient } | undefined;
+  readonly db: GatewayDb;
+}
 
 export interface RefreshResult {
   /** Mirrored repositories now public. */
@@ -25,7 +31,7 @@ async function anonymousCatalog(katello: KatelloClient): Promise<Set<string> | u
   return Array.isArray(list) ? new Set(list.filter((n): n is string => typeof n === 'string')) : undefined;
 }
 
-export async function refreshAccess(gw: Gateway, mirrored: string[], concurrency: number, log: { warn(msg: string): void }): Promise<RefreshResult> {
+export async function refreshAccess(gw: AccessRefreshParts, mirrored: string[], concurrency: number, log: { warn(msg: string): void }): Promise<RefreshResult> {
   const result: RefreshResult = { public: 0, hosts: 0 };
   const katello = gw.main?.katello;
   if (!katello) return result;

@@ -1,20 +1,18 @@
 // With content_backend: pulp, a push through the proxy reaches this proxy's
-// Pulp only through a capsule sync. push_sync_trigger: capsule_sync asks
-// Katello for one (POST /katello/api/capsules/:id/content/sync, katello-api.md
-// §6) with the sync credentials. Pushes of several blobs and manifests come
-// in bursts: the requests of one burst are folded into one sync.
-import axios from 'axios';
+// Pulp only through a capsule sync, which push_sync_trigger: capsule_sync asks
+// Katello for. Pushes of several blobs and manifests come in bursts: the
+// requests of one burst are folded into one sync.
 import type { Logger } from '../../../lib/plugins/api.ts';
-import type { Agent } from 'node:https';
-import type { GatewaySettings } from '../settings.ts';
+import type { KatelloClient } from './katello.ts';
 
 const QUIET_MS = 2000;
 
-/** What a capsule-sync request needs: this proxy's settings, Foreman's URL and the TLS agent towards it. */
+/** What a capsule-sync request needs: Katello, this proxy's id there, and the proxy's own account. */
 export interface CapsuleSyncTarget {
-  settings: GatewaySettings;
-  foreman: string | undefined;
-  agent: Agent | undefined;
+  katello: KatelloClient;
+  capsuleId: number | undefined;
+  /** The Authorization of this proxy's account (sync credentials), if it has one. */
+  authorization: string | undefined;
 }
 
 /** Requests folded per burst; the pending one is dropped by close(). */
@@ -44,22 +42,14 @@ export class CapsuleSyncTrigger {
 }
 
 async function requestSync(target: CapsuleSyncTarget, log: Logger, pushes: number): Promise<void> {
-  const s = target.settings;
-  const foreman = target.foreman;
-  if (!foreman || s.capsule_id === undefined) return;
-  const url = new URL(`katello/api/capsules/${s.capsule_id}/content/sync`, foreman).href;
+  const id = target.capsuleId;
+  if (id === undefined) return;
   try {
-    const res = await axios.post(url, {}, {
-      ...(s.sync_username && s.sync_password ? { auth: { username: s.sync_username, password: s.sync_password } } : {}),
-      headers: { Accept: 'application/json' },
-      httpsAgent: target.agent,
-      timeout: s.upstream_response_timeout * 1000,
-      validateStatus: () => true,
-      proxy: false,
-    });
-    if (res.status >= 200 && res.status < 300) log.info(`asked the main server to sync capsule ${s.capsule_id} after ${pushes === 1 ? 'a push' : `${pushes} pushes`}`);
-    else log.warn(`capsule sync request answered ${res.status}: ${JSON.stringify(res.data).slice(0, 300)}`);
+    const reply = await target.katello.capsuleSync(id, target.authorization);
+    if (reply.status >= 200 && reply.status < 300) log.info(`asked the main server to sync capsule ${id} after ${pushes === 1 ? 'a push' : `${pushes} pushes`}`);
+    else log.warn(`capsule sync request answered ${reply.status}: ${reply.text.slice(0, 300)}`);
   } catch (err) {
+    // Nobody awaits this request: every failure ends here, in the log.
     log.warn(`capsule sync request failed: ${(err as Error).message}`);
   }
 }

@@ -1,10 +1,12 @@
 // An upstream HTTP(S) server (or unix socket) behind the gateway: a keep-alive
 // pool, connect / response / idle timeouts, and failures turned into typed
 // errors. Bodies are streamed, never buffered whole (except bounded reads).
+// Callers tell failures apart by kind, never by message text.
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import type { Readable } from 'node:stream';
+import { rootCertificates } from 'node:tls';
 
 export interface UpstreamTimeouts {
   connectMs: number;
@@ -13,17 +15,27 @@ export interface UpstreamTimeouts {
 }
 
 export interface UpstreamTls {
+  /** A CA file; it replaces the system roots unless `systemRoots` is set. */
   ca?: string;
+  /** Trust the system roots as well as `ca`. */
+  systemRoots?: boolean;
   cert?: string;
   key?: string;
 }
 
-export type UpstreamFailure = 'connect' | 'timeout' | 'reset';
+/**
+ * Why a request failed: the upstream was not reached, was too slow, or broke
+ * the connection; or the client the request was made for went away (its
+ * signal aborted), which is nobody's fault to report.
+ */
+export type UpstreamFailure = 'connect' | 'timeout' | 'reset' | 'aborted';
 
 export class UpstreamError extends Error {
   constructor(
     readonly kind: UpstreamFailure,
     message: string,
+    /** The system error code behind it (ECONNREFUSED...), when there is one. */
+    readonly code?: string,
   ) {
     super(message);
     this.name = 'UpstreamError';
@@ -46,33 +58,45 @@ export interface UpstreamRequest {
 export class HttpUpstream {
   readonly origin: string;
   private readonly agent: http.Agent;
+  /** False for a view made by at(): the pool belongs to the upstream it was made from. */
+  private readonly ownsAgent: boolean;
   private readonly base: { protocol: string; hostname?: string; port?: string; socketPath?: string; basePath: string };
 
-  /** `target`: an http(s) URL, or 'unix:/path/to.sock'. */
+  /** `target`: an http(s) URL, or 'unix:/path/to.sock'. `shared`: the pool of another upstream (see at()). */
   constructor(
     target: string,
     private readonly timeouts: UpstreamTimeouts,
     tls: UpstreamTls = {},
     maxSockets = 128,
+    shared?: http.Agent,
   ) {
     const agentOptions = { keepAlive: true, maxSockets, maxFreeSockets: 32, timeout: timeouts.idleMs };
+    this.ownsAgent = !shared;
     if (target.startsWith('unix:')) {
       this.base = { protocol: 'http:', socketPath: target.slice('unix:'.length), basePath: '' };
       this.origin = 'http://localhost';
-      this.agent = new http.Agent(agentOptions);
+      this.agent = shared ?? new http.Agent(agentOptions);
       return;
     }
     const url = new URL(target);
     this.origin = url.origin;
     this.base = { protocol: url.protocol, hostname: url.hostname.replace(/^\[|\]$/g, ''), port: url.port, basePath: url.pathname.replace(/\/$/, '') };
+    const ca = tls.ca ? readFileSync(tls.ca, 'utf8') : undefined;
     this.agent =
-      url.protocol === 'https:'
+      shared ??
+      (url.protocol === 'https:'
         ? new https.Agent({
             ...agentOptions,
-            ...(tls.ca ? { ca: readFileSync(tls.ca) } : {}),
+            ...(ca ? { ca: tls.systemRoots ? [...rootCertificates, ca] : ca } : {}),
             ...(tls.cert && tls.key ? { cert: readFileSync(tls.cert), key: readFileSync(tls.key) } : {}),
           })
-        : new http.Agent(agentOptions);
+        : new http.Agent(agentOptions));
+  }
+
+  /** The same origin and connection pool, with request paths under `basePath` (e.g. '/v2'). */
+  at(basePath: string): HttpUpstream {
+    if (this.base.socketPath) throw new Error('a unix-socket upstream has no other base path');
+    return new HttpUpstream(new URL(basePath, this.origin).href, this.timeouts, {}, 0, this.agent);
   }
 
   /** Send a request; resolves with the response head (body not yet read). */
@@ -98,41 +122,55 @@ export class HttpUpstream {
       const req = (this.base.protocol === 'https:' ? https : http).request(options);
       let settled = false;
       let response: http.IncomingMessage | undefined;
-      const fail = (kind: UpstreamFailure, message: string) => {
+      const fail = (kind: UpstreamFailure, message: string, code?: string) => {
+        clearTimeout(responseTimer);
+        detach();
         if (!settled) {
           settled = true;
-          reject(new UpstreamError(kind, message));
+          reject(new UpstreamError(kind, message, code));
         }
         // Mid-body, the reader of the response learns why it was cut (and logs it).
-        response?.destroy(new UpstreamError(kind, message));
+        response?.destroy(new UpstreamError(kind, message, code));
         req.destroy();
       };
-      const responseTimer = setTimeout(() => fail('timeout', `no response from ${this.origin} within ${this.timeouts.responseMs} ms`), this.timeouts.responseMs);
+      const responseTimer = setTimeout(() => fail('timeout', `no response from ${this.origin} within ${this.timeouts.responseMs} ms`, 'ETIMEDOUT'), this.timeouts.responseMs);
       req.on('socket', (socket) => {
         if (!socket.connecting) return;
-        const connectTimer = setTimeout(() => fail('timeout', `connecting to ${this.origin} took over ${this.timeouts.connectMs} ms`), this.timeouts.connectMs);
+        const connectTimer = setTimeout(() => fail('timeout', `connecting to ${this.origin} took over ${this.timeouts.connectMs} ms`, 'ETIMEDOUT'), this.timeouts.connectMs);
         socket.once('connect', () => clearTimeout(connectTimer));
         socket.once('close', () => clearTimeout(connectTimer));
       });
       // Idle: no bytes either way for idleMs, while waiting or while streaming.
-      req.setTimeout(this.timeouts.idleMs, () => fail('timeout', `${this.origin} went idle for ${this.timeouts.idleMs} ms`));
+      req.setTimeout(this.timeouts.idleMs, () => fail('timeout', `${this.origin} went idle for ${this.timeouts.idleMs} ms`, 'ETIMEDOUT'));
       req.on('error', (err: NodeJS.ErrnoException) => {
         clearTimeout(responseTimer);
         if (err.code === 'ECONNRESET' && req.reusedSocket && !settled) {
           settled = true;
+          detach();
           reject(new StaleSocketError(`${this.origin}: ${err.message}`));
           return;
         }
         const kind: UpstreamFailure = ['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ENOENT', 'EHOSTUNREACH', 'ENETUNREACH'].includes(err.code ?? '') ? 'connect' : 'reset';
-        fail(kind, `${this.origin}: ${err.message}`);
+        fail(kind, `${this.origin}: ${err.message}`, err.code);
       });
       req.on('response', (res) => {
         clearTimeout(responseTimer);
         settled = true;
         response = res;
+        // A long-lived signal (a sync run) sees thousands of requests: each lets go of it when done.
+        res.once('close', detach);
         resolve(res);
       });
-      r.signal?.addEventListener('abort', () => fail('reset', 'client went away'), { once: true });
+      const signal = r.signal;
+      const onAbort = () => fail('aborted', 'client went away');
+      function detach(): void {
+        signal?.removeEventListener('abort', onAbort);
+      }
+      if (signal?.aborted) {
+        onAbort();
+        return;
+      }
+      signal?.addEventListener('abort', onAbort, { once: true });
       if (r.body) r.body.pipe(req);
       else req.end();
     });
@@ -144,7 +182,7 @@ export class HttpUpstream {
   }
 
   close(): void {
-    this.agent.destroy();
+    if (this.ownsAgent) this.agent.destroy();
   }
 }
 

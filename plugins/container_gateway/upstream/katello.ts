@@ -1,9 +1,9 @@
-// Calls to the main server (Katello) of katello-api.md §7: token requests with
-// the client's credentials, and catalogs per user or per content host.
-import { readFileSync } from 'node:fs';
-import https from 'node:https';
-import { rootCertificates } from 'node:tls';
-import axios, { type AxiosInstance } from 'axios';
+// Katello's own APIs, as this proxy calls them: its registry API (token
+// requests with the client's credentials, catalogs per user, per content host
+// or for anyone) and the capsule-sync request. Replies come back as Katello
+// sent them; the callers decide what a status means.
+import { Readable } from 'node:stream';
+import { readBounded, UpstreamError, type HttpUpstream } from './http-upstream.ts';
 
 export interface KatelloReply {
   status: number;
@@ -15,8 +15,8 @@ export interface KatelloReply {
 
 /**
  * Katello did not answer (refused, reset, timed out). Carries only a message
- * and a code: axios errors hold the request's headers, including the
- * client's Authorization, and must never reach a log line.
+ * and a code, never the request: its headers hold the client's Authorization,
+ * which must never reach a log line.
  */
 export class KatelloUnreachable extends Error {
   constructor(
@@ -33,36 +33,43 @@ export function katelloDown(reply: KatelloReply): boolean {
   return reply.status === 502 || reply.status === 503 || reply.status === 504;
 }
 
-export class KatelloClient {
-  private readonly http: AxiosInstance;
-  /** TLS towards Katello (system roots plus foreman_ssl_ca), for its other APIs. */
-  readonly agent: https.Agent;
+/** Large enough for the catalog of a user who sees every repository of a big Katello. */
+const REPLY_LIMIT = 32 * 1024 * 1024;
 
-  /** `base`: Katello's registry API (Gateway.mainUrls.katelloRegistry), ending with '/'. */
-  constructor(base: string, opts: { ca?: string; timeoutMs: number }) {
-    // No client certificate: Katello would take it for a content host's identity.
-    this.agent = new https.Agent({ keepAlive: true, ...(opts.ca ? { ca: [...rootCertificates, readFileSync(opts.ca, 'utf8')] } : {}) });
-    this.http = axios.create({
-      baseURL: base,
-      timeout: opts.timeoutMs,
-      httpsAgent: this.agent,
-      validateStatus: () => true,
-      responseType: 'text',
-      transformResponse: (d) => d,
-      proxy: false,
-      maxRedirects: 0,
-    });
+export class KatelloClient {
+  /**
+   * `registryApi`: Katello's registry API, ending with '/'; `foreman`: foreman_url, ending with '/';
+   * `upstreamFor`: the connection pool of an origin (TLS chosen there, never with a client certificate:
+   * Katello would take it for a content host's identity).
+   */
+  constructor(
+    private readonly registryApi: string,
+    private readonly foreman: string,
+    private readonly upstreamFor: (origin: string) => HttpUpstream,
+  ) {}
+
+  private async send(method: 'GET' | 'POST', url: URL, headers: Record<string, string>, body?: Buffer): Promise<KatelloReply> {
+    try {
+      const res = await this.upstreamFor(url.origin).request({
+        method,
+        path: url.pathname + url.search,
+        headers: { Accept: 'application/json', ...headers, ...(body ? { 'Content-Type': 'application/json', 'Content-Length': String(body.length) } : {}) },
+        ...(body ? { body: Readable.from([body]) } : {}),
+      });
+      const { body: text, complete } = await readBounded(res, REPLY_LIMIT);
+      if (!complete) throw new UpstreamError('reset', `${url.origin}: the answer broke off`);
+      const date = res.headers.date;
+      return { status: res.statusCode ?? 502, contentType: String(res.headers['content-type'] ?? 'application/json'), text: text.toString('utf8'), ...(date ? { date } : {}) };
+    } catch (err) {
+      if (!(err instanceof UpstreamError)) throw err;
+      throw new KatelloUnreachable(`the main server is unreachable: ${err.message}`, err.code ?? err.kind);
+    }
   }
 
-  private async get(path: string, params: URLSearchParams, headers: Record<string, string>): Promise<KatelloReply> {
-    let res;
-    try {
-      res = await this.http.get(path, { params, headers: { Accept: 'application/json', ...headers } });
-    } catch (err) {
-      const { message, code } = err as { message?: unknown; code?: unknown };
-      throw new KatelloUnreachable(`the main server is unreachable: ${String(message ?? 'no answer')}`, typeof code === 'string' ? code : undefined);
-    }
-    return { status: res.status, contentType: String(res.headers['content-type'] ?? 'application/json'), text: String(res.data ?? ''), date: res.headers.date as string | undefined };
+  private get(path: string, params: URLSearchParams, headers: Record<string, string>): Promise<KatelloReply> {
+    const url = new URL(path, this.registryApi);
+    url.search = params.toString();
+    return this.send('GET', url, headers);
   }
 
   /** GET <katello registry>token with only scope and account, and the client's Authorization. */
@@ -82,12 +89,13 @@ export class KatelloClient {
     return this.get('_catalog', new URLSearchParams(), {});
   }
 
-  close(): void {
-    this.agent.destroy();
-  }
-
   hostCatalog(uuid: string): Promise<KatelloReply> {
     return this.get('_catalog', new URLSearchParams(), { HostUUID: uuid });
+  }
+
+  /** Ask Katello to sync a capsule's content, as `authorization` (this proxy's own account). */
+  capsuleSync(capsuleId: number, authorization: string | undefined): Promise<KatelloReply> {
+    return this.send('POST', new URL(`katello/api/capsules/${capsuleId}/content/sync`, this.foreman), authorization ? { Authorization: authorization } : {}, Buffer.from('{}'));
   }
 }
 

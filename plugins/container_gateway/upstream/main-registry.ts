@@ -28,6 +28,8 @@ export interface MainRegistryOptions {
   /** CA file for the main server's host (its content app on other ports included); other hosts use the system roots. */
   ca?: string;
   maxSockets?: number;
+  /** The connection pool of each origin, when the caller owns them (MainServer); else this client makes its own. */
+  upstreamFor?: (origin: string) => HttpUpstream;
   /** Retries of one request after the first failure (connect error, 5xx, 429). */
   retries: number;
   /** First backoff delay in ms, doubled per retry up to 30 s (default 1000). */
@@ -124,7 +126,7 @@ export class MainRegistry {
     if (url.pathname === '/' || url.pathname === '') url.pathname = '/v2/';
     this.base = url;
     this.basePath = url.pathname.replace(/\/$/, '');
-    // Stopping closes the pools: requests in flight fail at once.
+    // Stopping fails the requests in flight at once (each carries the signal) and closes the pools of its own.
     o.signal?.addEventListener('abort', () => this.close(), { once: true });
   }
 
@@ -211,6 +213,7 @@ export class MainRegistry {
   }
 
   private upstream(origin: string): HttpUpstream {
+    if (this.o.upstreamFor) return this.o.upstreamFor(origin);
     let up = this.upstreams.get(origin);
     if (!up) {
       // The main server's CA for its own host (Pulp's content app runs there on another port); system roots elsewhere (S3).
@@ -223,7 +226,7 @@ export class MainRegistry {
 
   private send(url: URL, method: string, headers: Record<string, string>): Promise<http.IncomingMessage> {
     this.checkAborted();
-    return this.upstream(url.origin).request({ method, path: url.pathname + url.search, headers });
+    return this.upstream(url.origin).request({ method, path: url.pathname + url.search, headers, ...(this.o.signal ? { signal: this.o.signal } : {}) });
   }
 
   /** One attempt: auth as needed, then redirects. */

@@ -1,17 +1,20 @@
-// The one client of the main server (smart-proxy mode), made once in setup():
-// its URLs derived from settings, its connection pools and TLS, and every way
-// the gateway talks to it — relaying a client's push, reading its registry as
-// the client or as this proxy's own account, Katello's token and catalog
-// calls, and the capsule-sync trigger. close() releases all of it.
+// The one client of the main server (smart-proxy mode), made once in setup().
+// Every way the gateway talks to it — relaying a client's push, reading its
+// registry as the client or as this proxy's own account, Katello's token,
+// catalog and capsule-sync calls, and the redirects its blob reads answer —
+// goes through one connection pool per origin, with TLS chosen once per host:
+// foreman_ssl_ca for the main server's hosts, the system roots elsewhere, and
+// never a client certificate (Katello would take it for a content host).
+// close() releases all of it.
 import type { GlobalSettings, Logger } from '../../../lib/plugins/api.ts';
 import type { RegistryFetch } from '../oci/registry-fetch.ts';
 import type { GatewaySettings } from '../settings.ts';
 import { CapsuleSyncTrigger } from './capsule-sync.ts';
-import { HttpUpstream, type UpstreamTimeouts } from './http-upstream.ts';
+import { HttpUpstream, UpstreamError, type UpstreamTimeouts } from './http-upstream.ts';
 import { KatelloClient } from './katello.ts';
-import { mainFetch } from './main-fetch.ts';
 import { MainRegistry, type RetryNotice } from './main-registry.ts';
 import { mainServerUrls, type MainServerUrls } from './main-urls.ts';
+import { followRedirects } from './redirects.ts';
 
 export interface ProxyReaderOptions {
   /** Retries of one request after the first failure (connect error, 5xx, 429). */
@@ -21,13 +24,21 @@ export interface ProxyReaderOptions {
   signal?: AbortSignal;
 }
 
+/** Redirects a client's read may take (Katello answers blob GETs with one, to Pulp's content app or S3). */
+const MAX_REDIRECTS = 3;
+
 export class MainServer {
   readonly urls: MainServerUrls;
   /** The main server's registry, where a client's writes are relayed as they come (its Authorization included; never retried: bodies stream). */
   readonly registry: HttpUpstream;
-  /** Katello's registry API: logins and catalogs. */
+  /** Katello's APIs: logins, catalogs, the capsule-sync request. */
   readonly katello: KatelloClient;
-  private readonly redirectTargets = new Map<string, HttpUpstream>();
+  /** One pool per origin, requests of every kind sharing it. */
+  private readonly pools = new Map<string, HttpUpstream>();
+  /** Hosts that foreman_ssl_ca vouches for. */
+  private readonly ownHosts: Set<string>;
+  /** This proxy's own account (sync_username / sync_password), if it has one. */
+  private readonly account: { username: string; password: string } | undefined;
   private readonly capsuleSync: CapsuleSyncTrigger;
 
   private constructor(
@@ -37,9 +48,13 @@ export class MainServer {
     private readonly timeouts: UpstreamTimeouts,
   ) {
     this.urls = urls;
-    this.katello = new KatelloClient(urls.katelloRegistry, { ca: global.foreman_ssl_ca, timeoutMs: settings.upstream_response_timeout * 1000 });
-    this.registry = new HttpUpstream(urls.registry, timeouts, { ca: global.foreman_ssl_ca }, settings.upstream_max_sockets);
-    this.capsuleSync = new CapsuleSyncTrigger({ settings, foreman: urls.foreman, agent: this.katello.agent });
+    this.ownHosts = new Set([urls.foreman, urls.katelloRegistry, urls.registry].map((u) => new URL(u).hostname));
+    const s = settings;
+    this.account = s.sync_username && s.sync_password ? { username: s.sync_username, password: s.sync_password } : undefined;
+    this.registry = this.pool(urls.registry).at(new URL(urls.registry).pathname);
+    this.katello = new KatelloClient(urls.katelloRegistry, urls.foreman, (origin) => this.pool(origin));
+    const basic = this.account ? `Basic ${Buffer.from(`${this.account.username}:${this.account.password}`).toString('base64')}` : undefined;
+    this.capsuleSync = new CapsuleSyncTrigger({ katello: this.katello, capsuleId: s.capsule_id, authorization: basic });
   }
 
   /** The main server of these settings, or undefined in standalone mode (no foreman_url). */
@@ -48,20 +63,40 @@ export class MainServer {
     return urls ? new MainServer(urls, settings, global, timeouts) : undefined;
   }
 
-  /** Reads from the main registry with a client's own Authorization (a pusher reads what it just pushed); redirects followed. */
-  readAs(authorization: string | undefined): RegistryFetch {
-    return mainFetch(this.registry, (origin) => this.redirectTarget(origin), authorization);
+  /** The pool of a URL's origin, made on first use. */
+  private pool(url: string): HttpUpstream {
+    const target = new URL(url);
+    let up = this.pools.get(target.origin);
+    if (!up) {
+      const ca = this.ownHosts.has(target.hostname) ? this.global.foreman_ssl_ca : undefined;
+      up = new HttpUpstream(target.origin, this.timeouts, ca ? { ca, systemRoots: true } : {}, this.settings.upstream_max_sockets);
+      this.pools.set(target.origin, up);
+    }
+    return up;
   }
 
-  /** Reads as this proxy's own account (sync_username / sync_password, tokens fetched as clients get them), retried with backoff. */
+  /**
+   * Reads from the main registry with a client's own Authorization (a pusher
+   * reads what it just pushed). Redirects are followed; the Authorization is
+   * dropped once one leaves the registry's origin.
+   */
+  readAs(authorization: string | undefined): RegistryFetch {
+    const send = (method: string, target: URL, headers: Record<string, string>) => this.pool(target.href).request({ method, path: target.pathname + target.search, headers });
+    return async (method, path, headers = {}) => {
+      const url = new URL(`${this.registry.origin}${this.registry.basePath}${path}`);
+      const first = await send(method, url, { ...headers, ...(authorization ? { Authorization: authorization } : {}) });
+      const tooMany = () => new UpstreamError('reset', `more than ${MAX_REDIRECTS} redirects from ${url.origin}`);
+      return followRedirects(first, url, headers, authorization, (target, h) => send(method, target, h), MAX_REDIRECTS, tooMany);
+    };
+  }
+
+  /** Reads as this proxy's own account (tokens fetched as clients get them), retried with backoff. */
   proxyReader(options: ProxyReaderOptions): MainRegistry {
-    const s = this.settings;
     return new MainRegistry({
       url: this.urls.registry,
-      ...(s.sync_username && s.sync_password ? { credentials: { username: s.sync_username, password: s.sync_password } } : {}),
+      ...(this.account ? { credentials: this.account } : {}),
       timeouts: this.timeouts,
-      ...(this.global.foreman_ssl_ca ? { ca: this.global.foreman_ssl_ca } : {}),
-      maxSockets: s.upstream_max_sockets,
+      upstreamFor: (origin) => this.pool(origin),
       ...options,
     });
   }
@@ -71,19 +106,9 @@ export class MainServer {
     this.capsuleSync.request(log);
   }
 
-  private redirectTarget(origin: string): HttpUpstream {
-    let up = this.redirectTargets.get(origin);
-    if (!up) {
-      up = new HttpUpstream(origin, this.timeouts, {}, this.settings.upstream_max_sockets);
-      this.redirectTargets.set(origin, up);
-    }
-    return up;
-  }
-
   close(): void {
     this.capsuleSync.close();
-    this.registry.close();
-    for (const up of this.redirectTargets.values()) up.close();
-    this.katello.close();
+    for (const up of this.pools.values()) up.close();
+    this.pools.clear();
   }
 }

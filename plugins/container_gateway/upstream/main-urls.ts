@@ -1,4 +1,4 @@
-// Where the main server is, derived once from settings (Gateway.mainUrls) for
+// Where the main server is, derived once from settings (MainServer.urls) for
 // everything that calls it: pushes and syncs (its registry), logins, catalogs
 // and search (Katello's registry API), the capsule-sync trigger (Katello's API).
 // foreman_url may carry a path (https://f/foreman/): every URL keeps it.
