@@ -6,8 +6,8 @@
 import { join } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { VERSION } from '../daemon.ts';
-import { CODE_ROOT, DEFAULT_SETTINGS_FILE, loadGlobalSettings, locateSettings } from '../settings/global.ts';
 import { CliExit, type DaemonTarget } from '../plugins/cli.ts';
+import { CODE_ROOT, DEFAULT_SETTINGS_FILE, loadGlobalSettings, locateSettings } from '../settings/global.ts';
 import { daemonTarget } from './daemon-client.ts';
 import { readPassword } from './password-prompt.ts';
 import { loadPluginCommands } from './plugin-commands.ts';
