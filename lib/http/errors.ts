@@ -34,24 +34,17 @@ export const noRoute: RequestHandler = (_req, res) => {
   sendJsonError(res, 404, 'Requested url was not found');
 };
 
-/** A failure of express's body parsers (they set `type` and a 4xx `status`), as an HttpError. */
-function bodyError(err: { type?: unknown; status?: unknown; limit?: unknown; message?: unknown }): HttpError | undefined {
-  if (typeof err.type !== 'string' || typeof err.status !== 'number' || err.status < 400 || err.status >= 500) return undefined;
-  if (err.type === 'entity.too.large') return tooLarge(`the body is larger than ${String(err.limit)} bytes`);
-  return new HttpError(err.status, String(err.message));
-}
-
 /** The client's error that `err` is, if it is one. */
 function clientError(err: unknown): HttpError | undefined {
   if (err instanceof HttpError) return err;
   // A malformed percent-escape anywhere a route decodes the URL.
   if (err instanceof URIError) return badRequest('the URL has a malformed percent-escape');
-  if (typeof err !== 'object' || err === null) return undefined;
-  const e = err as { status?: unknown; message?: unknown };
-  const parsed = bodyError(err);
-  if (parsed) return parsed;
-  if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) return new HttpError(e.status, String(e.message ?? err));
-  return undefined;
+  // Errors with a 4xx status: the body parsers' (too large, unknown charset, cut off...).
+  const e = (typeof err === 'object' && err !== null ? err : {}) as { status?: unknown; type?: unknown; limit?: unknown; message?: unknown };
+  if (typeof e.status !== 'number' || e.status < 400 || e.status >= 500) return undefined;
+  // Say the limit: the parser's own message does not.
+  if (e.type === 'entity.too.large') return tooLarge(`the body is larger than ${String(e.limit)} bytes`);
+  return new HttpError(e.status, String(e.message));
 }
 
 /**
