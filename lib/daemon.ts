@@ -2,7 +2,7 @@
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import express, { type Express } from 'express';
-import { errorHandler, notFound } from './http/errors.ts';
+import { jsonErrors, noRoute } from './http/errors.ts';
 import { clientIdentity } from './http/identity.ts';
 import { startListeners, stopListeners, type Listener, type ListenerKind } from './http/listeners.ts';
 import { requestContext } from './http/request-context.ts';
@@ -83,8 +83,8 @@ export class Daemon {
       app.use(`/${plugin.name}`, plugin.router);
       app.use(plugin.rootRouter);
     }
-    app.use(notFound);
-    app.use(errorHandler);
+    app.use(noRoute);
+    app.use(jsonErrors);
     return app;
   }
 

@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import t from 'tap';
-import { loadPluginCommands, type PluginCliContext } from '../lib/cli/plugin-commands.ts';
+import { loadPluginCommands } from '../lib/cli/plugin-commands.ts';
+import type { PluginCliContext } from '../lib/plugins/cli.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'proxyctl-plugins-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -47,10 +48,11 @@ t.test('plugin cli files add commands; broken ones are skipped with a reason', a
   const ctx: PluginCliContext = {
     target: () => ({ url: 'http://daemon.test', http: undefined as never }),
     print: (_cmd, json, text) => void printed.push({ json, text }),
+    readPassword: async () => 'unused',
   };
   const program = new Command('proxyctl').exitOverride();
   program.command('status');
-  const problems = await loadPluginCommands(program, ctx, [dir, join(dir, 'missing')]);
+  const { problems } = await loadPluginCommands(program, ctx, [dir, join(dir, 'missing')]);
 
   t.same(program.commands.map((c) => c.name()), ['status', 'alpha', 'echo'], 'good plugins in folder order; half-registered commands removed');
   t.equal(problems.length, 4);

@@ -4,13 +4,9 @@
 // certificate against ssl_ca_file.
 import { readFileSync } from 'node:fs';
 import https from 'node:https';
-import axios, { type AxiosInstance } from 'axios';
+import axios from 'axios';
+import type { DaemonTarget } from '../plugins/cli.ts';
 import type { GlobalSettings } from '../settings/global.ts';
-
-export interface DaemonTarget {
-  url: string;
-  http: AxiosInstance;
-}
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 

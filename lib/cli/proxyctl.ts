@@ -1,33 +1,15 @@
-// proxyctl: the operator's command line for a running proxyd.
+// proxyctl: the operator's command line for a running proxyd. Its own
+// commands, then those of every plugin folder's cli file (lib/plugins/cli.ts),
+// enabled or not: the daemon may run with other settings than this shell sees.
 // Exit codes: 0 healthy / done, 1 degraded (or, for plugin commands, refused /
 // not found), 2 unreachable or failed, 64 usage.
-//
-// Plugin commands. Before parsing, proxyctl imports the optional `cli.ts`
-// (compiled: `cli.js`) of every plugin folder under <CODE_ROOT>/plugins, the
-// app's own plugins, enabled or not (lib/cli/plugin-commands.ts). Its default
-// export is a PluginCli:
-//
-//   export default function (program: Command, ctx: PluginCliContext): void {
-//     program.command('things').command('list').option('--json')
-//       .action(async (_opts, cmd: Command) => {
-//         const res = await ctx.target(cmd).http.get('/my_plugin/things');  // axios; any status resolves
-//         ctx.print(cmd, res.data, res.data.things.join('\n'));            // --json → JSON, else text
-//       });
-//   }
-//
-// ctx.target(cmd) is the daemon of this invocation (--settings, --url,
-// --timeout, client certificate), ctx.print(cmd, json, text) prints as the
-// built-in commands do. Commands must be added with program.command() (so they
-// inherit the usage-error handling: exit 64); a thrown error prints
-// `proxyctl: <message>` and exits 2; commands set process.exitCode for other
-// outcomes (1 for refused or not found). A cli file that fails to import or
-// throws while registering is skipped with a warning on stderr: the built-in
-// commands and the other plugins' commands still work.
 import { join } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { VERSION } from '../daemon.ts';
+import { CliExit, type DaemonTarget } from '../plugins/cli.ts';
 import { CODE_ROOT, DEFAULT_SETTINGS_FILE, loadGlobalSettings, locateSettings } from '../settings/global.ts';
-import { daemonTarget, type DaemonTarget } from './daemon-client.ts';
+import { daemonTarget } from './daemon-client.ts';
+import { readPassword } from './password-prompt.ts';
 import { loadPluginCommands } from './plugin-commands.ts';
 import { collectStatus, EXIT, renderStatus } from './status.ts';
 
@@ -68,7 +50,7 @@ program
   .description("daemon reachability, version, and each plugin's state, listeners and failure message")
   .option('--json', 'machine-readable output')
   .action(async (_opts, cmd: Command) => {
-    const report = await collectStatus(target(cmd));
+    const report = await collectStatus(target(cmd), plugins.statusHooks);
     print(cmd, report, renderStatus(report));
     process.exitCode = EXIT[report.status];
   });
@@ -84,9 +66,9 @@ program
     print(cmd, res.data, (res.data as string[]).join('\n'));
   });
 
-for (const problem of await loadPluginCommands(program, { target, print }, [join(CODE_ROOT, 'plugins')])) {
-  process.stderr.write(`proxyctl: warning: ${problem}\n`);
-}
+// The app's own plugins: their cli files come with the code, whatever the settings say.
+const plugins = await loadPluginCommands(program, { target, print, readPassword }, [join(CODE_ROOT, 'plugins')]);
+for (const problem of plugins.problems) process.stderr.write(`proxyctl: warning: ${problem}\n`);
 
 try {
   await program.parseAsync();
@@ -96,6 +78,6 @@ try {
     process.exitCode = err.exitCode === 0 ? 0 : 64;
   } else {
     process.stderr.write(`proxyctl: ${(err as Error).message}\n`);
-    process.exitCode = EXIT.unreachable;
+    process.exitCode = err instanceof CliExit ? err.code : EXIT.unreachable;
   }
 }

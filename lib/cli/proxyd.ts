@@ -24,12 +24,15 @@ function startupError(err: unknown): never {
   process.exit(1);
 }
 
-let global: GlobalSettings;
-try {
-  global = loadGlobalSettings(locateSettings(opts.settings), opts.settingsDir ? { settings_directory: resolve(opts.settingsDir) } : {});
-} catch (err) {
-  startupError(err);
+function loadSettings(): GlobalSettings {
+  try {
+    return loadGlobalSettings(locateSettings(opts.settings), opts.settingsDir ? { settings_directory: resolve(opts.settingsDir) } : {});
+  } catch (err) {
+    startupError(err);
+  }
 }
+
+const global = loadSettings();
 if (opts.check) {
   process.stdout.write(`${global.source}: settings are valid\n`);
   process.exit(0);
@@ -42,38 +45,48 @@ if (global.workers > 1 && !isWorker()) {
   process.exit(code);
 }
 
-// Handlers go in before start-up so that a signal arriving while plugins start
-// (or just after the "launched" line) still gets a graceful stop.
-let daemon: Daemon | undefined;
-let pending: NodeJS.Signals | undefined;
-let signals = 0;
-
-function onStopSignal(signal: NodeJS.Signals): void {
-  if (!daemon) {
-    pending ??= signal;
-    return;
-  }
-  if (++signals > 1) {
-    daemon.logger.warn(`${signal} again: exiting without waiting`);
-    daemon.logging.flush();
-    process.exit(1);
-  }
-  void daemon.stop(signal).then(() => process.exit(0));
+/**
+ * Handlers go in before start-up so that a signal arriving while plugins start
+ * (or just after the "launched" line) still gets a graceful stop: it waits
+ * for `started`.
+ */
+function handleSignals(): { started(daemon: Daemon): void } {
+  let daemon: Daemon | undefined;
+  let pending: NodeJS.Signals | undefined;
+  let signals = 0;
+  const onStopSignal = (signal: NodeJS.Signals): void => {
+    if (!daemon) {
+      pending ??= signal;
+      return;
+    }
+    if (++signals > 1) {
+      daemon.logger.warn(`${signal} again: exiting without waiting`);
+      daemon.logging.flush();
+      process.exit(1);
+    }
+    void daemon.stop(signal).then(() => process.exit(0));
+  };
+  process.on('SIGTERM', onStopSignal);
+  process.on('SIGINT', onStopSignal);
+  process.on('SIGUSR1', () => {
+    if (!daemon) return;
+    daemon.logging.reopen();
+    daemon.logger.info('SIGUSR1: log file reopened');
+  });
+  return {
+    started(d) {
+      daemon = d;
+      if (pending) onStopSignal(pending);
+    },
+  };
 }
 
-process.on('SIGTERM', onStopSignal);
-process.on('SIGINT', onStopSignal);
-process.on('SIGUSR1', () => {
-  if (!daemon) return;
-  daemon.logging.reopen();
-  daemon.logger.info('SIGUSR1: log file reopened');
-});
-
+const signals = handleSignals();
 try {
-  daemon = await Daemon.start(global);
+  const daemon = await Daemon.start(global);
   reportToPrimary({ type: 'ready' });
+  signals.started(daemon);
 } catch (err) {
   reportToPrimary({ type: 'startup-failed', message: (err as Error).message });
   startupError(err);
 }
-if (pending) onStopSignal(pending);

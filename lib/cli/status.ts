@@ -1,7 +1,6 @@
 // proxyctl status: is the daemon reachable, which version, and each plugin's
 // state, listeners and failure message.
-import type { DaemonTarget } from './daemon-client.ts';
-import { statusHooks, type PluginStatus } from './plugin-commands.ts';
+import type { DaemonTarget, PluginStatusHook } from '../plugins/cli.ts';
 
 export interface PluginReport {
   name: string;
@@ -35,7 +34,7 @@ interface FeatureEntry {
 }
 
 /** Let running plugins with a cli `status` hook add their lines (a failing hook adds nothing). */
-async function addDetails(target: DaemonTarget, plugins: PluginReport[], hooks: ReadonlyMap<string, PluginStatus>): Promise<void> {
+async function addDetails(target: DaemonTarget, plugins: PluginReport[], hooks: ReadonlyMap<string, PluginStatusHook>): Promise<void> {
   await Promise.all(plugins.map(async (p) => {
     const hook = p.state === 'running' ? hooks.get(p.name) : undefined;
     const detail = hook && (await hook(target).catch(() => undefined));
@@ -44,7 +43,8 @@ async function addDetails(target: DaemonTarget, plugins: PluginReport[], hooks: 
   }));
 }
 
-export async function collectStatus(target: DaemonTarget, hooks: ReadonlyMap<string, PluginStatus> = statusHooks): Promise<StatusReport> {
+/** `hooks`: the plugins' `status` exports, by plugin name (a plugin's own lines under its row). */
+export async function collectStatus(target: DaemonTarget, hooks: ReadonlyMap<string, PluginStatusHook>): Promise<StatusReport> {
   let version: { version: string; modules: Record<string, string> };
   try {
     const res = await target.http.get('/version');

@@ -1,45 +1,14 @@
-// proxyctl commands of the container gateway in standalone mode (no
-// foreman_url), where the gateway keeps its own users and repositories:
-//
-//   proxyctl users add NAME [--password-stdin]   password typed twice without echo on a terminal;
-//                                                one line of stdin with --password-stdin or when
-//                                                stdin is not a terminal
-//   proxyctl users remove NAME
-//   proxyctl users list [--json]
-//   proxyctl users grant NAME NAMESPACE          users revoke NAME NAMESPACE, users namespaces NAME [--json]
-//   proxyctl repos list [--json]                 name, public/private, owner
-//   proxyctl repos set-public NAME
-//   proxyctl repos set-private NAME
-//
-// Each calls the gateway's admin API (routes/admin.ts; trusted host + client
-// certificate, JSON bodies, errors as {"error": "..."}):
-//
-//   GET    /container_gateway/admin/users                         200 {"users":[...]}
-//   POST   /container_gateway/admin/users  {"name","password"}    201 {"user"} | 400 | 409
-//   DELETE /container_gateway/admin/users/NAME                    200 {"user","removed":true,"orphaned":[...]} | 404
-//   GET    /container_gateway/admin/users/NAME/namespaces         200 {"user","namespaces":[...]} | 404
-//   PUT    /container_gateway/admin/users/NAME/namespaces/NS      200 {"user","namespace","granted":true} | 404
-//   DELETE /container_gateway/admin/users/NAME/namespaces/NS      200 {"user","namespace","granted":false} | 404
-//   GET    /container_gateway/admin/repositories                  200 {"repositories":[{"name","public","owner"?}]}
-//   PUT    /container_gateway/admin/repositories/NAME/visibility  {"public":bool}  200 {"name","public"} | 404
-//
-// Exit codes: 0 done, 1 refused or not found (the daemon's message on
-// stderr), 2 daemon unreachable or failing (5xx), 64 usage (a bad name, an
-// empty password, passwords that differ), 130 interrupted at the prompt.
-//
-// With a main server (content_backend: local, foreman_url set):
-//
-//   proxyctl sync [REPO...] [--wait] [--json]    mirror the main server's registry (its catalog for this
-//                                                proxy, or the REPOs) into the store; POST/GET
-//                                                /container_gateway/sync (routes/admin-sync.ts). Exit 0 started
-//                                                or succeeded, 1 failed/refused/interrupted, 2 unreachable.
-//
-// `proxyctl status` shows the last sync under the plugin's row (the `status` export below).
+// proxyctl commands of the container gateway: users and repositories of
+// standalone mode (no foreman_url, where the gateway keeps its own), the
+// embedded store's gc and verify, and sync from a main server. Each calls the
+// gateway's admin API; what it answers decides the exit code: 1 refused or not
+// found (the daemon's message on stderr), 2 daemon unreachable or failing
+// (5xx), 64 usage (a bad name, an empty password, passwords that differ), 130
+// interrupted at the password prompt. `proxyctl status` shows the last sync
+// under the plugin's row (the `status` export).
 import type { Command } from 'commander';
-import type { DaemonTarget, PluginCli, PluginCliContext, PluginStatusHook as PluginStatus } from '../../lib/plugins/api.ts';
+import { CliExit, type DaemonTarget, type PluginCli, type PluginCliContext, type PluginStatusHook } from '../../lib/plugins/api.ts';
 import { USER_NAME, validRepositoryName } from './auth/standalone.ts';
-import { action, Exit } from './cli-exit.ts';
-import { readPassword } from './cli-password.ts';
 import { progressLine, statusLine, summary, type RunView } from './sync/render.ts';
 
 const ADMIN = '/container_gateway/admin';
@@ -57,24 +26,24 @@ async function call(ctx: PluginCliContext, cmd: Command, method: 'GET' | 'POST' 
   try {
     res = await target.http.request({ method, url: path, ...(data === undefined ? {} : { data }), ...(timeout === undefined ? {} : { timeout }) });
   } catch (err) {
-    throw new Exit(2, `${target.url} is unreachable: ${(err as Error).message}`);
+    throw new CliExit(2, `${target.url} is unreachable: ${(err as Error).message}`);
   }
   if (res.status >= 200 && res.status < 300) return res.data;
   const error = errorOf(res.data);
-  if (res.status >= 500) throw new Exit(2, `${method} ${path} answered ${res.status}${error ? `: ${error}` : ''}`);
+  if (res.status >= 500) throw new CliExit(2, `${method} ${path} answered ${res.status}${error ? `: ${error}` : ''}`);
   if (res.status === 404 && (error === undefined || error === 'Requested url was not found')) {
-    throw new Exit(1, `${target.url} has no container gateway admin API (${method} ${path} answered 404): ${hint}`);
+    throw new CliExit(1, `${target.url} has no container gateway admin API (${method} ${path} answered 404): ${hint}`);
   }
-  throw new Exit(1, error ?? `${method} ${path} answered ${res.status}`);
+  throw new CliExit(1, error ?? `${method} ${path} answered ${res.status}`);
 }
 
 function checkUser(name: string): string {
-  if (!USER_NAME.test(name)) throw new Exit(64, `invalid user name '${name}': 1 to 64 of letters, digits, '.', '_', '@' and '-'`);
+  if (!USER_NAME.test(name)) throw new CliExit(64, `invalid user name '${name}': 1 to 64 of letters, digits, '.', '_', '@' and '-'`);
   return name;
 }
 
 function checkRepository(name: string): string {
-  if (!validRepositoryName(name)) throw new Exit(64, `invalid repository name '${name}'`);
+  if (!validRepositoryName(name)) throw new CliExit(64, `invalid repository name '${name}'`);
   return name;
 }
 
@@ -83,20 +52,18 @@ function table(rows: string[][]): string {
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n');
 }
 
-const STORE = '/container_gateway/admin';
-
 /** GET .../verify streams one JSON line per blob, then {checked, bad}. */
 async function verifyStore(ctx: PluginCliContext, cmd: Command, json: boolean): Promise<{ checked: number; bad: number }> {
   const target = ctx.target(cmd);
   let res;
   try {
-    res = await target.http.request({ method: 'GET', url: `${STORE}/verify`, responseType: 'stream', timeout: 0 });
+    res = await target.http.request({ method: 'GET', url: `${ADMIN}/verify`, responseType: 'stream', timeout: 0 });
   } catch (err) {
-    throw new Exit(2, `${target.url} is unreachable: ${(err as Error).message}`);
+    throw new CliExit(2, `${target.url} is unreachable: ${(err as Error).message}`);
   }
   if (res.status !== 200) {
     res.data.resume();
-    throw new Exit(res.status >= 500 ? 2 : 1, `GET ${STORE}/verify answered ${res.status}: is container_gateway running with content_backend: local?`);
+    throw new CliExit(res.status >= 500 ? 2 : 1, `GET ${ADMIN}/verify answered ${res.status}: is container_gateway running with content_backend: local?`);
   }
   const tty = !json && process.stderr.isTTY;
   let checked = 0;
@@ -122,7 +89,7 @@ async function verifyStore(ctx: PluginCliContext, cmd: Command, json: boolean): 
     }
   }
   if (tty) process.stderr.write('\n');
-  if (!summary) throw new Exit(2, 'the verification ended before its summary: the daemon may have stopped');
+  if (!summary) throw new CliExit(2, 'the verification ended before its summary: the daemon may have stopped');
   return summary;
 }
 
@@ -145,7 +112,7 @@ async function pollRun(target: DaemonTarget, id: number): Promise<RunView | unde
   }
   if (res.status === 200) return res.data as RunView;
   if (res.status >= 500) return undefined;
-  throw new Exit(1, `GET ${SYNC}/${id} answered ${res.status}${errorOf(res.data) ? `: ${errorOf(res.data)}` : ''}`);
+  throw new CliExit(1, `GET ${SYNC}/${id} answered ${res.status}${errorOf(res.data) ? `: ${errorOf(res.data)}` : ''}`);
 }
 
 /**
@@ -163,7 +130,7 @@ async function followSync(target: DaemonTarget, id: number, json: boolean): Prom
     if (!run) {
       if (++misses >= POLL_FAILURES) {
         if (tty) process.stderr.write('\n');
-        throw new Exit(2, `${target.url} is unreachable while sync #${id} runs: it may have stopped (proxyctl sync again resumes)`);
+        throw new CliExit(2, `${target.url} is unreachable while sync #${id} runs: it may have stopped (proxyctl sync again resumes)`);
       }
       await sleep(POLL_MS * 2);
       continue;
@@ -183,7 +150,7 @@ async function followSync(target: DaemonTarget, id: number, json: boolean): Prom
 }
 
 /** `proxyctl status`: the last sync under container_gateway's row; nothing where sync is unavailable. */
-export const status: PluginStatus = async (target) => {
+export const status: PluginStatusHook = async (target) => {
   const res = await target.http.get(SYNC);
   if (res.status !== 200) return undefined;
   const run = res.data as RunView;
@@ -221,32 +188,32 @@ const register: PluginCli = (program, ctx) => {
     .description('add a user; the password is asked twice on a terminal, else read as one line of stdin')
     .argument('<name>', "user name: 1 to 64 of letters, digits, '.', '_', '@' and '-'")
     .option('--password-stdin', 'read the password as one line of stdin')
-    .action(action(async (name: string, opts: { passwordStdin?: boolean }, cmd: Command) => {
+    .action(async (name: string, opts: { passwordStdin?: boolean }, cmd: Command) => {
       checkUser(name);
-      const password = await readPassword(name, opts.passwordStdin === true);
+      const password = await ctx.readPassword(`Password for ${name}: `, { fromStdin: opts.passwordStdin === true, confirm: true });
       const data = await call(ctx, cmd, 'POST', `${ADMIN}/users`, { name, password });
       ctx.print(cmd, data, `user '${name}' added`);
-    }));
+    });
 
   users
     .command('remove')
     .description('remove a user (its tokens stop working; its repositories stay, without owner)')
     .argument('<name>', 'user name')
-    .action(action(async (name: string, _opts: unknown, cmd: Command) => {
+    .action(async (name: string, _opts: unknown, cmd: Command) => {
       checkUser(name);
       const data = (await call(ctx, cmd, 'DELETE', `${ADMIN}/users/${encodeURIComponent(name)}`)) as { orphaned?: string[] };
       ctx.print(cmd, data, removedText(name, data.orphaned ?? []));
-    }));
+    });
 
   users
     .command('list')
     .description('the users, one per line')
     .option('--json', 'machine-readable output')
-    .action(action(async (_opts: unknown, cmd: Command) => {
+    .action(async (_opts: unknown, cmd: Command) => {
       const data = (await call(ctx, cmd, 'GET', `${ADMIN}/users`)) as { users?: string[] };
       const names = data.users ?? [];
       ctx.print(cmd, names, names.length > 0 ? names.join('\n') : '(no users)');
-    }));
+    });
 
   // Repositories are created only under the user's own name or a namespace granted here.
   users
@@ -254,34 +221,34 @@ const register: PluginCli = (program, ctx) => {
     .description("let a user create repositories under NAMESPACE/... (besides its own name)")
     .argument('<name>', 'user name')
     .argument('<namespace>', "a namespace, e.g. 'team' or 'team/web'")
-    .action(action(async (name: string, namespace: string, _opts: unknown, cmd: Command) => {
+    .action(async (name: string, namespace: string, _opts: unknown, cmd: Command) => {
       checkUser(name);
       const data = await call(ctx, cmd, 'PUT', namespacePath(name, namespace));
       ctx.print(cmd, data, `user '${name}' may create repositories under ${namespace}/`);
-    }));
+    });
 
   users
     .command('revoke')
     .description('take a namespace back (repositories already created there keep their owner)')
     .argument('<name>', 'user name')
     .argument('<namespace>', 'a namespace granted before')
-    .action(action(async (name: string, namespace: string, _opts: unknown, cmd: Command) => {
+    .action(async (name: string, namespace: string, _opts: unknown, cmd: Command) => {
       checkUser(name);
       const data = await call(ctx, cmd, 'DELETE', namespacePath(name, namespace));
       ctx.print(cmd, data, `user '${name}' may no longer create repositories under ${namespace}/`);
-    }));
+    });
 
   users
     .command('namespaces')
     .description('the namespaces granted to a user, one per line')
     .argument('<name>', 'user name')
     .option('--json', 'machine-readable output')
-    .action(action(async (name: string, _opts: unknown, cmd: Command) => {
+    .action(async (name: string, _opts: unknown, cmd: Command) => {
       checkUser(name);
       const data = (await call(ctx, cmd, 'GET', `${ADMIN}/users/${encodeURIComponent(name)}/namespaces`)) as { namespaces?: string[] };
       const list = data.namespaces ?? [];
       ctx.print(cmd, data, list.length > 0 ? list.join('\n') : '(none granted)');
-    }));
+    });
 
   const repos = program
     .command('repos')
@@ -291,37 +258,37 @@ const register: PluginCli = (program, ctx) => {
     .command('list')
     .description('every repository: name, public or private, owner')
     .option('--json', 'machine-readable output')
-    .action(action(async (_opts: unknown, cmd: Command) => {
+    .action(async (_opts: unknown, cmd: Command) => {
       const data = (await call(ctx, cmd, 'GET', `${ADMIN}/repositories`)) as { repositories?: RepositoryRow[] };
       const rows = data.repositories ?? [];
       const text = rows.length > 0
         ? table([['REPOSITORY', 'VISIBILITY', 'OWNER'], ...rows.map((r) => [r.name, r.public ? 'public' : 'private', r.owner ?? '-'])])
         : '(no repositories)';
       ctx.print(cmd, rows, text);
-    }));
+    });
 
   program
     .command('gc')
     .description('delete the content of repositories Katello unlisted, stored blobs no repository references, and abandoned uploads (safe while uploads run)')
     .option('--json', 'machine-readable output')
-    .action(action(async (_opts: unknown, cmd: Command) => {
-      const data = (await call(ctx, cmd, 'POST', `${STORE}/gc`, undefined, 0)) as { removed: number; bytes: number; repositories?: string[]; purged?: { uploads: number; bytes: number } };
+    .action(async (_opts: unknown, cmd: Command) => {
+      const data = (await call(ctx, cmd, 'POST', `${ADMIN}/gc`, undefined, 0)) as { removed: number; bytes: number; repositories?: string[]; purged?: { uploads: number; bytes: number } };
       const purged = data.purged ?? { uploads: 0, bytes: 0 };
       const reclaimed = data.repositories?.length ? `\ncontent of unlisted repositories reclaimed: ${data.repositories.join(', ')}` : '';
       ctx.print(cmd, data, `${data.removed} blobs removed, ${(data.bytes / 1e6).toFixed(1)} MB freed\n${purged.uploads} abandoned uploads purged, ${(purged.bytes / 1e6).toFixed(1)} MB freed${reclaimed}`);
-    }));
+    });
 
   program
     .command('verify')
     .description('re-hash every stored blob against its digest; exit 1 if any is bad')
     .option('--json', 'JSON lines: one per blob, then the summary')
-    .action(action(async (_opts: unknown, cmd: Command) => {
+    .action(async (_opts: unknown, cmd: Command) => {
       // --json may come before or after the command name (`proxyctl --json verify`).
       const json = cmd.optsWithGlobals<{ json?: boolean }>().json === true;
       const summary = await verifyStore(ctx, cmd, json);
       if (!json) process.stdout.write(`${summary.checked} blobs checked, ${summary.bad} bad\n`);
       if (summary.bad > 0) process.exitCode = 1;
-    }));
+    });
 
   program
     .command('sync')
@@ -339,7 +306,7 @@ const register: PluginCli = (program, ctx) => {
       'Exit codes: 0 started (or, with --wait, succeeded), 1 refused or failed or interrupted (the reason on',
       'stderr), 2 daemon unreachable, 64 usage.',
     ].join('\n'))
-    .action(action(async (repositories: string[], opts: { wait?: boolean; json?: boolean }, cmd: Command) => {
+    .action(async (repositories: string[], opts: { wait?: boolean; json?: boolean }, cmd: Command) => {
       repositories.forEach(checkRepository);
       const json = cmd.optsWithGlobals<{ json?: boolean }>().json === true;
       const body = repositories.length > 0 ? { repositories } : {};
@@ -350,20 +317,20 @@ const register: PluginCli = (program, ctx) => {
       }
       const run = await followSync(ctx.target(cmd), started.id, json);
       if (!json) process.stdout.write(`${summary(run)}\n`);
-      if (run.state !== 'succeeded') throw new Exit(1, `sync #${run.id} ${run.state}: ${run.error ?? 'no reason given'}`);
-    }));
+      if (run.state !== 'succeeded') throw new CliExit(1, `sync #${run.id} ${run.state}: ${run.error ?? 'no reason given'}`);
+    });
 
   for (const visibility of ['public', 'private'] as const) {
     repos
       .command(`set-${visibility}`)
       .description(visibility === 'public' ? 'let anyone pull the repository, anonymous clients included' : 'only its owner and mapped users may pull the repository')
       .argument('<name>', 'repository name, e.g. team/app')
-      .action(action(async (name: string, _opts: unknown, cmd: Command) => {
+      .action(async (name: string, _opts: unknown, cmd: Command) => {
         checkRepository(name);
         const path = `${ADMIN}/repositories/${name.split('/').map(encodeURIComponent).join('/')}/visibility`;
         const data = await call(ctx, cmd, 'PUT', path, { public: visibility === 'public' });
         ctx.print(cmd, data, `repository '${name}' is now ${visibility}`);
-      }));
+      });
   }
 };
 

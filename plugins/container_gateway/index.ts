@@ -5,11 +5,12 @@ import { definePlugin } from '../../lib/plugins/api.ts';
 import { Gateway } from './gateway.ts';
 import { adminRouter } from './routes/admin.ts';
 import { storeAdminRouter } from './routes/admin-store.ts';
-import { stopSyncs, syncAdminRouter } from './routes/admin-sync.ts';
+import { syncAdminRouter } from './routes/admin-sync.ts';
 import { managementRouter } from './routes/management.ts';
 import { pulpcoreRouter } from './routes/pulpcore.ts';
 import { registryRouter } from './routes/registry.ts';
 import { SETTINGS_SCHEMA, type GatewaySettings } from './settings.ts';
+import { stopSyncs, SyncService } from './sync/service.ts';
 import { UploadPurger } from './store/upload-purge.ts';
 import { HttpUpstream } from './upstream/http-upstream.ts';
 
@@ -57,7 +58,7 @@ export default definePlugin<GatewaySettings & Record<string, unknown>>({
         storeAdminRouter(ctx.auth.trustedClient, { store: () => gw.localStore(), reclaimUnlisted: () => gw.db.reclaimUnlisted() }, settings.gc_grace_period * 1000, settings.upload_purge_age * 1000),
       );
     }
-    ctx.router.use(syncAdminRouter(ctx.auth.trustedClient, gw));
+    ctx.router.use(syncAdminRouter(ctx.auth.trustedClient, new SyncService(gw)));
     const db = gateway.db;
     ctx.router.use(
       adminRouter({

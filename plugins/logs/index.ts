@@ -1,7 +1,7 @@
 // smart-proxy's `logs` module: GET /logs/ returns the in-memory log buffer and
 // the failure messages of plugins, for Foreman's "Logs" tab. Enabled by
 // default, as in smart-proxy.
-import { definePlugin } from '../../lib/plugins/api.ts';
+import { badRequest, definePlugin } from '../../lib/plugins/api.ts';
 
 export default definePlugin({
   name: 'logs',
@@ -12,8 +12,7 @@ export default definePlugin({
       const raw = req.query.from_timestamp;
       const from = raw === undefined ? 0 : Number(raw);
       if (typeof raw !== 'undefined' && (typeof raw !== 'string' || !Number.isFinite(from))) {
-        res.status(400).json({ error: `from_timestamp must be a number (seconds since the epoch), got ${JSON.stringify(raw)}` });
-        return;
+        throw badRequest(`from_timestamp must be a number (seconds since the epoch), got ${JSON.stringify(raw)}`);
       }
       const buffer = ctx.daemon.logBuffer;
       const failed = Object.fromEntries(

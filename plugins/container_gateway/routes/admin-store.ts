@@ -1,12 +1,10 @@
 // Maintenance of the embedded store, for `proxyctl gc` and `proxyctl verify`
-// (trusted host + client certificate, like the other admin routes).
-//
-//   POST /container_gateway/admin/gc      200 {"removed":N,"bytes":B,"forgotten":F,"repositories":[names],
-//                                         "purged":{"uploads":U,"bytes":UB,"sessions":[uuid...]}}
-//                                         (`repositories`: unlisted ones whose content was reclaimed)
-//   GET  /container_gateway/admin/verify  200 application/x-ndjson: {"digest","ok","size"} per blob,
-//                                         then {"checked":N,"bad":M}
+// (trusted host + client certificate, like the other admin routes). gc also
+// deletes the content of repositories Katello unlisted, and purges abandoned
+// uploads. verify streams one JSON line per blob, then the totals: re-hashing
+// a large store takes long, and the client shows progress meanwhile.
 import express, { type RequestHandler, type Router } from 'express';
+import { jsonErrors } from '../../../lib/plugins/api.ts';
 import type { LocalStore } from '../gateway.ts';
 
 export interface StoreAdmin {
@@ -45,5 +43,6 @@ export function storeAdminRouter(trustedClient: RequestHandler, admin: StoreAdmi
     }
     res.end(`${JSON.stringify({ checked, bad })}\n`);
   });
+  router.use('/admin', jsonErrors);
   return router;
 }

@@ -1,19 +1,6 @@
 // The admin API of standalone mode (no foreman_url), which `proxyctl users`
-// and `proxyctl repos` call. Behind trusted host + client certificate, like
-// the management API; mounted under /container_gateway. JSON in, JSON out;
-// every error is {"error": "..."} with 400 (bad name or body), 404 (no such
-// user or repository) or 409 (the user exists).
-//
-//   GET    /container_gateway/admin/users                      200 {"users":["alice","bob"]}
-//   POST   /container_gateway/admin/users                      {"name":"bob","password":"..."}
-//                                                              201 {"user":"bob"} | 409 exists
-//   DELETE /container_gateway/admin/users/NAME                 200 {"user":"bob","removed":true,"orphaned":["bob/app"]} | 404
-//   GET    /container_gateway/admin/users/NAME/namespaces      200 {"user":"bob","namespaces":["team"]} | 404
-//   PUT    /container_gateway/admin/users/NAME/namespaces/NS   200 {"user":"bob","namespace":"team","granted":true} | 404
-//   DELETE /container_gateway/admin/users/NAME/namespaces/NS   200 {"user":"bob","namespace":"team","granted":false} | 404
-//   GET    /container_gateway/admin/repositories               200 {"repositories":[{"name","public","owner"?}]}
-//   PUT    /container_gateway/admin/repositories/NAME/visibility  {"public":true|false}
-//                                                              200 {"name":"org/app","public":true} | 404
+// and `proxyctl repos` call; behind trusted host + client certificate, like
+// the management API.
 //
 // Removing a user leaves its repositories as they are (content, visibility,
 // mapped users) but ownerless: `orphaned` lists them. Nobody can push to them
@@ -24,7 +11,8 @@
 // The password is hashed here (scrypt, auth/passwords.ts): only its hash is
 // given to AdminAccounts. Repository NAME may contain '/' (sent as is or
 // percent-encoded).
-import express, { type ErrorRequestHandler, type Request, type RequestHandler, type Response, type Router } from 'express';
+import express, { type Request, type RequestHandler, type Router } from 'express';
+import { badRequest, conflict, jsonErrors, jsonObjectBody, notFound, quoteValue as quote, serviceUnavailable } from '../../../lib/plugins/api.ts';
 import { HashingBusy, PasswordHasher } from '../auth/passwords.ts';
 import { USER_NAME, validRepositoryName } from '../auth/standalone.ts';
 
@@ -71,48 +59,25 @@ export const MAX_ADMIN_BODY = 16 * 1024;
 /** Longest password accepted (bytes of UTF-8). */
 export const MAX_PASSWORD_BYTES = 1024;
 
-class AdminError extends Error {
-  constructor(
-    readonly status: 400 | 404 | 409 | 503,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-function quote(value: string): string {
-  return JSON.stringify(value.length > 100 ? `${value.slice(0, 100)}...` : value);
-}
-
 /** The JSON object body of a request, with exactly the keys allowed. */
 function jsonObject(req: Request, keys: Record<string, 'string' | 'boolean'>): Record<string, unknown> {
-  const type = (req.get('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
-  if (type !== 'application/json') throw new AdminError(400, `unsupported Content-Type '${type || '(none)'}': send application/json`);
-  const text = typeof req.body === 'string' ? req.body : '';
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch (err) {
-    throw new AdminError(400, `the body is not valid JSON: ${(err as Error).message}`);
-  }
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new AdminError(400, 'the body must be a JSON object');
-  const obj = body as Record<string, unknown>;
-  for (const key of Object.keys(obj)) if (!(key in keys)) throw new AdminError(400, `unknown key ${quote(key)} (expected ${Object.keys(keys).join(', ')})`);
+  const obj = jsonObjectBody(req);
+  for (const key of Object.keys(obj)) if (!(key in keys)) throw badRequest(`unknown key ${quote(key)} (expected ${Object.keys(keys).join(', ')})`);
   for (const [key, kind] of Object.entries(keys)) {
-    if (typeof obj[key] !== kind) throw new AdminError(400, `'${key}' must be a ${kind}`);
+    if (typeof obj[key] !== kind) throw badRequest(`'${key}' must be a ${kind}`);
   }
   return obj;
 }
 
 function userName(raw: unknown): string {
   if (typeof raw !== 'string' || !USER_NAME.test(raw)) {
-    throw new AdminError(400, `invalid user name ${quote(String(raw))}: 1 to 64 of letters, digits, '.', '_', '@' and '-'`);
+    throw badRequest(`invalid user name ${quote(String(raw))}: 1 to 64 of letters, digits, '.', '_', '@' and '-'`);
   }
   return raw;
 }
 
 function repositoryName(raw: unknown): string {
-  if (typeof raw !== 'string' || !validRepositoryName(raw)) throw new AdminError(400, `invalid repository name ${quote(String(raw))}`);
+  if (typeof raw !== 'string' || !validRepositoryName(raw)) throw badRequest(`invalid repository name ${quote(String(raw))}`);
   return raw;
 }
 
@@ -121,7 +86,7 @@ function namespaceParams(req: Request): [string, string] {
   const params = req.params as Record<string, string | undefined>;
   const name = userName(params[0]);
   const raw = params[1] ?? '';
-  if (!validRepositoryName(raw)) throw new AdminError(400, `invalid namespace ${quote(raw)}: a repository name such as 'team' or 'org/team'`);
+  if (!validRepositoryName(raw)) throw badRequest(`invalid namespace ${quote(raw)}: a repository name such as 'team' or 'org/team'`);
   return [name, raw];
 }
 
@@ -130,102 +95,78 @@ function audit(req: Request, message: string): void {
   (req as { log?: { info(msg: string): void } }).log?.info(message);
 }
 
-type Work = (req: Request, res: Response) => Promise<void>;
-
-function handle(work: Work): RequestHandler {
-  return (req, res, next) => {
-    work(req, res).catch((err: unknown) => {
-      if (err instanceof AdminError) {
-        if (!res.headersSent) res.status(err.status).json({ error: err.message });
-        return;
-      }
-      next(err);
-    });
-  };
-}
-
-/** Body-parser failures (too large, bad encoding) as JSON errors, not HTML. */
-const bodyErrors: ErrorRequestHandler = (err, _req, res, next) => {
-  const status = typeof err?.status === 'number' ? (err.status as number) : 500;
-  if (status >= 400 && status < 500 && !res.headersSent) {
-    res.status(status).json({ error: err.type === 'entity.too.large' ? `the body is larger than ${MAX_ADMIN_BODY} bytes` : String(err.message) });
-    return;
-  }
-  next(err);
-};
-
 export function adminRouter(deps: AdminDeps): Router {
   const { accounts, trustedClient } = deps;
   const hasher = deps.hasher ?? new PasswordHasher();
   const router = express.Router();
   const body = express.text({ type: () => true, limit: MAX_ADMIN_BODY });
 
-  router.get('/admin/users', trustedClient, handle(async (_req, res) => {
+  router.get('/admin/users', trustedClient, async (_req, res) => {
     res.json({ users: await accounts.listUsers() });
-  }));
+  });
 
-  router.post('/admin/users', trustedClient, body, handle(async (req, res) => {
+  router.post('/admin/users', trustedClient, body, async (req, res) => {
     const obj = jsonObject(req, { name: 'string', password: 'string' });
     const name = userName(obj.name);
     const password = obj.password as string;
-    if (password === '') throw new AdminError(400, 'the password must not be empty');
-    if (Buffer.byteLength(password) > MAX_PASSWORD_BYTES) throw new AdminError(400, `the password is longer than ${MAX_PASSWORD_BYTES} bytes`);
+    if (password === '') throw badRequest('the password must not be empty');
+    if (Buffer.byteLength(password) > MAX_PASSWORD_BYTES) throw badRequest(`the password is longer than ${MAX_PASSWORD_BYTES} bytes`);
     // A login flood may fill the hashing queue: say so instead of failing with 500.
     const hash = await hasher.hash(password).catch((err: unknown) => {
-      throw err instanceof HashingBusy ? new AdminError(503, 'password hashing is busy: try again shortly') : err;
+      throw err instanceof HashingBusy ? serviceUnavailable('password hashing is busy: try again shortly') : err;
     });
     const outcome = await accounts.addUser(name, hash);
-    if (outcome === 'exists') throw new AdminError(409, `user '${name}' already exists`);
+    if (outcome === 'exists') throw conflict(`user '${name}' already exists`);
     audit(req, `standalone user '${name}' added`);
     res.status(201).json({ user: name });
-  }));
+  });
 
-  router.delete('/admin/users/:name', trustedClient, handle(async (req, res) => {
+  router.delete('/admin/users/:name', trustedClient, async (req, res) => {
     const name = userName(req.params.name);
     const removed = await accounts.removeUser(name);
-    if (!removed) throw new AdminError(404, `user '${name}' not found`);
+    if (!removed) throw notFound(`user '${name}' not found`);
     audit(req, `standalone user '${name}' removed; ${removed.orphaned.length} repositories left without owner`);
     res.json({ user: name, removed: true, orphaned: removed.orphaned });
-  }));
+  });
 
-  router.get('/admin/users/:name/namespaces', trustedClient, handle(async (req, res) => {
+  router.get('/admin/users/:name/namespaces', trustedClient, async (req, res) => {
     const name = userName(req.params.name);
     const namespaces = await accounts.namespaces(name);
-    if (!namespaces) throw new AdminError(404, `user '${name}' not found`);
+    if (!namespaces) throw notFound(`user '${name}' not found`);
     res.json({ user: name, namespaces });
-  }));
+  });
 
   // A regular expression: namespaces may contain '/'.
-  router.put(/^\/admin\/users\/([^/]+)\/namespaces\/(.+?)\/?$/, trustedClient, handle(async (req, res) => {
+  router.put(/^\/admin\/users\/([^/]+)\/namespaces\/(.+?)\/?$/, trustedClient, async (req, res) => {
     const [name, namespace] = namespaceParams(req);
-    if (!(await accounts.grantNamespace(name, namespace))) throw new AdminError(404, `user '${name}' not found`);
+    if (!(await accounts.grantNamespace(name, namespace))) throw notFound(`user '${name}' not found`);
     audit(req, `namespace '${namespace}' granted to standalone user '${name}'`);
     res.json({ user: name, namespace, granted: true });
-  }));
+  });
 
-  router.delete(/^\/admin\/users\/([^/]+)\/namespaces\/(.+?)\/?$/, trustedClient, handle(async (req, res) => {
+  router.delete(/^\/admin\/users\/([^/]+)\/namespaces\/(.+?)\/?$/, trustedClient, async (req, res) => {
     const [name, namespace] = namespaceParams(req);
-    if (!(await accounts.revokeNamespace(name, namespace))) throw new AdminError(404, `user '${name}' has no namespace '${namespace}'`);
+    if (!(await accounts.revokeNamespace(name, namespace))) throw notFound(`user '${name}' has no namespace '${namespace}'`);
     audit(req, `namespace '${namespace}' taken back from standalone user '${name}'`);
     res.json({ user: name, namespace, granted: false });
-  }));
+  });
 
-  router.get('/admin/repositories', trustedClient, handle(async (_req, res) => {
+  router.get('/admin/repositories', trustedClient, async (_req, res) => {
     const repositories = await accounts.listRepositories();
     res.json({ repositories: repositories.map((r) => ({ name: r.name, public: r.public, ...(r.owner === undefined ? {} : { owner: r.owner }) })) });
-  }));
+  });
 
   // A regular expression: repository names contain '/'.
-  router.put(/^\/admin\/repositories\/(.+)\/visibility\/?$/, trustedClient, body, handle(async (req, res) => {
+  router.put(/^\/admin\/repositories\/(.+)\/visibility\/?$/, trustedClient, body, async (req, res) => {
     const raw = (req.params as Record<string, string | undefined>)[0];
     const name = repositoryName(raw);
     const obj = jsonObject(req, { public: 'boolean' });
     const isPublic = obj.public as boolean;
-    if (!(await accounts.setPublic(name, isPublic))) throw new AdminError(404, `repository '${name}' not found`);
+    if (!(await accounts.setPublic(name, isPublic))) throw notFound(`repository '${name}' not found`);
     audit(req, `repository '${name}' made ${isPublic ? 'public' : 'private'}`);
     res.json({ name, public: isPublic });
-  }));
+  });
 
-  router.use('/admin', bodyErrors);
+  router.use('/admin', jsonErrors);
   return router;
 }

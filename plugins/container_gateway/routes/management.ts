@@ -1,42 +1,40 @@
-// The management API Katello calls after each capsule sync (katello-api.md §4),
-// behind trusted host + client certificate, mounted in smart-proxy mode only
-// (foreman_url set): in standalone mode these routes do not exist (404), as
-// the repositories there are the users' own pushes and no Katello manages them. Bodies in Rack's nested form
-// encoding (as Foreman sends them) or JSON; each call replaces its list in one
-// transaction. A body that does not parse answers 400 and changes nothing.
+// The management API Katello calls after each capsule sync, behind trusted
+// host + client certificate, mounted in smart-proxy mode only (foreman_url
+// set): in standalone mode these routes do not exist (404), as the
+// repositories there are the users' own pushes and no Katello manages them.
+// Bodies in Rack's nested form encoding (as Foreman sends them) or JSON; each
+// call replaces its list in one transaction. A body that does not parse
+// answers 400 and changes nothing.
 import express, { type Request, type Response, type Router } from 'express';
+import { badRequest, bodyType, HttpError, jsonErrors } from '../../../lib/plugins/api.ts';
 import type { Gateway } from '../gateway.ts';
 import { parseHostRepositoryMapping, parseHosts, parseRepositoryList, parseUserRepositoryMapping, PayloadError } from '../management/payloads.ts';
 import { FormParseError, MAX_FORM_BYTES, parseRackForm } from '../management/rack-form.ts';
 
-class BadBody extends Error {}
-
 function parseBody(req: Request): unknown {
-  const type = (req.get('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
+  const type = bodyType(req);
   const text = typeof req.body === 'string' ? req.body : '';
   if (type === 'application/json') {
     try {
       return text.trim() === '' ? {} : (JSON.parse(text) as unknown);
     } catch (err) {
-      throw new BadBody(`the body is not valid JSON: ${(err as Error).message}`);
+      throw badRequest(`the body is not valid JSON: ${(err as Error).message}`);
     }
   }
   if (type === 'application/x-www-form-urlencoded' || (type === '' && text === '')) return parseRackForm(text);
-  throw new BadBody(`unsupported Content-Type '${type || '(none)'}': send application/x-www-form-urlencoded or application/json`);
+  throw badRequest(`unsupported Content-Type '${type || '(none)'}': send application/x-www-form-urlencoded or application/json`);
 }
 
 function handler(work: (body: unknown) => Record<string, unknown> | void): express.RequestHandler {
-  return (req: Request, res: Response) => {
+  return (req, res) => {
     let result: Record<string, unknown> | void;
     try {
       result = work(parseBody(req));
     } catch (err) {
-      if (err instanceof BadBody || err instanceof FormParseError || err instanceof PayloadError) {
-        req.log.warn(`${req.method} ${req.originalUrl} refused: ${err.message}`);
-        res.status(400).json({ error: err.message });
-        return;
-      }
-      throw err;
+      const refusal = err instanceof FormParseError || err instanceof PayloadError ? badRequest(err.message) : err;
+      // Katello's calls are not interactive: what it sent wrong is worth a line in the log.
+      if (refusal instanceof HttpError) req.log.warn(`${req.method} ${req.originalUrl} refused: ${refusal.message}`);
+      throw refusal;
     }
     res.status(200).json(result ?? {});
   };
@@ -45,13 +43,14 @@ function handler(work: (body: unknown) => Record<string, unknown> | void): expre
 export function managementRouter(gw: Gateway): Router {
   const router = express.Router();
   const trusted = gw.ctx.auth.trustedClient;
-  // Foreman PUTs with a trailing slash; accept both forms.
+  // Foreman PUTs with a trailing slash; accept both forms. Each route ends
+  // with the JSON error handler: it answers alike wherever it is mounted.
   const put = (path: string, work: (body: unknown) => Record<string, unknown> | void) =>
-    router.put([path, `${path}/`], trusted, express.text({ type: () => true, limit: MAX_FORM_BYTES }), handler(work));
+    router.put([path, `${path}/`], trusted, express.text({ type: () => true, limit: MAX_FORM_BYTES }), handler(work), jsonErrors);
 
-  router.get(['/users', '/users/'], trusted, (_req, res) => {
+  router.get(['/users', '/users/'], trusted, (_req: Request, res: Response) => {
     res.json({ users: gw.db.users() });
-  });
+  }, jsonErrors);
   put('/repository_list', (body) => {
     const entries = parseRepositoryList(body);
     const { unlisted } = gw.db.replaceRepositories(entries);

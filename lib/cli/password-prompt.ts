@@ -1,6 +1,8 @@
-// The password of `proxyctl users add`: typed twice without echo on a
-// terminal, else one line of stdin.
-import { Exit } from './cli-exit.ts';
+// Passwords for proxyctl commands: typed without echo on a terminal (raw
+// mode, so the characters never reach the screen; arrow keys and other escape
+// sequences are dropped, not taken as part of the password), else one line of
+// stdin, so scripts can pipe it in.
+import { CliExit, type PasswordOptions } from '../plugins/cli.ts';
 
 /** One line of a stream (without its line end); the whole stream if it has no newline. */
 function readLine(stream: NodeJS.ReadStream): Promise<string> {
@@ -26,7 +28,7 @@ function readLine(stream: NodeJS.ReadStream): Promise<string> {
     };
     const onError = (err: Error) => {
       cleanup();
-      reject(new Exit(64, `cannot read the password from stdin: ${err.message}`));
+      reject(new CliExit(64, `cannot read the password from stdin: ${err.message}`));
     };
     stream.setEncoding('utf8');
     stream.on('data', onData);
@@ -44,7 +46,7 @@ function promptHidden(prompt: string): Promise<string> {
     let value = '';
     /** Inside an escape sequence (arrow keys...): ESC, then '[' and parameters up to a final byte. */
     let escape: '' | 'esc' | 'csi' = '';
-    const finish = (err?: Exit) => {
+    const finish = (err?: CliExit) => {
       stdin.off('data', onData);
       stdin.setRawMode(false);
       stdin.pause();
@@ -63,8 +65,8 @@ function promptHidden(prompt: string): Promise<string> {
           continue;
         }
         if (ch === '\r' || ch === '\n') return finish();
-        if (ch === '\u0003') return finish(new Exit(130, 'interrupted'));
-        if (ch === '\u0004') return value === '' ? finish(new Exit(64, 'no password given')) : finish();
+        if (ch === '\u0003') return finish(new CliExit(130, 'interrupted'));
+        if (ch === '\u0004') return value === '' ? finish(new CliExit(64, 'no password given')) : finish();
         if (ch === '\u007f' || ch === '\b') value = [...value].slice(0, -1).join('');
         else if (ch === '\u0015') value = '';
         else if (ch === '\u001b') escape = 'esc';
@@ -78,14 +80,14 @@ function promptHidden(prompt: string): Promise<string> {
   });
 }
 
-export async function readPassword(user: string, fromStdin: boolean): Promise<string> {
+export async function readPassword(prompt: string, options: PasswordOptions): Promise<string> {
   let password: string;
-  if (fromStdin || !process.stdin.isTTY) {
+  if (options.fromStdin || !process.stdin.isTTY) {
     password = await readLine(process.stdin);
   } else {
-    password = await promptHidden(`Password for ${user}: `);
-    if (password !== '' && (await promptHidden('Retype the password: ')) !== password) throw new Exit(64, 'the passwords do not match');
+    password = await promptHidden(prompt);
+    if (options.confirm && password !== '' && (await promptHidden('Retype the password: ')) !== password) throw new CliExit(64, 'the passwords do not match');
   }
-  if (password === '') throw new Exit(64, 'the password must not be empty');
+  if (password === '') throw new CliExit(64, 'the password must not be empty');
   return password;
 }
