@@ -12,10 +12,7 @@
 // "blobs":{"done","total","transferred"},"bytes"},"error"?,"retrying"?:{"attempt","retries","delayMs","reason","message"},"pid"}
 import express, { type ErrorRequestHandler, type Request, type RequestHandler, type Response, type Router } from 'express';
 import { validRepositoryName } from '../auth/standalone.ts';
-import type { Gateway } from '../gateway.ts';
-import { SyncService } from '../sync/service.ts';
-
-export { stopSyncs } from '../sync/service.ts';
+import type { SyncService } from '../sync/service.ts';
 
 const MAX_BODY = 1024 * 1024;
 
@@ -69,8 +66,7 @@ const bodyErrors: ErrorRequestHandler = (err, _req, res, next) => {
   next(err);
 };
 
-export function syncAdminRouter(trustedClient: RequestHandler, gw: Gateway): Router {
-  const service = new SyncService(gw);
+export function syncAdminRouter(trustedClient: RequestHandler, service: SyncService): Router {
   const router = express.Router();
   const body = express.text({ type: () => true, limit: MAX_BODY });
   const available: RequestHandler = (_req, res, next) => {
