@@ -6,15 +6,11 @@
 // the embedded store, what the main server stored is copied into it as the
 // push goes (push-mirror.ts), so that it is pullable here at once.
 import type { Request } from 'express';
-import type { GatewayDb } from '../db/database.ts';
 import { sha256Digest } from '../oci/grammar.ts';
-import type { GatewaySettings } from '../settings.ts';
-import type { StoreMirror } from '../sync/mirror.ts';
-import type { MainServer } from '../upstream/main-server.ts';
 import type { ContentBackend, ContentWrites, Exchange, ManifestReference } from './content-backend.ts';
 import { readManifestBody } from './manifest-body.ts';
 import { hasBody, MainRelay, type MainAnswer } from './main-relay.ts';
-import { PushMirror } from './push-mirror.ts';
+import { PushMirror, type PushMirrorDependencies } from './push-mirror.ts';
 
 /** What a request forwarded to the main server is about. */
 type PushTarget =
@@ -23,14 +19,8 @@ type PushTarget =
   | { kind: 'manifest'; reference: string; isDigest: boolean }
   | { kind: 'blob'; digest: string };
 
-export interface ForwardingDependencies {
-  main: MainServer;
-  /** The embedded store (through its mirror) when it is the inner backend: pushes are copied into it. Undefined with Pulp. */
-  local: StoreMirror | undefined;
-  db: GatewayDb;
-  settings: GatewaySettings;
-  /** Drop the manifests cached from the main server (a push changed a tag). */
-  clearManifests(): void;
+/** The main server, the embedded store when it is the inner backend (local), the database, settings and the manifest cache (push-mirror.ts), and: */
+export interface ForwardingDependencies extends PushMirrorDependencies {
   /** This proxy's origin as its clients know it, for a request (token realm, absolute Locations). */
   origin(req: Request): string;
 }

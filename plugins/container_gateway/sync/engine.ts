@@ -7,14 +7,12 @@
 // blob only becomes visible once BlobStore.ingest has verified it.
 import { validRepositoryName } from '../auth/standalone.ts';
 import type { LocalStore } from '../store/local-store.ts';
-import { parseManifest } from '../oci/manifest.ts';
 import { MainRegistryError, MainRegistryUnavailable } from '../upstream/main-registry.ts';
 import { manifestComplete, MirrorError, type RegistryFetch, type StoreMirror } from './mirror.ts';
-import { MANIFEST_ACCEPT } from '../oci/manifest.ts';
+import { MANIFEST_ACCEPT, parseManifest } from '../oci/manifest.ts';
 import { TAG } from '../oci/grammar.ts';
 import { Limiter, limitedFetch, mapLimit } from './pool.ts';
 import type { SyncProgress } from './runs.ts';
-
 
 /** What the sync reads from the main server (MainRegistry implements it). */
 export interface SyncSource {

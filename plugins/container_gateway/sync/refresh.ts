@@ -1,5 +1,5 @@
 // After a sync run, the access rules Katello would otherwise only send at its
-// next capsule sync (katello-api.md §5, §7), as far as the registry API tells
+// next capsule sync, as far as the registry API tells
 // them without anyone's password: a mirrored repository is public exactly
 // when Katello's anonymous catalog lists it (lifecycle environments with
 // unauthenticated pull), and each known content host's catalog is fetched
