@@ -15,7 +15,7 @@ import t from 'tap';
 import { GatewayDb } from '../plugins/container_gateway/db/database.ts';
 import { BlobStore } from '../plugins/container_gateway/store/blob-store.ts';
 import { ContentIndex } from '../plugins/container_gateway/store/content-index.ts';
-import { mirrorBlob, mirrorManifest, MirrorError } from '../plugins/container_gateway/sync/mirror.ts';
+import { MirrorError, StoreMirror } from '../plugins/container_gateway/sync/mirror.ts';
 import { HttpUpstream, UpstreamError } from '../plugins/container_gateway/upstream/http-upstream.ts';
 import { MainRegistry, MainRegistryError, MainRegistryUnavailable, type RetryNotice } from '../plugins/container_gateway/upstream/main-registry.ts';
 
@@ -140,6 +140,7 @@ t.test('mirror: one download for concurrent callers; a bad digest stores nothing
   const db = new GatewayDb(join(dir, 'gw.db'), 5000);
   t.teardown(() => db.close());
   const store = { blobs: new BlobStore(join(dir, 'storage')), index: new ContentIndex(db.db) };
+  const mirror = new StoreMirror(store);
   const layer = Buffer.alloc(256 * 1024, 7);
   const config = Buffer.from('{}');
   const manifest = Buffer.from(JSON.stringify({
@@ -166,15 +167,15 @@ t.test('mirror: one download for concurrent callers; a bad digest stores nothing
   t.teardown(() => reg.close());
   const a = store.index.ensureRepository('org/a', undefined);
   const b = store.index.ensureRepository('org/b', undefined);
-  const sizes = await Promise.all([mirrorBlob(store, reg.fetch, 'org/a', a, sha(layer)), mirrorBlob(store, reg.fetch, 'org/b', b, sha(layer), layer.length)]);
+  const sizes = await Promise.all([mirror.blob(reg.fetch, 'org/a', a, sha(layer)), mirror.blob(reg.fetch, 'org/b', b, sha(layer), layer.length)]);
   t.same(sizes.sort(), [0, layer.length], 'one caller downloads, the other gets it deduplicated');
   t.equal(gets.filter((g) => g.includes(sha(layer))).length, 1, 'one GET');
   t.ok(store.index.blobInRepository(a, sha(layer)) && store.index.blobInRepository(b, sha(layer)), 'linked to both');
 
-  await t.rejects(mirrorBlob(store, reg.fetch, 'org/a', a, sha('right')), MirrorError);
+  await t.rejects(mirror.blob(reg.fetch, 'org/a', a, sha('right')), MirrorError);
   t.equal(await store.blobs.stat(sha('right')), undefined, 'nothing stored under the digest');
 
-  const r = await mirrorManifest(store, reg.fetch, 'org/a', a, 'v1');
+  const r = await mirror.manifest(reg.fetch, 'org/a', a, 'v1');
   t.same(r, { digest: sha(manifest), blobs: 1, bytes: config.length }, 'only the config was missing');
   t.same(store.index.tagged(a, 'v1')?.content, manifest, 'stored byte for byte, tagged');
 });

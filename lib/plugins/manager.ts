@@ -21,6 +21,7 @@ interface Entry {
   https: boolean;
   settings?: PluginSettings;
   ctx?: PluginContext;
+  /** What setup returned: offered to dependents, handed to start and stop. */
   api?: unknown;
   /** setup ran (fully or partly), so stop must run. */
   needsStop: boolean;
@@ -195,7 +196,7 @@ export class PluginManager {
     try {
       entry.needsStop = true;
       entry.api = await this.withTimeout(() => def.setup?.(ctx), `setup of '${entry.name}'`);
-      await this.withTimeout(() => def.start?.(ctx), `start of '${entry.name}'`);
+      await this.withTimeout(() => def.start?.(ctx, entry.api), `start of '${entry.name}'`);
       entry.state = 'running';
       this.started.push(entry);
       this.logger.info(`'${entry.name}' ${entry.version} is running (${[entry.http && 'http', entry.https && 'https'].filter(Boolean).join(', ') || 'no listener'})`);
@@ -210,7 +211,7 @@ export class PluginManager {
     if (!entry.needsStop || !entry.ctx) return;
     entry.needsStop = false;
     try {
-      await this.withTimeout(() => entry.def?.stop?.(entry.ctx!), `stop of '${entry.name}'`);
+      await this.withTimeout(() => entry.def?.stop?.(entry.ctx!, entry.api), `stop of '${entry.name}'`);
     } catch (err) {
       this.logger.error({ err }, `stopping '${entry.name}' failed: ${(err as Error).message}`);
     }

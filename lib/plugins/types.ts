@@ -55,7 +55,12 @@ export interface PluginContext<S extends PluginSettings = PluginSettings> {
   dependency<T = unknown>(name: string): T;
 }
 
-export interface PluginDefinition<S extends PluginSettings = PluginSettings> {
+/**
+ * `P` is what setup() returns: the parts it made (offered to dependents too),
+ * handed back to start() and stop() so that a plugin keeps no state of its own
+ * outside them.
+ */
+export interface PluginDefinition<S extends PluginSettings = PluginSettings, P = unknown> {
   name: string;
   version: string;
   /** `enabled` when the settings file does not say; smart-proxy's default is false. */
@@ -73,16 +78,20 @@ export interface PluginDefinition<S extends PluginSettings = PluginSettings> {
   /** Other plugins this one needs, with a version requirement ('~> 1.2', '>= 1.0'). */
   requires?: Record<string, string>;
   /** Open resources and add routes; the return value is offered to dependents. */
-  setup?(ctx: PluginContext<S>): unknown;
+  setup?(ctx: PluginContext<S>): P | Promise<P>;
   /** Start background services; runs after every setup of its dependencies. */
-  start?(ctx: PluginContext<S>): void | Promise<void>;
-  /** Release what setup/start took; called in reverse start order. */
-  stop?(ctx: PluginContext<S>): void | Promise<void>;
+  start?(ctx: PluginContext<S>, parts: P): void | Promise<void>;
+  /**
+   * Release what setup/start took; called in reverse start order. `parts` is
+   * undefined when setup did not return (it threw or timed out): a setup
+   * that throws releases what it made itself.
+   */
+  stop?(ctx: PluginContext<S>, parts: P | undefined): void | Promise<void>;
 }
 
 const NAME = /^[a-z][a-z0-9_]*$/;
 
-export function definePlugin<S extends PluginSettings>(def: PluginDefinition<S>): PluginDefinition<S> {
+export function definePlugin<S extends PluginSettings, P = unknown>(def: PluginDefinition<S, P>): PluginDefinition<S, P> {
   return def;
 }
 

@@ -2,23 +2,10 @@
 // on a smart proxy. Pulls are served from the content backend with access
 // decided from a SQLite cache that Katello keeps current.
 import { definePlugin } from '../../lib/plugins/api.ts';
-import { Gateway } from './gateway.ts';
-import { adminRouter } from './routes/admin.ts';
-import { storeAdminRouter } from './routes/admin-store.ts';
-import { syncAdminRouter } from './routes/admin-sync.ts';
-import { managementRouter } from './routes/management.ts';
-import { pulpcoreRouter } from './routes/pulpcore.ts';
-import { registryRouter } from './routes/registry.ts';
+import { setUpGateway, type GatewayParts } from './parts.ts';
 import { SETTINGS_SCHEMA, type GatewaySettings } from './settings.ts';
-import { stopSyncs, SyncService } from './sync/service.ts';
-import { UploadPurger } from './store/upload-purge.ts';
-import { HttpUpstream } from './upstream/http-upstream.ts';
 
-let gateway: Gateway | undefined;
-let pulpcore: HttpUpstream | undefined;
-let purger: UploadPurger | undefined;
-
-export default definePlugin<GatewaySettings & Record<string, unknown>>({
+export default definePlugin<GatewaySettings & Record<string, unknown>, GatewayParts>({
   name: 'container_gateway',
   version: '0.1.0',
   settings: SETTINGS_SCHEMA,
@@ -47,49 +34,12 @@ export default definePlugin<GatewaySettings & Record<string, unknown>>({
     });
     if (!g.foreman_url && settings.content_backend === 'pulp') ctx.logger.warn('foreman_url is unset: logins (/v2/token) and host lookups are unavailable');
     if (!g.foreman_url) ctx.logger.info('standalone mode: users, tokens and repositories are managed here (proxyctl users, proxyctl repos)');
-    gateway = new Gateway(settings, ctx);
-    const registry = registryRouter(gateway);
-    ctx.rootRouter.use(registry);
-    ctx.router.use(registry);
-    if (!gateway.standalone) ctx.router.use(managementRouter(gateway));
-    const gw = gateway;
-    if (settings.content_backend === 'local') {
-      ctx.router.use(
-        storeAdminRouter(ctx.auth.trustedClient, { store: () => gw.localStore(), reclaimUnlisted: () => gw.db.reclaimUnlisted() }, settings.gc_grace_period * 1000, settings.upload_purge_age * 1000),
-      );
-    }
-    ctx.router.use(syncAdminRouter(ctx.auth.trustedClient, new SyncService(gw)));
-    const db = gateway.db;
-    ctx.router.use(
-      adminRouter({
-        trustedClient: ctx.auth.trustedClient,
-        accounts: {
-          listUsers: () => db.standaloneUsers(),
-          addUser: (name, hash) => db.addUser(name, hash),
-          removeUser: (name) => db.removeUser(name),
-          namespaces: (user) => (db.standaloneUsers().includes(user) ? db.namespacesOf(user) : undefined),
-          grantNamespace: (user, namespace) => db.grantNamespace(user, namespace),
-          revokeNamespace: (user, namespace) => db.revokeNamespace(user, namespace),
-          listRepositories: () => db.repositories(),
-          setPublic: (name, isPublic) => db.setPublic(name, isPublic),
-        },
-      }),
-    );
-    pulpcore = new HttpUpstream(settings.pulpcore_api_endpoint, gateway.timeouts(), {}, settings.upstream_max_sockets);
-    ctx.rootRouter.use(pulpcoreRouter(ctx, settings, pulpcore));
-    return gateway;
+    return setUpGateway(ctx, settings);
   },
-  start(ctx) {
-    if (gateway?.settings.content_backend !== 'local') return;
-    purger = new UploadPurger(gateway.localStore().blobs, gateway.settings.upload_purge_age * 1000, { info: (m) => ctx.logger.info(m), error: (m) => ctx.logger.error(m) });
-    purger.start();
+  start(_ctx, parts) {
+    parts.purger?.start();
   },
-  async stop() {
-    await purger?.stop();
-    purger = undefined;
-    stopSyncs();
-    pulpcore?.close();
-    gateway?.close();
-    gateway = pulpcore = undefined;
+  async stop(ctx, parts) {
+    await parts?.closers.closeAll(ctx.logger);
   },
 });

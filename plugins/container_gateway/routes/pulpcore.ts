@@ -1,7 +1,8 @@
-// /pulpcore_registry/v2/ → Pulp's own /v2/ API (unix socket or TCP), replacing
-// Apache's `RequestHeader unset REMOTE_USER` + `RequestHeader set REMOTE_USER
-// "%{SSL_CLIENT_S_DN_CN}s"` + ProxyPass. REMOTE_USER is the CN of a certificate
-// our TLS layer verified, and nothing else: no verified certificate, no header.
+// Pulp's own /v2/ API (unix socket or TCP) under /pulpcore_registry/v2/, as
+// the front web server used to pass it. Pulp takes REMOTE_USER to name the
+// caller, so that header carries the CN of a client certificate this daemon's
+// TLS verified, and nothing else: a client's own REMOTE_USER never passes,
+// and no verified certificate means no header.
 import type http from 'node:http';
 import express, { type Router } from 'express';
 import type { PluginContext } from '../../../lib/plugins/api.ts';
@@ -10,7 +11,7 @@ import type { GatewaySettings } from '../settings.ts';
 import { HttpUpstream, UpstreamError } from '../upstream/http-upstream.ts';
 import { streamTo } from '../upstream/stream.ts';
 
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'host', 'x-registry-supports-signatures']);
+const HOP_BY_HOP: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'host', 'x-registry-supports-signatures']);
 export const PULPCORE_PREFIX = '/pulpcore_registry/v2';
 
 export function pulpcoreRouter(ctx: PluginContext, settings: GatewaySettings, upstream: HttpUpstream): Router {

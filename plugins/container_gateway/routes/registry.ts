@@ -9,14 +9,17 @@ import { UpstreamError } from '../upstream/http-upstream.ts';
 import { catalog, tagsList } from './discovery.ts';
 import { ping, token } from './login.ts';
 import { pullBlob, pullManifest } from './pull.ts';
-import { forwardPush, pushProbe } from './push.ts';
+import { tokenAllows, type GrantedScope } from '../auth/standalone.ts';
+import type { RepositoryAction } from '../access/access.ts';
+import type { ContentBackend, Exchange } from '../backends/content-backend.ts';
 import { checkDigest, checkName, checkReference, decodeSegment } from '../oci/grammar.ts';
 import { local } from './local/index.ts';
 import { v1Ping, v1Search } from './v1.ts';
 import { UNREACHABLE_RETRY_AFTER } from './katello-login.ts';
 import { KatelloUnreachable } from '../upstream/katello.ts';
 
-type Handler = (gw: Gateway, req: Request, res: Response, m: RegExpExecArray) => unknown;
+/** The forwarding backend (smart-proxy mode), where writes and push probes go. */
+type Handler = (gw: Gateway, req: Request, res: Response, m: RegExpExecArray, forwarding: ContentBackend | undefined) => unknown;
 
 interface Route {
   methods: string[];
@@ -29,6 +32,18 @@ const PUSH_UNSUPPORTED = 'Pushing needs a main server (foreman_url) or content_b
 
 function pulpOnlyReads(req: Request): void {
   if (req.method !== 'GET' && req.method !== 'HEAD') throw new RegistryError('UNSUPPORTED', PUSH_UNSUPPORTED);
+}
+
+/** A HEAD that probes before a push: the client asked for a token with push scope on the repository. */
+function pushProbe(gw: Gateway, req: Request, name: string): boolean {
+  if (req.method !== 'HEAD' || !gw.main) return false;
+  const client = gw.client(req);
+  return client.kind === 'user' && Array.isArray(client.grants) && tokenAllows(client.grants as GrantedScope[], name, 'push');
+}
+
+/** A request the main server decides. */
+function deferred(gw: Gateway, req: Request, res: Response, name: string, action: RepositoryAction): Exchange {
+  return { req, res, access: { client: gw.client(req), name, action, deferred: true, repositoryId: undefined, canPull: () => false } };
 }
 
 const V2_ROUTES: Route[] = [
@@ -47,11 +62,14 @@ const V2_ROUTES: Route[] = [
   {
     methods: [...GET, 'PUT', 'DELETE'],
     pattern: /^\/(.+)\/manifests\/([^/]+)$/,
-    handler: async (gw, req, res, m) => {
+    handler: async (gw, req, res, m, forwarding) => {
       const name = checkName(m[1]!);
-      const { reference, isDigest } = checkReference(decodeSegment(m[2]!, 'MANIFEST_INVALID'));
-      if (gw.main && (req.method === 'PUT' || req.method === 'DELETE' || pushProbe(gw, req, name))) {
-        return forwardPush(gw, req, res, { kind: 'manifest', name, reference, isDigest });
+      const ref = checkReference(decodeSegment(m[2]!, 'MANIFEST_INVALID'));
+      const { reference, isDigest } = ref;
+      if (forwarding?.writes) {
+        if (req.method === 'PUT') return forwarding.writes.putManifest(deferred(gw, req, res, name, 'push'), ref);
+        if (req.method === 'DELETE') return forwarding.writes.deleteManifest(deferred(gw, req, res, name, 'delete'), ref);
+        if (pushProbe(gw, req, name)) return forwarding.getManifest(deferred(gw, req, res, name, 'push'), ref);
       }
       if (gw.backend === 'local') return local.manifest(gw, req, res, name, reference, isDigest);
       pulpOnlyReads(req);
@@ -61,9 +79,9 @@ const V2_ROUTES: Route[] = [
   {
     methods: ['POST'],
     pattern: /^\/(.+)\/blobs\/uploads\/?$/,
-    handler: (gw, req, res, m) => {
+    handler: (gw, req, res, m, forwarding) => {
       const name = checkName(m[1]!);
-      if (gw.main) return forwardPush(gw, req, res, { kind: 'upload-start', name });
+      if (forwarding?.writes) return forwarding.writes.startUpload(deferred(gw, req, res, name, 'push'));
       if (gw.backend !== 'local') throw new RegistryError('UNSUPPORTED', PUSH_UNSUPPORTED);
       return local.uploads(gw, req, res, name, undefined);
     },
@@ -71,9 +89,16 @@ const V2_ROUTES: Route[] = [
   {
     methods: ['PATCH', 'PUT', 'GET', 'DELETE'],
     pattern: /^\/(.+)\/blobs\/uploads\/([^/]+)$/,
-    handler: (gw, req, res, m) => {
+    handler: (gw, req, res, m, forwarding) => {
       const name = checkName(m[1]!);
-      if (gw.main) return forwardPush(gw, req, res, { kind: 'upload', name, uuid: m[2]! });
+      const writes = forwarding?.writes;
+      if (writes) {
+        const x = deferred(gw, req, res, name, 'push');
+        if (req.method === 'PATCH') return writes.patchUpload(x, m[2]!);
+        if (req.method === 'PUT') return writes.finishUpload(x, m[2]!);
+        if (req.method === 'GET') return writes.uploadStatus(x, m[2]!);
+        return writes.cancelUpload(x, m[2]!);
+      }
       if (gw.backend !== 'local') throw new RegistryError('UNSUPPORTED', PUSH_UNSUPPORTED);
       return local.uploads(gw, req, res, name, m[2]!);
     },
@@ -81,10 +106,13 @@ const V2_ROUTES: Route[] = [
   {
     methods: [...GET, 'DELETE'],
     pattern: /^\/(.+)\/blobs\/([^/]+)$/,
-    handler: async (gw, req, res, m) => {
+    handler: async (gw, req, res, m, forwarding) => {
       const name = checkName(m[1]!);
       const digest = checkDigest(decodeSegment(m[2]!, 'DIGEST_INVALID'));
-      if (gw.main && (req.method === 'DELETE' || pushProbe(gw, req, name))) return forwardPush(gw, req, res, { kind: 'blob', name, digest });
+      if (forwarding?.writes) {
+        if (req.method === 'DELETE') return forwarding.writes.deleteBlob(deferred(gw, req, res, name, 'delete'), digest);
+        if (pushProbe(gw, req, name)) return forwarding.getBlob(deferred(gw, req, res, name, 'push'), digest);
+      }
       if (gw.backend === 'local') return local.blob(gw, req, res, name, digest);
       pulpOnlyReads(req);
       return pullBlob(gw, req, res, await gw.authorize(req, res, name), name, digest);
@@ -124,7 +152,7 @@ function fail(gw: Gateway, req: Request, res: Response, err: unknown): void {
   sendOciError(res, new RegistryError('UNKNOWN', 'internal error'));
 }
 
-function dispatcher(gw: Gateway, routes: Route[]): express.RequestHandler {
+function dispatcher(gw: Gateway, routes: Route[], forwarding: ContentBackend | undefined): express.RequestHandler {
   return async (req, res) => {
     res.set('Docker-Distribution-API-Version', 'registry/2.0');
     // Token realms, Locations and Links are built from the Host header.
@@ -140,7 +168,7 @@ function dispatcher(gw: Gateway, routes: Route[]): express.RequestHandler {
       pathMatched = true;
       if (!route.methods.includes(req.method)) continue;
       try {
-        await route.handler(gw, req, res, m);
+        await route.handler(gw, req, res, m, forwarding);
       } catch (err) {
         fail(gw, req, res, err);
       }
@@ -151,9 +179,9 @@ function dispatcher(gw: Gateway, routes: Route[]): express.RequestHandler {
   };
 }
 
-export function registryRouter(gw: Gateway): Router {
+export function registryRouter(gw: Gateway, forwarding?: ContentBackend): Router {
   const router = express.Router();
-  router.use('/v2', dispatcher(gw, V2_ROUTES));
-  router.use('/v1', dispatcher(gw, V1_ROUTES));
+  router.use('/v2', dispatcher(gw, V2_ROUTES, forwarding));
+  router.use('/v1', dispatcher(gw, V1_ROUTES, forwarding));
   return router;
 }

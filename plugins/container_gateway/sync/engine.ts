@@ -7,14 +7,12 @@
 // blob only becomes visible once BlobStore.ingest has verified it.
 import { validRepositoryName } from '../auth/standalone.ts';
 import type { LocalStore } from '../store/local-store.ts';
-import { parseManifest } from '../oci/manifest.ts';
 import { MainRegistryError, MainRegistryUnavailable } from '../upstream/main-registry.ts';
-import { manifestComplete, mirrorManifest, MirrorError, type RegistryFetch } from './mirror.ts';
-import { MANIFEST_ACCEPT } from '../oci/manifest.ts';
+import { manifestComplete, MirrorError, type RegistryFetch, type StoreMirror } from './mirror.ts';
+import { MANIFEST_ACCEPT, parseManifest } from '../oci/manifest.ts';
 import { TAG } from '../oci/grammar.ts';
 import { Limiter, limitedFetch, mapLimit } from './pool.ts';
 import type { SyncProgress } from './runs.ts';
-
 
 /** What the sync reads from the main server (MainRegistry implements it). */
 export interface SyncSource {
@@ -24,7 +22,8 @@ export interface SyncSource {
 }
 
 export interface SyncJob {
-  store: LocalStore;
+  /** The embedded store, and the downloads in flight into it. */
+  mirror: StoreMirror;
   source: SyncSource;
   /** null: every repository of the catalog. */
   repositories: string[] | null;
@@ -65,7 +64,8 @@ function localTags(store: LocalStore, repositoryId: number): string[] {
 }
 
 export async function runSync(job: SyncJob): Promise<SyncResult> {
-  const { store, progress, signal } = job;
+  const { mirror, progress, signal } = job;
+  const store = mirror.store;
   const failures: SyncResult['failures'] = [];
   const names = [...new Set(job.repositories ?? (await job.source.catalog()))].sort();
   const valid = names.filter((n) => {
@@ -114,7 +114,7 @@ export async function runSync(job: SyncJob): Promise<SyncResult> {
       }
       return;
     }
-    await mirrorManifest(store, fetch, name, repositoryId, tag, {
+    await mirror.manifest(fetch, name, repositoryId, tag, {
       concurrency: job.concurrency,
       onBlobsFound: (n) => {
         progress.blobs.total += n;

@@ -2,9 +2,10 @@
 // for sync and for the push path: a blob (downloaded only when the store
 // lacks it, verified by BlobStore.ingest before it becomes visible) and a
 // manifest with everything it refers to (children first, so a stored manifest
-// is always complete). Blobs wanted by several callers at once in this
-// process are downloaded once; across processes the store's atomic renames
-// make a double download harmless.
+// is always complete). One StoreMirror per store, made in setup and shared by
+// sync and pushes, so a blob wanted by several of them at once is downloaded
+// once; across processes the store's atomic renames make a double download
+// harmless.
 import { pipeline, Transform, type Readable } from 'node:stream';
 import { RegistryError } from '../oci/errors.ts';
 import type { LocalStore } from '../store/local-store.ts';
@@ -42,9 +43,6 @@ export interface MirrorOptions {
   /** Bytes of blobs as they arrive (a retried download counts again). */
   onBytes?: (bytes: number) => void;
 }
-
-/** Downloads in flight in this process, by store root and digest. */
-const inflight = new Map<string, Promise<number>>();
 
 function isTag(reference: string): boolean {
   return TAG.test(reference);
@@ -97,27 +95,6 @@ async function download(store: LocalStore, fetch: RegistryFetch, name: string, r
   }
 }
 
-/** Make sure the blob is in the store and linked to the repository; downloads (verified by digest) only if the store lacks it. Returns bytes transferred (0 when deduplicated). */
-export async function mirrorBlob(store: LocalStore, fetch: RegistryFetch, name: string, repositoryId: number, digest: string, size?: number, onBytes?: (n: number) => void): Promise<number> {
-  if (!isSha256Digest(digest)) throw new InvalidDigestError(digest);
-  if (await linkStored(store, repositoryId, digest)) return 0;
-  const key = `${store.blobs.root}\0${digest}`;
-  for (;;) {
-    const running = inflight.get(key);
-    if (!running) break;
-    // Someone in this process is downloading it: wait, then link theirs.
-    await running.catch(() => undefined);
-    if (await linkStored(store, repositoryId, digest)) return 0;
-  }
-  const p = download(store, fetch, name, repositoryId, digest, size, onBytes);
-  inflight.set(key, p);
-  try {
-    return await p;
-  } finally {
-    if (inflight.get(key) === p) inflight.delete(key);
-  }
-}
-
 /** Descriptor sizes by digest (config, layers), to check what the main server sends. */
 function sizesOf(body: Buffer): Map<string, number> {
   const sizes = new Map<string, number>();
@@ -128,61 +105,79 @@ function sizesOf(body: Buffer): Map<string, number> {
   return sizes;
 }
 
-/**
- * Fetch a manifest by tag or digest, mirror its blobs and child manifests (for an index) first, then store it (and the tag if `reference` is a tag).
- * Resolves with its digest, the blobs downloaded (0 when the store had them all) and their bytes.
- */
-export async function mirrorManifest(
-  store: LocalStore,
-  fetch: RegistryFetch,
-  name: string,
-  repositoryId: number,
-  reference: string,
-  opts: MirrorOptions = {},
-): Promise<{ digest: string; blobs: number; bytes: number }> {
-  const byDigest = isSha256Digest(reference);
-  if (!byDigest && !isTag(reference)) throw new MirrorError(`'${reference}' is neither a tag nor a sha256 digest`);
-  const res = await fetch('GET', `/${name}/manifests/${reference}`, { Accept: MANIFEST_ACCEPT });
-  const { body, complete } = await readBounded(res, MANIFEST_LIMIT).catch((err: Error) => {
-    throw new MirrorError(`manifest ${name}:${reference}: ${err.message}`);
-  });
-  if (res.statusCode !== 200) throw new MirrorError(`manifest ${name}:${reference}: the main server answered ${res.statusCode}`, res.statusCode);
-  if (!complete) throw new MirrorError(`manifest ${name}:${reference}: the body ended early`);
-  const digest = sha256Digest(body);
-  if (byDigest && digest !== reference) throw new MirrorError(`manifest ${name}@${reference}: the main server sent content of digest ${digest}`);
-  const claimed = res.headers['docker-content-digest'];
-  if (typeof claimed === 'string' && claimed.startsWith('sha256:') && claimed !== digest) {
-    throw new MirrorError(`manifest ${name}:${reference}: Docker-Content-Digest says ${claimed}, the content is ${digest}`);
+/** Copies into one embedded store; remembers the downloads it has in flight. */
+export class StoreMirror {
+  /** Downloads in flight in this process, by digest. */
+  private readonly inflight = new Map<string, Promise<number>>();
+
+  constructor(readonly store: LocalStore) {}
+
+  /** Make sure the blob is in the store and linked to the repository; downloads (verified by digest) only if the store lacks it. Returns bytes transferred (0 when deduplicated). */
+  async blob(fetch: RegistryFetch, name: string, repositoryId: number, digest: string, size?: number, onBytes?: (n: number) => void): Promise<number> {
+    const store = this.store;
+    if (!isSha256Digest(digest)) throw new InvalidDigestError(digest);
+    if (await linkStored(store, repositoryId, digest)) return 0;
+    for (;;) {
+      const running = this.inflight.get(digest);
+      if (!running) break;
+      // Someone in this process is downloading it: wait, then link theirs.
+      await running.catch(() => undefined);
+      if (await linkStored(store, repositoryId, digest)) return 0;
+    }
+    const p = download(store, fetch, name, repositoryId, digest, size, onBytes);
+    this.inflight.set(digest, p);
+    try {
+      return await p;
+    } finally {
+      if (this.inflight.get(digest) === p) this.inflight.delete(digest);
+    }
   }
-  let parsed;
-  try {
-    parsed = parseManifest(body, res.headers['content-type']);
-  } catch (err) {
-    throw new MirrorError(`manifest ${name}:${reference}: ${err instanceof RegistryError ? err.message : String(err)}`);
+
+  /**
+   * Fetch a manifest by tag or digest, mirror its blobs and child manifests (for an index) first, then store it (and the tag if `reference` is a tag).
+   * Resolves with its digest, the blobs downloaded (0 when the store had them all) and their bytes.
+   */
+  async manifest(fetch: RegistryFetch, name: string, repositoryId: number, reference: string, opts: MirrorOptions = {}): Promise<{ digest: string; blobs: number; bytes: number }> {
+    const byDigest = isSha256Digest(reference);
+    if (!byDigest && !isTag(reference)) throw new MirrorError(`'${reference}' is neither a tag nor a sha256 digest`);
+    const res = await fetch('GET', `/${name}/manifests/${reference}`, { Accept: MANIFEST_ACCEPT });
+    const { body, complete } = await readBounded(res, MANIFEST_LIMIT).catch((err: Error) => {
+      throw new MirrorError(`manifest ${name}:${reference}: ${err.message}`);
+    });
+    if (res.statusCode !== 200) throw new MirrorError(`manifest ${name}:${reference}: the main server answered ${res.statusCode}`, res.statusCode);
+    if (!complete) throw new MirrorError(`manifest ${name}:${reference}: the body ended early`);
+    const digest = sha256Digest(body);
+    if (byDigest && digest !== reference) throw new MirrorError(`manifest ${name}@${reference}: the main server sent content of digest ${digest}`);
+    const claimed = res.headers['docker-content-digest'];
+    if (typeof claimed === 'string' && claimed.startsWith('sha256:') && claimed !== digest) {
+      throw new MirrorError(`manifest ${name}:${reference}: Docker-Content-Digest says ${claimed}, the content is ${digest}`);
+    }
+    let parsed;
+    try {
+      parsed = parseManifest(body, res.headers['content-type']);
+    } catch (err) {
+      throw new MirrorError(`manifest ${name}:${reference}: ${err instanceof RegistryError ? err.message : String(err)}`);
+    }
+    for (const d of [...parsed.blobs, ...parsed.manifests]) if (!isSha256Digest(d)) throw new MirrorError(`manifest ${name}:${reference} refers to ${d}: only sha256 digests are supported`);
+    let blobs = 0;
+    let bytes = 0;
+    // Children of an index first, one at a time: each bounds its own blobs.
+    for (const child of parsed.manifests) {
+      const r = await this.manifest(fetch, name, repositoryId, child, opts);
+      blobs += r.blobs;
+      bytes += r.bytes;
+    }
+    const sizes = sizesOf(body);
+    opts.onBlobsFound?.(parsed.blobs.length);
+    await mapLimit(parsed.blobs, opts.concurrency ?? 4, async (d) => {
+      const n = await this.blob(fetch, name, repositoryId, d, sizes.get(d), opts.onBytes);
+      if (n > 0) blobs++;
+      bytes += n;
+      opts.onBlob?.(n, n === 0);
+    });
+    this.store.index.putManifest(repositoryId, manifestRecord(digest, body, parsed), byDigest ? undefined : reference);
+    return { digest, blobs, bytes };
   }
-  for (const d of [...parsed.blobs, ...parsed.manifests]) if (!isSha256Digest(d)) throw new MirrorError(`manifest ${name}:${reference} refers to ${d}: only sha256 digests are supported`);
-  let blobs = 0;
-  let bytes = 0;
-  // Children of an index first, one at a time: each bounds its own blobs.
-  for (const child of parsed.manifests) {
-    const r = await mirrorManifest(store, fetch, name, repositoryId, child, opts);
-    blobs += r.blobs;
-    bytes += r.bytes;
-  }
-  const sizes = sizesOf(body);
-  opts.onBlobsFound?.(parsed.blobs.length);
-  await mapLimit(parsed.blobs, opts.concurrency ?? 4, async (d) => {
-    const n = await mirrorBlob(store, fetch, name, repositoryId, d, sizes.get(d), opts.onBytes);
-    if (n > 0) blobs++;
-    bytes += n;
-    opts.onBlob?.(n, n === 0);
-  });
-  store.index.putManifest(
-    repositoryId,
-    manifestRecord(digest, body, parsed),
-    byDigest ? undefined : reference,
-  );
-  return { digest, blobs, bytes };
 }
 
 /**

@@ -10,12 +10,6 @@ import { Statements } from '../db/statements.ts';
 import { repositoriesOf, type KatelloClient } from '../upstream/katello.ts';
 import { mapLimit } from './pool.ts';
 
-/** What the refresh needs of the gateway: Katello (none in standalone mode) and the database. */
-export interface AccessRefreshParts {
-  readonly main?: { readonly katello: KatelloClient } | undefined;
-  readonly db: GatewayDb;
-}
-
 export interface RefreshResult {
   /** Mirrored repositories now public. */
   public: number;
@@ -31,28 +25,26 @@ async function anonymousCatalog(katello: KatelloClient): Promise<Set<string> | u
   return Array.isArray(list) ? new Set(list.filter((n): n is string => typeof n === 'string')) : undefined;
 }
 
-export async function refreshAccess(gw: AccessRefreshParts, mirrored: string[], concurrency: number, log: { warn(msg: string): void }): Promise<RefreshResult> {
+export async function refreshAccess(db: GatewayDb, katello: KatelloClient, mirrored: string[], concurrency: number, log: { warn(msg: string): void }): Promise<RefreshResult> {
   const result: RefreshResult = { public: 0, hosts: 0 };
-  const katello = gw.main?.katello;
-  if (!katello) return result;
   try {
     const open = await anonymousCatalog(katello);
     if (open) {
       for (const name of mirrored) {
         const isPublic = open.has(name);
-        gw.db.setPublic(name, isPublic);
+        db.setPublic(name, isPublic);
         if (isPublic) result.public++;
       }
     } else log.warn("sync: Katello's anonymous catalog is unavailable: repository visibility left as it was");
   } catch (err) {
     log.warn(`sync: Katello's anonymous catalog could not be read (${(err as Error).message}): repository visibility left as it was`);
   }
-  const hosts = new Statements(gw.db.db).get('SELECT uuid FROM hosts ORDER BY uuid').pluck().all() as string[];
+  const hosts = new Statements(db.db).get('SELECT uuid FROM hosts ORDER BY uuid').pluck().all() as string[];
   await mapLimit(hosts, concurrency, async (uuid) => {
     try {
       const reply = await katello.hostCatalog(uuid);
       if (reply.status !== 200) return;
-      gw.db.setHostRepositories(uuid, repositoriesOf(reply));
+      db.setHostRepositories(uuid, repositoriesOf(reply));
       result.hosts++;
     } catch (err) {
       log.warn(`sync: the catalog of host ${uuid} could not be fetched: ${(err as Error).message}`);

@@ -2,9 +2,14 @@
 // of the worker that took the request, their state written to sync_runs
 // (throttled, with a heartbeat) so any worker can answer about them. After the
 // content, access is refreshed (sync/refresh.ts). Stopping the daemon marks
-// its runs interrupted; a rerun resumes.
-import type { Gateway } from '../gateway.ts';
+// its runs interrupted; a rerun resumes. Made once in setup, stopped by its
+// closer before the database closes.
+import type { Logger } from '../../../lib/plugins/api.ts';
+import type { GatewayDb } from '../db/database.ts';
+import type { GatewaySettings } from '../settings.ts';
+import type { MainServer } from '../upstream/main-server.ts';
 import { runSync } from './engine.ts';
+import type { StoreMirror } from './mirror.ts';
 import { refreshAccess } from './refresh.ts';
 import { emptyProgress, SyncRuns, type SyncProgress, type SyncRun } from './runs.ts';
 
@@ -24,11 +29,16 @@ interface Active {
   quiet(): void;
 }
 
-const services = new Set<SyncService>();
-
-/** Stop the runs of every service of this process (plugin stop, before the database closes). */
-export function stopSyncs(): void {
-  for (const s of services) s.stop();
+export interface SyncDependencies {
+  db: GatewayDb;
+  /** The embedded store runs write into (through its mirror); undefined with the pulp backend. */
+  local: StoreMirror | undefined;
+  /** The main server runs read; undefined in standalone mode. */
+  main: MainServer | undefined;
+  settings: GatewaySettings;
+  logger: Logger;
+  /** A repository's tags changed (cached manifests must go). */
+  onRepositoryDone(name: string): void;
 }
 
 function message(err: unknown): string {
@@ -39,15 +49,14 @@ export class SyncService {
   readonly runs: SyncRuns;
   private readonly active = new Map<number, Active>();
 
-  constructor(private readonly gw: Gateway) {
-    this.runs = new SyncRuns(gw.db.db, () => new Set(this.active.keys()));
-    services.add(this);
+  constructor(private readonly deps: SyncDependencies) {
+    this.runs = new SyncRuns(deps.db.db, () => new Set(this.active.keys()));
   }
 
   /** Why this gateway cannot sync (a configuration matter), or undefined. */
   unavailable(): string | undefined {
-    if (this.gw.backend !== 'local') return 'sync needs content_backend: local (this gateway serves content from pulp_endpoint)';
-    if (!this.gw.ctx.global.foreman_url) return 'sync needs a main server: foreman_url is unset (standalone mode)';
+    if (!this.deps.local) return 'sync needs content_backend: local (this gateway serves content from pulp_endpoint)';
+    if (!this.deps.main) return 'sync needs a main server: foreman_url is unset (standalone mode)';
     return undefined;
   }
 
@@ -68,6 +77,7 @@ export class SyncService {
     return this.runs.latest();
   }
 
+  /** Mark the runs of this process interrupted and end them (plugin stop). */
   stop(): void {
     for (const [id, a] of this.active) {
       a.stopping = true;
@@ -76,12 +86,12 @@ export class SyncService {
       this.runs.finish(id, 'interrupted', a.progress, 'interrupted: the daemon stopped (run the sync again to resume)');
     }
     this.active.clear();
-    services.delete(this);
   }
 
   private execute(run: SyncRun): void {
-    const { gw } = this;
-    const s = gw.settings;
+    const { db, logger, settings: s } = this.deps;
+    const local = this.deps.local!;
+    const main = this.deps.main!;
     let pending: NodeJS.Timeout | undefined;
     const quiet = () => {
       clearTimeout(pending);
@@ -98,37 +108,37 @@ export class SyncService {
       pending = setTimeout(flush, FLUSH_MS);
     };
     const heartbeat = setInterval(flush, HEARTBEAT_MS);
-    const registry = gw.main!.proxyReader({
+    const registry = main.proxyReader({
       retries: s.sync_retries,
       signal: a.controller.signal,
       onRetry: (notice) => {
-        if (notice) gw.logger.warn(`sync #${run.id}: ${notice.message}`);
-        else gw.logger.info(`sync #${run.id}: the main server answers again`);
+        if (notice) logger.warn(`sync #${run.id}: ${notice.message}`);
+        else logger.info(`sync #${run.id}: the main server answers again`);
         if (notice) a.progress.retrying = notice;
         else delete a.progress.retrying;
         changed();
       },
     });
     const what = run.repositories ? `${run.repositories.length} repositories` : 'the catalog';
-    gw.logger.info(`sync #${run.id}: started (${what} of ${registry.url})`);
+    logger.info(`sync #${run.id}: started (${what} of ${registry.url})`);
     const job = runSync({
-      store: gw.localStore(),
+      mirror: local,
       source: registry,
       repositories: run.repositories,
       concurrency: s.sync_concurrency,
       signal: a.controller.signal,
       progress: a.progress,
       changed,
-      repositoryDone: () => gw.manifests.clear(),
-      log: { info: (m) => gw.logger.info(m), warn: (m) => gw.logger.warn(m) },
+      repositoryDone: (name) => this.deps.onRepositoryDone(name),
+      log: { info: (m) => logger.info(m), warn: (m) => logger.warn(m) },
       abort: (err) => {
         a.reason ??= err;
         a.controller.abort();
       },
     });
     const refreshed = job.then(async (result) => {
-      const r = await refreshAccess(gw, result.repositories, s.sync_concurrency, { warn: (m) => gw.logger.warn(m) });
-      gw.logger.info(`sync #${run.id}: ${r.public} of ${result.repositories.length} repositories public (Katello's anonymous catalog), ${r.hosts} content host mappings refreshed`);
+      const r = await refreshAccess(db, main.katello, result.repositories, s.sync_concurrency, { warn: (m) => logger.warn(m) });
+      logger.info(`sync #${run.id}: ${r.public} of ${result.repositories.length} repositories public (Katello's anonymous catalog), ${r.hosts} content host mappings refreshed`);
       return result;
     });
     refreshed
@@ -149,9 +159,9 @@ export class SyncService {
         this.runs.finish(run.id, state, a.progress, error);
         const p = a.progress;
         const summary = `${p.repositories.done}/${p.repositories.total} repositories, ${p.blobs.transferred} blobs (${p.bytes} bytes) downloaded${p.untagged?.length ? `, ${p.untagged.length} without tags on the main server (synced as empty)` : ''}`;
-        if (state === 'succeeded') gw.logger.info(`sync #${run.id}: succeeded: ${summary}`);
-        else gw.logger.error(`sync #${run.id}: failed: ${error} (${summary})`);
+        if (state === 'succeeded') logger.info(`sync #${run.id}: succeeded: ${summary}`);
+        else logger.error(`sync #${run.id}: failed: ${error} (${summary})`);
       })
-      .catch((err: unknown) => gw.logger.error(`sync #${run.id}: could not record its end: ${message(err)}`));
+      .catch((err: unknown) => logger.error(`sync #${run.id}: could not record its end: ${message(err)}`));
   }
 }

@@ -5,7 +5,8 @@
 import type { Request, Response } from 'express';
 import { RegistryError } from '../../oci/errors.ts';
 import type { Gateway } from '../../gateway.ts';
-import { accepts, declaredManifestType, MANIFEST_LIMIT, parseManifest } from '../../oci/manifest.ts';
+import { accepts, parseManifest } from '../../oci/manifest.ts';
+import { readManifestBody } from '../../backends/manifest-body.ts';
 import { sha256Digest } from '../../oci/grammar.ts';
 import { manifestRecord } from '../../store/content-index.ts';
 
@@ -23,36 +24,6 @@ export function getManifest(gw: Gateway, req: Request, res: Response, repository
   }
   res.status(200).set({ 'Content-Type': m.mediaType, 'Content-Length': String(m.content.length), 'Docker-Content-Digest': m.digest, ETag: `"${m.digest}"` });
   res.end(req.method === 'HEAD' ? undefined : m.content);
-}
-
-/** Past the limit, the rest of a body is read and dropped (up to this much) so the client hears the 413. */
-const DISCARD_LIMIT = 64 * 1024 * 1024;
-
-/** A manifest PUT's body, read whole (bounded); refused unless it declares a manifest media type. */
-export async function readManifestBody(req: Request): Promise<Buffer> {
-  const body = await readBounded(req);
-  declaredManifestType(body, req.get('content-type'));
-  return body;
-}
-
-function readBounded(req: Request): Promise<Buffer> {
-  const tooLarge = () => new RegistryError('SIZE_INVALID', `manifests are limited to ${MANIFEST_LIMIT} bytes`, undefined, 413);
-  const declared = Number(req.get('content-length') ?? 0);
-  if (declared > MANIFEST_LIMIT + DISCARD_LIMIT) return Promise.reject(tooLarge());
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size <= MANIFEST_LIMIT) chunks.push(c);
-      else if (size > MANIFEST_LIMIT + DISCARD_LIMIT) req.destroy();
-    });
-    req.on('end', () => (size > MANIFEST_LIMIT ? reject(tooLarge()) : resolve(Buffer.concat(chunks))));
-    req.on('error', reject);
-    req.on('close', () => {
-      if (!req.complete) reject(tooLarge());
-    });
-  });
 }
 
 export async function putManifest(gw: Gateway, req: Request, res: Response, name: string, existingId: number | undefined, create: () => number, reference: string, isDigest: boolean): Promise<void> {

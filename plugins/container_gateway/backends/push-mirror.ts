@@ -6,16 +6,31 @@
 // from this proxy when the client hears 201. The push itself never fails
 // because of this side: its problems are logged, and the next sync repairs.
 import { createHash } from 'node:crypto';
-import type http from 'node:http';
 import { PassThrough, type Readable } from 'node:stream';
 import type { Request } from 'express';
-import type { Gateway, LocalStore } from '../gateway.ts';
+import type { RegistryClient } from '../auth/client.ts';
+import type { GatewayDb } from '../db/database.ts';
 import { MANIFEST_ACCEPT, parseManifest } from '../oci/manifest.ts';
 import { isSha256Digest, sha256Digest } from '../oci/grammar.ts';
+import type { RegistryFetch } from '../oci/registry-fetch.ts';
+import type { GatewaySettings } from '../settings.ts';
 import { manifestRecord } from '../store/content-index.ts';
-import { mirrorBlob, mirrorManifest, type RegistryFetch } from '../sync/mirror.ts';
+import type { LocalStore } from '../store/local-store.ts';
 import { tagOrderOf } from '../store/tag-order.ts';
+import type { StoreMirror } from '../sync/mirror.ts';
+import type { MainServer } from '../upstream/main-server.ts';
+import type { MainAnswer } from './main-relay.ts';
 
+/** What the local side of pushes needs, the same for every push. */
+export interface PushMirrorDependencies {
+  /** The embedded store (through its mirror) when it is the inner backend; undefined: nothing is copied here. */
+  local: StoreMirror | undefined;
+  main: MainServer;
+  db: GatewayDb;
+  settings: GatewaySettings;
+  /** Manifests cached from the main server are stale once a push changed a tag. */
+  clearManifests(): void;
+}
 
 export interface UploadTee {
   /** What goes to the main server. */
@@ -41,24 +56,16 @@ function digestQuery(req: Request): string | undefined {
   return typeof d === 'string' && isSha256Digest(d) ? d : undefined;
 }
 
-/** The main server's whole answer to a write, read before anything is committed here. */
-export interface MainAnswer {
-  up: http.IncomingMessage;
-  body: Buffer;
-  /** Status 201, every byte of the body arrived, and the connection did not break. */
-  created: boolean;
-  /** Its Docker-Content-Digest, when it sent exactly one. */
-  digest: string | undefined;
-}
-
+/** The local side of one push request. */
 export class PushMirror {
   private readonly store: LocalStore | undefined;
 
   constructor(
-    private readonly gw: Gateway,
+    private readonly deps: PushMirrorDependencies,
     private readonly req: Request,
+    private readonly client: RegistryClient,
   ) {
-    this.store = gw.backend === 'local' ? gw.localStore() : undefined;
+    this.store = deps.local?.store;
   }
 
   private warn(what: string, err: unknown): void {
@@ -164,28 +171,29 @@ export class PushMirror {
 
   /** The main server stored the manifest: store it here, with every blob it needs. */
   async manifestPushed(name: string, reference: string, isDigest: boolean, body: Buffer, contentType: string | undefined): Promise<void> {
-    const client = this.gw.client(this.req);
-    if (client.kind === 'user') this.gw.db.addUserRepository(client.name, name);
-    if (!this.store) {
-      if (this.gw.settings.push_sync_trigger === 'capsule_sync') this.gw.main?.requestCapsuleSync(this.req.log);
+    const { client, deps } = this;
+    if (client.kind === 'user') deps.db.addUserRepository(client.name, name);
+    if (!deps.local) {
+      if (deps.settings.push_sync_trigger === 'capsule_sync') deps.main.requestCapsuleSync(this.req.log);
       return;
     }
     try {
-      const store = this.store;
+      const mirror = deps.local;
+      const store = mirror.store;
       const repositoryId = this.repository(name);
       const parsed = parseManifest(body, contentType);
       const fetch = this.fetcher();
       for (const digest of parsed.blobs) {
         if (store.index.blobInRepository(repositoryId, digest)) continue;
-        await mirrorBlob(store, fetch, name, repositoryId, digest);
+        await mirror.blob(fetch, name, repositoryId, digest);
       }
       for (const digest of parsed.manifests) {
-        if (!store.index.manifest(repositoryId, digest)) await mirrorManifest(store, fetch, name, repositoryId, digest);
+        if (!store.index.manifest(repositoryId, digest)) await mirror.manifest(fetch, name, repositoryId, digest);
       }
       const digest = sha256Digest(body);
       store.index.putManifest(repositoryId, manifestRecord(digest, body, parsed));
       if (!isDigest) await this.tagAsTheMainServer(repositoryId, name, reference, digest);
-      this.gw.manifests.clear();
+      this.deps.clearManifests();
     } catch (err) {
       this.warn(`${name}:${reference} pushed to the main server but not stored here (the next sync will)`, err);
     }
@@ -193,7 +201,7 @@ export class PushMirror {
 
   /** Point the tag where the main server's does, in the order the main server stored the pushes (store/tag-order.ts). */
   private async tagAsTheMainServer(repositoryId: number, name: string, tag: string, pushed: string): Promise<void> {
-    const order = tagOrderOf(this.gw.db.db);
+    const order = tagOrderOf(this.deps.db.db);
     const ticket = order.ticket(repositoryId, tag);
     let observed: string | undefined = pushed;
     try {
@@ -216,11 +224,11 @@ export class PushMirror {
     if (id === undefined) return;
     if (isDigest) this.store!.index.deleteManifest(id, reference);
     else this.store!.index.deleteTag(id, reference);
-    this.gw.manifests.clear();
+    this.deps.clearManifests();
   }
 
   /** Reads from the main server as the pusher (who can read what they just pushed). */
   private fetcher(): RegistryFetch {
-    return this.gw.main!.readAs(this.req.get('authorization'));
+    return this.deps.main.readAs(this.req.get('authorization'));
   }
 }

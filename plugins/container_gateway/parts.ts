@@ -1,0 +1,101 @@
+// The gateway's parts, each made once by setup() and closed by stop() in the
+// reverse order (closers.ts): no part lives in module state, so a plugin
+// stopped and set up again (tests, a reload) starts from nothing.
+import type { PluginContext } from '../../lib/plugins/api.ts';
+import type { ContentBackend } from './backends/content-backend.ts';
+import { ForwardingBackend } from './backends/forwarding.ts';
+import { Closers } from './closers.ts';
+import { Gateway } from './gateway.ts';
+import { RegistryError } from './oci/errors.ts';
+import { adminRouter } from './routes/admin.ts';
+import { storeAdminRouter } from './routes/admin-store.ts';
+import { syncAdminRouter } from './routes/admin-sync.ts';
+import { managementRouter } from './routes/management.ts';
+import { pulpcoreRouter } from './routes/pulpcore.ts';
+import { registryRouter } from './routes/registry.ts';
+import type { GatewaySettings } from './settings.ts';
+import { UploadPurger } from './store/upload-purge.ts';
+import { StoreMirror } from './sync/mirror.ts';
+import { SyncService } from './sync/service.ts';
+import { HttpUpstream } from './upstream/http-upstream.ts';
+
+export interface GatewayParts {
+  gateway: Gateway;
+  /** The background purge of abandoned uploads (embedded store only), started by start(). */
+  purger: UploadPurger | undefined;
+  closers: Closers;
+}
+
+// The registry routes still serve reads themselves until the embedded and
+// Pulp backends implement ContentBackend; the forwarding backend only takes
+// writes and push probes meanwhile.
+const unwired = (): never => {
+  throw new RegistryError('UNKNOWN', 'reads are served by the registry routes');
+};
+const READS_BY_ROUTES: ContentBackend = { getManifest: unwired, getBlob: unwired, tags: unwired };
+
+/** Build every part; a failure closes what was built and rethrows. */
+export async function setUpGateway(ctx: PluginContext, settings: GatewaySettings): Promise<GatewayParts> {
+  const closers = new Closers();
+  try {
+    return build(ctx, settings, closers);
+  } catch (err) {
+    await closers.closeAll(ctx.logger);
+    throw err;
+  }
+}
+
+function build(ctx: PluginContext, settings: GatewaySettings, closers: Closers): GatewayParts {
+  const gateway = closers.add('the gateway (database, upstreams)', new Gateway(settings, ctx), (g) => g.close());
+  const store = settings.content_backend === 'local' ? gateway.localStore() : undefined;
+  // One per store: sync and pushes share its downloads in flight.
+  const local = store ? new StoreMirror(store) : undefined;
+  const clearManifests = () => gateway.manifests.clear();
+  const forwarding = gateway.main
+    ? new ForwardingBackend(READS_BY_ROUTES, { main: gateway.main, local, db: gateway.db, settings, clearManifests, origin: (req) => gateway.origin(req) })
+    : undefined;
+
+  const registry = registryRouter(gateway, forwarding);
+  ctx.rootRouter.use(registry);
+  ctx.router.use(registry);
+  if (!gateway.standalone) ctx.router.use(managementRouter(gateway));
+  if (store) {
+    ctx.router.use(
+      storeAdminRouter(ctx.auth.trustedClient, { store: () => store, reclaimUnlisted: () => gateway.db.reclaimUnlisted() }, settings.gc_grace_period * 1000, settings.upload_purge_age * 1000),
+    );
+  }
+  const syncs = closers.add(
+    'the sync runs',
+    new SyncService({ db: gateway.db, local, main: gateway.main, settings, logger: ctx.logger, onRepositoryDone: clearManifests }),
+    (s) => s.stop(),
+  );
+  ctx.router.use(syncAdminRouter(ctx.auth.trustedClient, syncs));
+  const db = gateway.db;
+  ctx.router.use(
+    adminRouter({
+      trustedClient: ctx.auth.trustedClient,
+      // One bounded hashing queue for logins and accounts made here.
+      hasher: gateway.logins.hasher,
+      accounts: {
+        listUsers: () => db.standaloneUsers(),
+        addUser: (name, hash) => db.addUser(name, hash),
+        removeUser: (name) => db.removeUser(name),
+        namespaces: (user) => (db.standaloneUsers().includes(user) ? db.namespacesOf(user) : undefined),
+        grantNamespace: (user, namespace) => db.grantNamespace(user, namespace),
+        revokeNamespace: (user, namespace) => db.revokeNamespace(user, namespace),
+        listRepositories: () => db.repositories(),
+        setPublic: (name, isPublic) => db.setPublic(name, isPublic),
+      },
+    }),
+  );
+  const pulpcore = closers.add('the pulpcore API upstream', new HttpUpstream(settings.pulpcore_api_endpoint, gateway.timeouts(), {}, settings.upstream_max_sockets), (up) => up.close());
+  ctx.rootRouter.use(pulpcoreRouter(ctx, settings, pulpcore));
+  const purger = store
+    ? closers.add(
+        'the upload purge',
+        new UploadPurger(store.blobs, settings.upload_purge_age * 1000, { info: (m) => ctx.logger.info(m), error: (m) => ctx.logger.error(m) }),
+        (p) => p.stop(),
+      )
+    : undefined;
+  return { gateway, purger, closers };
+}
