@@ -52,9 +52,10 @@ export default definePlugin<GatewaySettings & Record<string, unknown>>({
     ctx.router.use(registry);
     if (!gateway.standalone) ctx.router.use(managementRouter(gateway));
     const gw = gateway;
-    if (settings.content_backend === 'local') {
+    const store = gw.store;
+    if (store) {
       ctx.router.use(
-        storeAdminRouter(ctx.auth.trustedClient, { store: () => gw.localStore(), reclaimUnlisted: () => gw.db.reclaimUnlisted() }, settings.gc_grace_period * 1000, settings.upload_purge_age * 1000),
+        storeAdminRouter(ctx.auth.trustedClient, { store: () => store, reclaimUnlisted: () => gw.db.reclaimUnlisted() }, settings.gc_grace_period * 1000, settings.upload_purge_age * 1000),
       );
     }
     ctx.router.use(syncAdminRouter(ctx.auth.trustedClient, gw));
@@ -79,8 +80,8 @@ export default definePlugin<GatewaySettings & Record<string, unknown>>({
     return gateway;
   },
   start(ctx) {
-    if (gateway?.settings.content_backend !== 'local') return;
-    purger = new UploadPurger(gateway.localStore().blobs, gateway.settings.upload_purge_age * 1000, { info: (m) => ctx.logger.info(m), error: (m) => ctx.logger.error(m) });
+    if (!gateway?.store) return;
+    purger = new UploadPurger(gateway.store.blobs, gateway.settings.upload_purge_age * 1000, { info: (m) => ctx.logger.info(m), error: (m) => ctx.logger.error(m) });
     purger.start();
   },
   async stop() {

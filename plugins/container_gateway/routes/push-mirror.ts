@@ -58,7 +58,7 @@ export class PushMirror {
     private readonly gw: Gateway,
     private readonly req: Request,
   ) {
-    this.store = gw.backend === 'local' ? gw.localStore() : undefined;
+    this.store = gw.store;
   }
 
   private warn(what: string, err: unknown): void {

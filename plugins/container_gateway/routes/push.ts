@@ -13,8 +13,8 @@ import { sha256Digest } from '../oci/grammar.ts';
 import type { Gateway } from '../gateway.ts';
 import { readBounded, UpstreamError, type HttpUpstream } from '../upstream/http-upstream.ts';
 import { streamTo } from '../upstream/stream.ts';
-import { abortOnClose } from './pull.ts';
-import { readManifestBody } from './local/manifests.ts';
+import { abortOnClose } from '../backends/client-abort.ts';
+import { readManifestBody } from '../backends/manifest-body.ts';
 import { PushMirror, type MainAnswer } from './push-mirror.ts';
 
 const REQUEST_HEADERS = ['authorization', 'accept', 'content-type', 'content-length', 'content-range', 'range', 'user-agent', 'docker-distribution-api-version'];

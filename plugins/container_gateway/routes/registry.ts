@@ -1,128 +1,96 @@
-// The registry API: one dispatcher over /v2 and /v1, mounted at the listener
-// root and under /container_gateway. Every answer carries
-// Docker-Distribution-API-Version; every error is an OCI error body.
+// The registry API, mounted at the listener root and under /container_gateway:
+// one table of paths and methods, each to a named handler with the access it
+// needs. The access layer decides before any handler runs; the content
+// backend chosen in setup serves. A backend without writes (or referrers)
+// gets no such routes: their known paths answer what it cannot do. Every
+// answer carries Docker-Distribution-API-Version; every error is an OCI body.
 import express, { type Request, type Response, type Router } from 'express';
 import { isValidHost } from '../../../lib/plugins/api.ts';
+import type { Requirement } from '../access/access-layer.ts';
+import type { ContentBackend } from '../backends/content-backend.ts';
 import { RegistryError, sendOciError } from '../oci/errors.ts';
 import type { Gateway } from '../gateway.ts';
-import { UpstreamError } from '../upstream/http-upstream.ts';
-import { catalog, tagsList } from './discovery.ts';
+import { deleteBlob, getBlob } from './blobs.ts';
+import { catalog } from './catalog.ts';
 import { ping, token } from './login.ts';
-import { pullBlob, pullManifest } from './pull.ts';
-import { forwardPush, pushProbe } from './push.ts';
-import { checkDigest, checkName, checkReference, decodeSegment } from '../oci/grammar.ts';
-import { local } from './local/index.ts';
+import { deleteManifest, getManifest, putManifest } from './manifests.ts';
+import { ociFailure } from './oci-failure.ts';
+import { digestPath, manifestPath, PUSH_UNSUPPORTED, repositoryPath, uploadPath, type RepositoryPath, type ResourceHandler } from './paths.ts';
+import { listReferrers, referrersUnsupported } from './referrers.ts';
+import { tagsList } from './tags.ts';
+import { cancelUpload, finishUpload, patchUpload, startUpload, uploadStatus } from './uploads.ts';
 import { v1Ping, v1Search } from './v1.ts';
-import { UNREACHABLE_RETRY_AFTER } from './katello-login.ts';
-import { KatelloUnreachable } from '../upstream/katello.ts';
-
-type Handler = (gw: Gateway, req: Request, res: Response, m: RegExpExecArray) => unknown;
 
 interface Route {
-  methods: string[];
+  methods: readonly string[];
   pattern: RegExp;
-  handler: Handler;
+  serve(gw: Gateway, req: Request, res: Response, m: RegExpExecArray): Promise<unknown> | unknown;
 }
+
+type OpenHandler = (gw: Gateway, req: Request, res: Response) => unknown;
 
 const GET = ['GET', 'HEAD'];
-const PUSH_UNSUPPORTED = 'Pushing needs a main server (foreman_url) or content_backend: local';
+const TAGS = /^\/(.+)\/tags\/list$/;
+const MANIFEST = /^\/(.+)\/manifests\/([^/]+)$/;
+const UPLOADS = /^\/(.+)\/blobs\/uploads\/?$/;
+const UPLOAD = /^\/(.+)\/blobs\/uploads\/([^/]+)$/;
+const BLOB = /^\/(.+)\/blobs\/([^/]+)$/;
+const REFERRERS = /^\/(.+)\/referrers\/([^/]+)$/;
 
-function pulpOnlyReads(req: Request): void {
-  if (req.method !== 'GET' && req.method !== 'HEAD') throw new RegistryError('UNSUPPORTED', PUSH_UNSUPPORTED);
+/** A route that decides its own access (ping, token, catalog, v1). */
+function open(methods: readonly string[], pattern: RegExp, handler: OpenHandler): Route {
+  return { methods, pattern, serve: (gw, req, res) => handler(gw, req, res) };
 }
 
-const V2_ROUTES: Route[] = [
-  { methods: GET, pattern: /^\/$/, handler: (gw, req, res) => ping(gw, req, res) },
-  { methods: ['GET'], pattern: /^\/token$/, handler: (gw, req, res) => token(gw, req, res) },
-  { methods: GET, pattern: /^\/_catalog$/, handler: (gw, req, res) => catalog(gw, req, res) },
-  {
-    methods: GET,
-    pattern: /^\/(.+)\/tags\/list$/,
-    handler: async (gw, req, res, m) => {
-      const name = checkName(m[1]!);
-      if (gw.backend === 'local') return local.tags(gw, req, res, name);
-      return tagsList(gw, req, res, await gw.authorize(req, res, name), name);
+/** A repository route: the path validated, then the access middleware, then the handler with the Access. */
+function guarded<P extends RepositoryPath>(methods: readonly string[], pattern: RegExp, parse: (m: RegExpExecArray) => P, need: Requirement, handler: ResourceHandler<P>): Route {
+  return {
+    methods,
+    pattern,
+    async serve(gw, req, res, m) {
+      const path = parse(m);
+      const access = await gw.access.authorize(req, res, path.name, need);
+      return handler(gw, { req, res, access }, path);
     },
-  },
-  {
-    methods: [...GET, 'PUT', 'DELETE'],
-    pattern: /^\/(.+)\/manifests\/([^/]+)$/,
-    handler: async (gw, req, res, m) => {
-      const name = checkName(m[1]!);
-      const { reference, isDigest } = checkReference(decodeSegment(m[2]!, 'MANIFEST_INVALID'));
-      if (gw.main && (req.method === 'PUT' || req.method === 'DELETE' || pushProbe(gw, req, name))) {
-        return forwardPush(gw, req, res, { kind: 'manifest', name, reference, isDigest });
-      }
-      if (gw.backend === 'local') return local.manifest(gw, req, res, name, reference, isDigest);
-      pulpOnlyReads(req);
-      return pullManifest(gw, req, res, await gw.authorize(req, res, name), name, reference);
-    },
-  },
-  {
-    methods: ['POST'],
-    pattern: /^\/(.+)\/blobs\/uploads\/?$/,
-    handler: (gw, req, res, m) => {
-      const name = checkName(m[1]!);
-      if (gw.main) return forwardPush(gw, req, res, { kind: 'upload-start', name });
-      if (gw.backend !== 'local') throw new RegistryError('UNSUPPORTED', PUSH_UNSUPPORTED);
-      return local.uploads(gw, req, res, name, undefined);
-    },
-  },
-  {
-    methods: ['PATCH', 'PUT', 'GET', 'DELETE'],
-    pattern: /^\/(.+)\/blobs\/uploads\/([^/]+)$/,
-    handler: (gw, req, res, m) => {
-      const name = checkName(m[1]!);
-      if (gw.main) return forwardPush(gw, req, res, { kind: 'upload', name, uuid: m[2]! });
-      if (gw.backend !== 'local') throw new RegistryError('UNSUPPORTED', PUSH_UNSUPPORTED);
-      return local.uploads(gw, req, res, name, m[2]!);
-    },
-  },
-  {
-    methods: [...GET, 'DELETE'],
-    pattern: /^\/(.+)\/blobs\/([^/]+)$/,
-    handler: async (gw, req, res, m) => {
-      const name = checkName(m[1]!);
-      const digest = checkDigest(decodeSegment(m[2]!, 'DIGEST_INVALID'));
-      if (gw.main && (req.method === 'DELETE' || pushProbe(gw, req, name))) return forwardPush(gw, req, res, { kind: 'blob', name, digest });
-      if (gw.backend === 'local') return local.blob(gw, req, res, name, digest);
-      pulpOnlyReads(req);
-      return pullBlob(gw, req, res, await gw.authorize(req, res, name), name, digest);
-    },
-  },
-  {
-    methods: ['GET'],
-    pattern: /^\/(.+)\/referrers\/([^/]+)$/,
-    handler: (gw, req, res, m) => {
-      const name = checkName(m[1]!);
-      const digest = checkDigest(decodeSegment(m[2]!, 'DIGEST_INVALID'));
-      // 404 makes clients fall back to the sha256-<hex> tag schema.
-      if (gw.backend !== 'local') throw new RegistryError('UNSUPPORTED', 'the referrers API needs content_backend: local', undefined, 404);
-      return local.referrers(gw, req, res, name, digest);
-    },
-  },
-];
-
-const V1_ROUTES: Route[] = [
-  { methods: GET, pattern: /^\/_ping$/, handler: (gw, req, res) => v1Ping(gw, req, res) },
-  { methods: GET, pattern: /^\/search$/, handler: (gw, req, res) => v1Search(gw, req, res) },
-];
-
-function fail(gw: Gateway, req: Request, res: Response, err: unknown): void {
-  if (err instanceof RegistryError) return sendOciError(res, err);
-  if (err instanceof KatelloUnreachable) {
-    req.log.warn(`${req.method} ${req.path}: ${err.message}`);
-    res.set('Retry-After', String(UNREACHABLE_RETRY_AFTER));
-    return sendOciError(res, new RegistryError('UNAVAILABLE', 'the main server is unreachable: try again later'));
-  }
-  if (err instanceof UpstreamError) {
-    req.log.warn(`content backend: ${err.message}`);
-    if (err.message === 'client went away') return void res.destroy();
-    return sendOciError(res, new RegistryError('UNAVAILABLE', `the content backend failed: ${err.message}`, undefined, err.kind === 'timeout' ? 504 : 502));
-  }
-  req.log.error({ err }, `${req.method} ${req.originalUrl} failed: ${(err as Error).message}`);
-  sendOciError(res, new RegistryError('UNKNOWN', 'internal error'));
+  };
 }
+
+/** What a known path answers when the backend cannot do it (the path still validated first). */
+function unavailable<P>(methods: readonly string[], pattern: RegExp, parse: (m: RegExpExecArray) => P, refusal: () => RegistryError): Route {
+  return {
+    methods,
+    pattern,
+    serve(_gw, _req, _res, m) {
+      parse(m);
+      throw refusal();
+    },
+  };
+}
+
+function v2Routes(content: ContentBackend): Route[] {
+  const pushUnsupported = () => new RegistryError('UNSUPPORTED', PUSH_UNSUPPORTED);
+  const write = <P extends RepositoryPath>(methods: readonly string[], pattern: RegExp, parse: (m: RegExpExecArray) => P, need: Requirement, handler: ResourceHandler<P>): Route =>
+    content.writes ? guarded(methods, pattern, parse, need, handler) : unavailable(methods, pattern, parse, pushUnsupported);
+  return [
+    open(GET, /^\/$/, ping),
+    open(['GET'], /^\/token$/, token),
+    open(GET, /^\/_catalog$/, catalog),
+    guarded(GET, TAGS, repositoryPath, 'pull', tagsList),
+    guarded(GET, MANIFEST, manifestPath, 'read', getManifest),
+    write(['PUT'], MANIFEST, manifestPath, 'push', putManifest),
+    write(['DELETE'], MANIFEST, manifestPath, 'delete', deleteManifest),
+    write(['POST'], UPLOADS, repositoryPath, 'push', startUpload),
+    write(['PATCH'], UPLOAD, uploadPath, 'push', patchUpload),
+    write(['PUT'], UPLOAD, uploadPath, 'push', finishUpload),
+    write(['GET'], UPLOAD, uploadPath, 'push', uploadStatus),
+    write(['DELETE'], UPLOAD, uploadPath, 'push', cancelUpload),
+    guarded(GET, BLOB, digestPath, 'read', getBlob),
+    write(['DELETE'], BLOB, digestPath, 'delete', deleteBlob),
+    content.referrers ? guarded(['GET'], REFERRERS, digestPath, 'pull', listReferrers) : unavailable(['GET'], REFERRERS, digestPath, referrersUnsupported),
+  ];
+}
+
+const V1_ROUTES: Route[] = [open(GET, /^\/_ping$/, v1Ping), open(GET, /^\/search$/, v1Search)];
 
 function dispatcher(gw: Gateway, routes: Route[]): express.RequestHandler {
   return async (req, res) => {
@@ -140,9 +108,9 @@ function dispatcher(gw: Gateway, routes: Route[]): express.RequestHandler {
       pathMatched = true;
       if (!route.methods.includes(req.method)) continue;
       try {
-        await route.handler(gw, req, res, m);
+        await route.serve(gw, req, res, m);
       } catch (err) {
-        fail(gw, req, res, err);
+        ociFailure(req, res, err);
       }
       return;
     }
@@ -153,7 +121,7 @@ function dispatcher(gw: Gateway, routes: Route[]): express.RequestHandler {
 
 export function registryRouter(gw: Gateway): Router {
   const router = express.Router();
-  router.use('/v2', dispatcher(gw, V2_ROUTES));
+  router.use('/v2', dispatcher(gw, v2Routes(gw.content)));
   router.use('/v1', dispatcher(gw, V1_ROUTES));
   return router;
 }

@@ -46,7 +46,7 @@ export class SyncService {
 
   /** Why this gateway cannot sync (a configuration matter), or undefined. */
   unavailable(): string | undefined {
-    if (this.gw.backend !== 'local') return 'sync needs content_backend: local (this gateway serves content from pulp_endpoint)';
+    if (!this.gw.store) return 'sync needs content_backend: local (this gateway serves content from pulp_endpoint)';
     if (!this.gw.ctx.global.foreman_url) return 'sync needs a main server: foreman_url is unset (standalone mode)';
     return undefined;
   }
@@ -112,7 +112,7 @@ export class SyncService {
     const what = run.repositories ? `${run.repositories.length} repositories` : 'the catalog';
     gw.logger.info(`sync #${run.id}: started (${what} of ${registry.url})`);
     const job = runSync({
-      store: gw.localStore(),
+      store: gw.store!,
       source: registry,
       repositories: run.repositories,
       concurrency: s.sync_concurrency,
