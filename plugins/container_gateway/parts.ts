@@ -2,11 +2,8 @@
 // reverse order (closers.ts): no part lives in module state, so a plugin
 // stopped and set up again (tests, a reload) starts from nothing.
 import type { PluginContext } from '../../lib/plugins/api.ts';
-import type { ContentBackend } from './backends/content-backend.ts';
-import { ForwardingBackend } from './backends/forwarding.ts';
 import { Closers } from './closers.ts';
 import { Gateway } from './gateway.ts';
-import { RegistryError } from './oci/errors.ts';
 import { adminRouter } from './routes/admin.ts';
 import { storeAdminRouter } from './routes/admin-store.ts';
 import { syncAdminRouter } from './routes/admin-sync.ts';
@@ -15,7 +12,6 @@ import { pulpcoreRouter } from './routes/pulpcore.ts';
 import { registryRouter } from './routes/registry.ts';
 import type { GatewaySettings } from './settings.ts';
 import { UploadPurger } from './store/upload-purge.ts';
-import { StoreMirror } from './sync/mirror.ts';
 import { SyncService } from './sync/service.ts';
 import { HttpUpstream } from './upstream/http-upstream.ts';
 
@@ -25,14 +21,6 @@ export interface GatewayParts {
   purger: UploadPurger | undefined;
   closers: Closers;
 }
-
-// The registry routes still serve reads themselves until the embedded and
-// Pulp backends implement ContentBackend; the forwarding backend only takes
-// writes and push probes meanwhile.
-const unwired = (): never => {
-  throw new RegistryError('UNKNOWN', 'reads are served by the registry routes');
-};
-const READS_BY_ROUTES: ContentBackend = { getManifest: unwired, getBlob: unwired, tags: unwired };
 
 /** Build every part; a failure closes what was built and rethrows. */
 export async function setUpGateway(ctx: PluginContext, settings: GatewaySettings): Promise<GatewayParts> {
@@ -47,15 +35,9 @@ export async function setUpGateway(ctx: PluginContext, settings: GatewaySettings
 
 function build(ctx: PluginContext, settings: GatewaySettings, closers: Closers): GatewayParts {
   const gateway = closers.add('the gateway (database, upstreams)', new Gateway(settings, ctx), (g) => g.close());
-  const store = settings.content_backend === 'local' ? gateway.localStore() : undefined;
-  // One per store: sync and pushes share its downloads in flight.
-  const local = store ? new StoreMirror(store) : undefined;
+  const store = gateway.store;
   const clearManifests = () => gateway.manifests.clear();
-  const forwarding = gateway.main
-    ? new ForwardingBackend(READS_BY_ROUTES, { main: gateway.main, local, db: gateway.db, settings, clearManifests, origin: (req) => gateway.origin(req) })
-    : undefined;
-
-  const registry = registryRouter(gateway, forwarding);
+  const registry = registryRouter(gateway);
   ctx.rootRouter.use(registry);
   ctx.router.use(registry);
   if (!gateway.standalone) ctx.router.use(managementRouter(gateway));
@@ -66,7 +48,7 @@ function build(ctx: PluginContext, settings: GatewaySettings, closers: Closers):
   }
   const syncs = closers.add(
     'the sync runs',
-    new SyncService({ db: gateway.db, local, main: gateway.main, settings, logger: ctx.logger, onRepositoryDone: clearManifests }),
+    new SyncService({ db: gateway.db, local: gateway.mirror, main: gateway.main, settings, logger: ctx.logger, onRepositoryDone: clearManifests }),
     (s) => s.stop(),
   );
   ctx.router.use(syncAdminRouter(ctx.auth.trustedClient, syncs));

@@ -43,6 +43,8 @@ export interface ContentBackend {
   /** The referrers API: present only where the backend knows subjects. */
   referrers?(x: Exchange, digest: string): Promise<void>;
   writes?: ContentWrites;
+  /** The status of the backend's own registry root, where it has one (what /v1/_ping reports). */
+  ping?(req: Request): Promise<number>;
   /** Release what the backend holds (pools, timers); the parts that made it call this in stop(). */
   close?(): void | Promise<void>;
 }

@@ -33,6 +33,7 @@ function probesPush(x: Exchange): boolean {
 export class ForwardingBackend implements ContentBackend {
   readonly writes: ContentWrites;
   readonly referrers?: ContentBackend['referrers'];
+  readonly ping?: ContentBackend['ping'];
   private readonly relay: MainRelay;
 
   constructor(
@@ -41,6 +42,7 @@ export class ForwardingBackend implements ContentBackend {
   ) {
     this.relay = new MainRelay(deps.main.registry, deps.origin);
     if (inner.referrers) this.referrers = (x, digest) => inner.referrers!(x, digest);
+    if (inner.ping) this.ping = (req) => inner.ping!(req);
     this.writes = {
       putManifest: (x, ref) => this.forward(x, { kind: 'manifest', ...ref }),
       deleteManifest: (x, ref) => this.forward(x, { kind: 'manifest', ...ref }),
@@ -63,6 +65,10 @@ export class ForwardingBackend implements ContentBackend {
 
   tags(x: Exchange, last: string | undefined, limit: number): Promise<string[]> {
     return this.inner.tags(x, last, limit);
+  }
+
+  async close(): Promise<void> {
+    await this.inner.close?.();
   }
 
   /** Forward one write (or push probe) to the main server's registry; the request's method says which. */

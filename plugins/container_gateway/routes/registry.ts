@@ -1,158 +1,99 @@
-// The registry API: one dispatcher over /v2 and /v1, mounted at the listener
-// root and under /container_gateway. Every answer carries
-// Docker-Distribution-API-Version; every error is an OCI error body.
+// The registry API, mounted at the listener root and under /container_gateway:
+// one table of paths and methods, each to a named handler with the access it
+// needs. The access layer decides before any handler runs; the content
+// backend chosen in setup serves. A backend without writes (or referrers)
+// gets no such routes: their known paths answer what it cannot do. Every
+// answer carries Docker-Distribution-API-Version; every error is an OCI body.
 import express, { type Request, type Response, type Router } from 'express';
 import { isValidHost } from '../../../lib/plugins/api.ts';
+import type { Requirement } from '../access/access-layer.ts';
+import type { ContentBackend } from '../backends/content-backend.ts';
 import { RegistryError, sendOciError } from '../oci/errors.ts';
 import type { Gateway } from '../gateway.ts';
-import { UpstreamError } from '../upstream/http-upstream.ts';
-import { catalog, tagsList } from './discovery.ts';
-import { ping, token } from './login.ts';
-import { pullBlob, pullManifest } from './pull.ts';
-import { tokenAllows, type GrantedScope } from '../auth/standalone.ts';
-import type { RepositoryAction } from '../access/access.ts';
-import type { ContentBackend, Exchange } from '../backends/content-backend.ts';
-import { checkDigest, checkName, checkReference, decodeSegment } from '../oci/grammar.ts';
-import { local } from './local/index.ts';
-import { v1Ping, v1Search } from './v1.ts';
-import { UNREACHABLE_RETRY_AFTER } from './katello-login.ts';
-import { KatelloUnreachable } from '../upstream/katello.ts';
-
-/** The forwarding backend (smart-proxy mode), where writes and push probes go. */
-type Handler = (gw: Gateway, req: Request, res: Response, m: RegExpExecArray, forwarding: ContentBackend | undefined) => unknown;
+import { deleteBlob, getBlob } from './blobs.ts';
+import { catalog } from './catalog.ts';
+import { ping, token } from './token.ts';
+import { deleteManifest, getManifest, putManifest } from './manifests.ts';
+import { ociFailure } from './oci-failure.ts';
+import { digestPath, manifestPath, PUSH_UNSUPPORTED, repositoryPath, uploadPath, type RepositoryPath, type ResourceHandler } from './paths.ts';
+import { listReferrers, referrersUnsupported } from './referrers.ts';
+import { tagsList } from './tags.ts';
+import { cancelUpload, finishUpload, patchUpload, startUpload, uploadStatus } from './uploads.ts';
+import { v1Search } from './search.ts';
+import { v1Ping } from './v1.ts';
 
 interface Route {
-  methods: string[];
+  methods: readonly string[];
   pattern: RegExp;
-  handler: Handler;
+  serve(gw: Gateway, req: Request, res: Response, m: RegExpExecArray): Promise<unknown> | unknown;
 }
+
+type OpenHandler = (gw: Gateway, req: Request, res: Response) => unknown;
 
 const GET = ['GET', 'HEAD'];
-const PUSH_UNSUPPORTED = 'Pushing needs a main server (foreman_url) or content_backend: local';
+const TAGS = /^\/(.+)\/tags\/list$/;
+const MANIFEST = /^\/(.+)\/manifests\/([^/]+)$/;
+const UPLOADS = /^\/(.+)\/blobs\/uploads\/?$/;
+const UPLOAD = /^\/(.+)\/blobs\/uploads\/([^/]+)$/;
+const BLOB = /^\/(.+)\/blobs\/([^/]+)$/;
+const REFERRERS = /^\/(.+)\/referrers\/([^/]+)$/;
 
-function pulpOnlyReads(req: Request): void {
-  if (req.method !== 'GET' && req.method !== 'HEAD') throw new RegistryError('UNSUPPORTED', PUSH_UNSUPPORTED);
+/** A route that decides its own access (ping, token, catalog, v1). */
+function open(methods: readonly string[], pattern: RegExp, handler: OpenHandler): Route {
+  return { methods, pattern, serve: (gw, req, res) => handler(gw, req, res) };
 }
 
-/** A HEAD that probes before a push: the client asked for a token with push scope on the repository. */
-function pushProbe(gw: Gateway, req: Request, name: string): boolean {
-  if (req.method !== 'HEAD' || !gw.main) return false;
-  const client = gw.client(req);
-  return client.kind === 'user' && Array.isArray(client.grants) && tokenAllows(client.grants as GrantedScope[], name, 'push');
+/** A repository route: the path validated, then the access middleware, then the handler with the Access. */
+function guarded<P extends RepositoryPath>(methods: readonly string[], pattern: RegExp, parse: (m: RegExpExecArray) => P, need: Requirement, handler: ResourceHandler<P>): Route {
+  return {
+    methods,
+    pattern,
+    async serve(gw, req, res, m) {
+      const path = parse(m);
+      const access = await gw.access.authorize(req, res, path.name, need);
+      return handler(gw, { req, res, access }, path);
+    },
+  };
 }
 
-/** A request the main server decides. */
-function deferred(gw: Gateway, req: Request, res: Response, name: string, action: RepositoryAction): Exchange {
-  return { req, res, access: { client: gw.client(req), name, action, deferred: true, repositoryId: undefined, canPull: () => false } };
+/** What a known path answers when the backend cannot do it (the path still validated first). */
+function unavailable<P>(methods: readonly string[], pattern: RegExp, parse: (m: RegExpExecArray) => P, refusal: () => RegistryError): Route {
+  return {
+    methods,
+    pattern,
+    serve(_gw, _req, _res, m) {
+      parse(m);
+      throw refusal();
+    },
+  };
 }
 
-const V2_ROUTES: Route[] = [
-  { methods: GET, pattern: /^\/$/, handler: (gw, req, res) => ping(gw, req, res) },
-  { methods: ['GET'], pattern: /^\/token$/, handler: (gw, req, res) => token(gw, req, res) },
-  { methods: GET, pattern: /^\/_catalog$/, handler: (gw, req, res) => catalog(gw, req, res) },
-  {
-    methods: GET,
-    pattern: /^\/(.+)\/tags\/list$/,
-    handler: async (gw, req, res, m) => {
-      const name = checkName(m[1]!);
-      if (gw.backend === 'local') return local.tags(gw, req, res, name);
-      return tagsList(gw, req, res, await gw.authorize(req, res, name), name);
-    },
-  },
-  {
-    methods: [...GET, 'PUT', 'DELETE'],
-    pattern: /^\/(.+)\/manifests\/([^/]+)$/,
-    handler: async (gw, req, res, m, forwarding) => {
-      const name = checkName(m[1]!);
-      const ref = checkReference(decodeSegment(m[2]!, 'MANIFEST_INVALID'));
-      const { reference, isDigest } = ref;
-      if (forwarding?.writes) {
-        if (req.method === 'PUT') return forwarding.writes.putManifest(deferred(gw, req, res, name, 'push'), ref);
-        if (req.method === 'DELETE') return forwarding.writes.deleteManifest(deferred(gw, req, res, name, 'delete'), ref);
-        if (pushProbe(gw, req, name)) return forwarding.getManifest(deferred(gw, req, res, name, 'push'), ref);
-      }
-      if (gw.backend === 'local') return local.manifest(gw, req, res, name, reference, isDigest);
-      pulpOnlyReads(req);
-      return pullManifest(gw, req, res, await gw.authorize(req, res, name), name, reference);
-    },
-  },
-  {
-    methods: ['POST'],
-    pattern: /^\/(.+)\/blobs\/uploads\/?$/,
-    handler: (gw, req, res, m, forwarding) => {
-      const name = checkName(m[1]!);
-      if (forwarding?.writes) return forwarding.writes.startUpload(deferred(gw, req, res, name, 'push'));
-      if (gw.backend !== 'local') throw new RegistryError('UNSUPPORTED', PUSH_UNSUPPORTED);
-      return local.uploads(gw, req, res, name, undefined);
-    },
-  },
-  {
-    methods: ['PATCH', 'PUT', 'GET', 'DELETE'],
-    pattern: /^\/(.+)\/blobs\/uploads\/([^/]+)$/,
-    handler: (gw, req, res, m, forwarding) => {
-      const name = checkName(m[1]!);
-      const writes = forwarding?.writes;
-      if (writes) {
-        const x = deferred(gw, req, res, name, 'push');
-        if (req.method === 'PATCH') return writes.patchUpload(x, m[2]!);
-        if (req.method === 'PUT') return writes.finishUpload(x, m[2]!);
-        if (req.method === 'GET') return writes.uploadStatus(x, m[2]!);
-        return writes.cancelUpload(x, m[2]!);
-      }
-      if (gw.backend !== 'local') throw new RegistryError('UNSUPPORTED', PUSH_UNSUPPORTED);
-      return local.uploads(gw, req, res, name, m[2]!);
-    },
-  },
-  {
-    methods: [...GET, 'DELETE'],
-    pattern: /^\/(.+)\/blobs\/([^/]+)$/,
-    handler: async (gw, req, res, m, forwarding) => {
-      const name = checkName(m[1]!);
-      const digest = checkDigest(decodeSegment(m[2]!, 'DIGEST_INVALID'));
-      if (forwarding?.writes) {
-        if (req.method === 'DELETE') return forwarding.writes.deleteBlob(deferred(gw, req, res, name, 'delete'), digest);
-        if (pushProbe(gw, req, name)) return forwarding.getBlob(deferred(gw, req, res, name, 'push'), digest);
-      }
-      if (gw.backend === 'local') return local.blob(gw, req, res, name, digest);
-      pulpOnlyReads(req);
-      return pullBlob(gw, req, res, await gw.authorize(req, res, name), name, digest);
-    },
-  },
-  {
-    methods: ['GET'],
-    pattern: /^\/(.+)\/referrers\/([^/]+)$/,
-    handler: (gw, req, res, m) => {
-      const name = checkName(m[1]!);
-      const digest = checkDigest(decodeSegment(m[2]!, 'DIGEST_INVALID'));
-      // 404 makes clients fall back to the sha256-<hex> tag schema.
-      if (gw.backend !== 'local') throw new RegistryError('UNSUPPORTED', 'the referrers API needs content_backend: local', undefined, 404);
-      return local.referrers(gw, req, res, name, digest);
-    },
-  },
-];
-
-const V1_ROUTES: Route[] = [
-  { methods: GET, pattern: /^\/_ping$/, handler: (gw, req, res) => v1Ping(gw, req, res) },
-  { methods: GET, pattern: /^\/search$/, handler: (gw, req, res) => v1Search(gw, req, res) },
-];
-
-function fail(gw: Gateway, req: Request, res: Response, err: unknown): void {
-  if (err instanceof RegistryError) return sendOciError(res, err);
-  if (err instanceof KatelloUnreachable) {
-    req.log.warn(`${req.method} ${req.path}: ${err.message}`);
-    res.set('Retry-After', String(UNREACHABLE_RETRY_AFTER));
-    return sendOciError(res, new RegistryError('UNAVAILABLE', 'the main server is unreachable: try again later'));
-  }
-  if (err instanceof UpstreamError) {
-    req.log.warn(`content backend: ${err.message}`);
-    if (err.message === 'client went away') return void res.destroy();
-    return sendOciError(res, new RegistryError('UNAVAILABLE', `the content backend failed: ${err.message}`, undefined, err.kind === 'timeout' ? 504 : 502));
-  }
-  req.log.error({ err }, `${req.method} ${req.originalUrl} failed: ${(err as Error).message}`);
-  sendOciError(res, new RegistryError('UNKNOWN', 'internal error'));
+function v2Routes(content: ContentBackend): Route[] {
+  const pushUnsupported = () => new RegistryError('UNSUPPORTED', PUSH_UNSUPPORTED);
+  const write = <P extends RepositoryPath>(methods: readonly string[], pattern: RegExp, parse: (m: RegExpExecArray) => P, need: Requirement, handler: ResourceHandler<P>): Route =>
+    content.writes ? guarded(methods, pattern, parse, need, handler) : unavailable(methods, pattern, parse, pushUnsupported);
+  return [
+    open(GET, /^\/$/, ping),
+    open(['GET'], /^\/token$/, token),
+    open(GET, /^\/_catalog$/, catalog),
+    guarded(GET, TAGS, repositoryPath, 'pull', tagsList),
+    guarded(GET, MANIFEST, manifestPath, 'read', getManifest),
+    write(['PUT'], MANIFEST, manifestPath, 'push', putManifest),
+    write(['DELETE'], MANIFEST, manifestPath, 'delete', deleteManifest),
+    write(['POST'], UPLOADS, repositoryPath, 'push', startUpload),
+    write(['PATCH'], UPLOAD, uploadPath, 'push', patchUpload),
+    write(['PUT'], UPLOAD, uploadPath, 'push', finishUpload),
+    write(['GET'], UPLOAD, uploadPath, 'push', uploadStatus),
+    write(['DELETE'], UPLOAD, uploadPath, 'push', cancelUpload),
+    guarded(GET, BLOB, digestPath, 'read', getBlob),
+    write(['DELETE'], BLOB, digestPath, 'delete', deleteBlob),
+    content.referrers ? guarded(['GET'], REFERRERS, digestPath, 'pull', listReferrers) : unavailable(['GET'], REFERRERS, digestPath, referrersUnsupported),
+  ];
 }
 
-function dispatcher(gw: Gateway, routes: Route[], forwarding: ContentBackend | undefined): express.RequestHandler {
+const V1_ROUTES: Route[] = [open(GET, /^\/_ping$/, v1Ping), open(GET, /^\/search$/, v1Search)];
+
+function dispatcher(gw: Gateway, routes: Route[]): express.RequestHandler {
   return async (req, res) => {
     res.set('Docker-Distribution-API-Version', 'registry/2.0');
     // Token realms, Locations and Links are built from the Host header.
@@ -168,9 +109,9 @@ function dispatcher(gw: Gateway, routes: Route[], forwarding: ContentBackend | u
       pathMatched = true;
       if (!route.methods.includes(req.method)) continue;
       try {
-        await route.handler(gw, req, res, m, forwarding);
+        await route.serve(gw, req, res, m);
       } catch (err) {
-        fail(gw, req, res, err);
+        ociFailure(req, res, err);
       }
       return;
     }
@@ -179,9 +120,9 @@ function dispatcher(gw: Gateway, routes: Route[], forwarding: ContentBackend | u
   };
 }
 
-export function registryRouter(gw: Gateway, forwarding?: ContentBackend): Router {
+export function registryRouter(gw: Gateway): Router {
   const router = express.Router();
-  router.use('/v2', dispatcher(gw, V2_ROUTES, forwarding));
-  router.use('/v1', dispatcher(gw, V1_ROUTES, forwarding));
+  router.use('/v2', dispatcher(gw, v2Routes(gw.content)));
+  router.use('/v1', dispatcher(gw, V1_ROUTES));
   return router;
 }

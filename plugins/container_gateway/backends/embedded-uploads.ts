@@ -1,13 +1,12 @@
-// Blob uploads to the embedded store (OCI distribution spec v1.1 §push):
-// POST (session, monolithic ?digest, or ?mount[&from]), PATCH (streamed, or
-// chunked with Content-Range and 416 out of order), PUT ?digest (final chunk
-// optional), GET status (204), DELETE (cancel). Bytes go to a temporary file,
-// are verified against the digest, then renamed: never a partial blob.
+// Blob uploads to the embedded store: a session, a monolithic upload or a
+// cross-repository mount; chunks in order only (416 otherwise). Bytes go to a
+// temporary file, are verified against the digest, then renamed: never a
+// partial blob.
 import type { Request, Response } from 'express';
-import { RegistryError } from '../../oci/errors.ts';
-import type { Gateway } from '../../gateway.ts';
-import { DigestMismatchError, SizeMismatchError, UploadRangeError } from '../../store/blob-store.ts';
-import { checkDigest, isSha256Digest } from '../../oci/grammar.ts';
+import { RegistryError } from '../oci/errors.ts';
+import type { LocalStore } from '../store/local-store.ts';
+import { DigestMismatchError, SizeMismatchError, UploadRangeError } from '../store/blob-store.ts';
+import { checkDigest, isSha256Digest } from '../oci/grammar.ts';
 
 function uploadHeaders(req: Request, res: Response, name: string, uuid: string, size: number): void {
   res.set({
@@ -45,8 +44,7 @@ function mapStoreError(err: unknown): never {
   throw err;
 }
 
-export async function startUpload(gw: Gateway, req: Request, res: Response, name: string, repositoryId: number, canPull: (repo: string) => boolean): Promise<void> {
-  const store = gw.localStore();
+export async function startUpload(store: LocalStore, req: Request, res: Response, name: string, repositoryId: number, canPull: (repo: string) => boolean): Promise<void> {
   const mount = isSha256Digest(req.query.mount) ? req.query.mount : undefined;
   if (mount) {
     const from = typeof req.query.from === 'string' ? req.query.from : undefined;
@@ -73,15 +71,15 @@ export async function startUpload(gw: Gateway, req: Request, res: Response, name
   res.status(202).set('Content-Length', '0').end();
 }
 
-function session(gw: Gateway, repositoryId: number, uuid: string): void {
-  if (!/^[0-9a-f-]{36}$/.test(uuid) || gw.localStore().index.uploadRepository(uuid) !== repositoryId) {
+function session(store: LocalStore, repositoryId: number, uuid: string): void {
+  if (!/^[0-9a-f-]{36}$/.test(uuid) || store.index.uploadRepository(uuid) !== repositoryId) {
     throw new RegistryError('BLOB_UPLOAD_UNKNOWN', 'blob upload unknown to registry', { uuid });
   }
 }
 
-export async function patchUpload(gw: Gateway, req: Request, res: Response, name: string, repositoryId: number, uuid: string): Promise<void> {
-  session(gw, repositoryId, uuid);
-  const size = await appendChunk(gw, req, res, name, uuid, chunkStart(req));
+export async function patchUpload(store: LocalStore, req: Request, res: Response, name: string, repositoryId: number, uuid: string): Promise<void> {
+  session(store, repositoryId, uuid);
+  const size = await appendChunk(store, req, res, name, uuid, chunkStart(req));
   uploadHeaders(req, res, name, uuid, size);
   res.status(202).set('Content-Length', '0').end();
 }
@@ -101,9 +99,9 @@ function chunkStart(req: Request): number | undefined {
 }
 
 /** Append the body at `start` (when given, it must be the upload's size: else 416 and nothing written). */
-async function appendChunk(gw: Gateway, req: Request, res: Response, name: string, uuid: string, start: number | undefined): Promise<number> {
+async function appendChunk(store: LocalStore, req: Request, res: Response, name: string, uuid: string, start: number | undefined): Promise<number> {
   try {
-    return await gw.localStore().blobs.append(uuid, req, start === undefined ? {} : { start });
+    return await store.blobs.append(uuid, req, start === undefined ? {} : { start });
   } catch (err) {
     if (err instanceof UploadRangeError) {
       uploadHeaders(req, res, name, uuid, err.size);
@@ -113,14 +111,13 @@ async function appendChunk(gw: Gateway, req: Request, res: Response, name: strin
   }
 }
 
-export async function finishUpload(gw: Gateway, req: Request, res: Response, name: string, repositoryId: number, uuid: string): Promise<void> {
-  session(gw, repositoryId, uuid);
+export async function finishUpload(store: LocalStore, req: Request, res: Response, name: string, repositoryId: number, uuid: string): Promise<void> {
+  session(store, repositoryId, uuid);
   const digest = digestParam(req);
   if (!digest) throw new RegistryError('DIGEST_INVALID', 'the digest query parameter is required to complete an upload');
-  const store = gw.localStore();
   // A final chunk is held to the same Content-Range rules as a PATCH.
   const start = chunkStart(req);
-  if (hasBody(req) || start !== undefined) await appendChunk(gw, req, res, name, uuid, start);
+  if (hasBody(req) || start !== undefined) await appendChunk(store, req, res, name, uuid, start);
   try {
     const { size } = await store.blobs.commit(uuid, digest);
     store.index.linkBlob(repositoryId, digest, size);
@@ -134,17 +131,16 @@ export async function finishUpload(gw: Gateway, req: Request, res: Response, nam
   blobCreated(req, res, name, digest);
 }
 
-export async function uploadStatus(gw: Gateway, req: Request, res: Response, name: string, repositoryId: number, uuid: string): Promise<void> {
-  session(gw, repositoryId, uuid);
-  const size = await gw.localStore().blobs.uploadSize(uuid);
+export async function uploadStatus(store: LocalStore, req: Request, res: Response, name: string, repositoryId: number, uuid: string): Promise<void> {
+  session(store, repositoryId, uuid);
+  const size = await store.blobs.uploadSize(uuid);
   if (size === undefined) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', 'blob upload unknown to registry', { uuid });
   uploadHeaders(req, res, name, uuid, size);
   res.status(204).end();
 }
 
-export async function cancelUpload(gw: Gateway, res: Response, repositoryId: number, uuid: string): Promise<void> {
-  session(gw, repositoryId, uuid);
-  const store = gw.localStore();
+export async function cancelUpload(store: LocalStore, res: Response, repositoryId: number, uuid: string): Promise<void> {
+  session(store, repositoryId, uuid);
   store.index.endUpload(uuid);
   await store.blobs.cancel(uuid);
   res.status(204).end();

@@ -1,0 +1,53 @@
+// Manifests of the embedded store. A PUT keeps a digest's media type for good
+// (the same bytes are never re-labelled), and is refused while it references
+// blobs or manifests this repository does not hold; the repository itself is
+// created only when its first manifest is stored.
+import type { Request, Response } from 'express';
+import { RegistryError } from '../oci/errors.ts';
+import { accepts, parseManifest } from '../oci/manifest.ts';
+import { sha256Digest } from '../oci/grammar.ts';
+import { manifestRecord } from '../store/content-index.ts';
+import type { LocalStore } from '../store/local-store.ts';
+import type { ManifestReference } from './content-backend.ts';
+import { readManifestBody } from './manifest-body.ts';
+
+function find(store: LocalStore, repositoryId: number, { reference, isDigest }: ManifestReference) {
+  return isDigest ? store.index.manifest(repositoryId, reference) : store.index.tagged(repositoryId, reference);
+}
+
+export function getManifest(store: LocalStore, req: Request, res: Response, repositoryId: number, ref: ManifestReference): void {
+  const m = find(store, repositoryId, ref);
+  const reference = ref.reference;
+  if (!m) throw new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown to registry', { reference });
+  if (!accepts(req.get('accept'), m.mediaType)) {
+    throw new RegistryError('MANIFEST_UNKNOWN', `the manifest is a ${m.mediaType}, which the Accept header does not admit`, { reference });
+  }
+  res.status(200).set({ 'Content-Type': m.mediaType, 'Content-Length': String(m.content.length), 'Docker-Content-Digest': m.digest, ETag: `"${m.digest}"` });
+  res.end(req.method === 'HEAD' ? undefined : m.content);
+}
+
+export async function putManifest(store: LocalStore, req: Request, res: Response, name: string, existingId: number | undefined, create: () => number, ref: ManifestReference): Promise<void> {
+  const body = await readManifestBody(req);
+  const digest = sha256Digest(body);
+  if (ref.isDigest && ref.reference !== digest) throw new RegistryError('DIGEST_INVALID', `the manifest's digest is ${digest}, not ${ref.reference}`);
+  const parsed = parseManifest(body, req.get('content-type'));
+  const index = store.index;
+  const stored = existingId === undefined ? undefined : index.manifest(existingId, digest);
+  if (stored && stored.mediaType !== parsed.mediaType) {
+    throw new RegistryError('MANIFEST_INVALID', `manifest ${digest} is stored as ${stored.mediaType}; it cannot be put again as ${parsed.mediaType}`);
+  }
+  const children = [...parsed.blobs, ...parsed.manifests];
+  const missing = existingId === undefined ? children : index.missingChildren(existingId, parsed.blobs, parsed.manifests);
+  if (missing.length > 0) throw new RegistryError('MANIFEST_BLOB_UNKNOWN', 'the manifest references blobs or manifests unknown to this repository', { missing });
+  const repositoryId = existingId ?? create();
+  index.putManifest(repositoryId, manifestRecord(digest, body, parsed), ref.isDigest ? undefined : ref.reference);
+  if (parsed.subject) res.set('OCI-Subject', parsed.subject);
+  res.status(201).set({ Location: `${req.baseUrl}/${name}/manifests/${digest}`, 'Docker-Content-Digest': digest, 'Content-Length': '0' });
+  res.end();
+}
+
+export function deleteManifest(store: LocalStore, res: Response, repositoryId: number, { reference, isDigest }: ManifestReference): void {
+  const deleted = isDigest ? store.index.deleteManifest(repositoryId, reference) : store.index.deleteTag(repositoryId, reference);
+  if (!deleted) throw new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown to registry', { reference });
+  res.status(202).end();
+}
