@@ -33,13 +33,14 @@ export async function serveBlobOnDemand(x: Exchange, digest: string, deps: OnDem
       up.resume();
       throw new RegistryError('UNAVAILABLE', `the main server answered ${up.statusCode}`, undefined, 502);
     }
-    up.on('data', (c: Buffer) => deps.stats.fetched(c.length));
     if (!deps.keep) {
       res.status(200).set({ 'Docker-Content-Digest': digest, 'Content-Type': 'application/octet-stream', 'Content-Length': up.headers['content-length'] ?? '' });
       await streamTo(up, res);
+      deps.stats.fetched(Number(up.headers['content-length'] ?? 0));
       return;
     }
     size = (await deps.store.blobs.ingest(digest, up)).size;
+    deps.stats.fetched(size);
   }
   deps.store.index.linkBlob(repositoryId, digest, size);
   res.status(200).set({ 'Docker-Content-Digest': digest, 'Content-Type': 'application/octet-stream', 'Content-Length': String(size) });
