@@ -172,16 +172,16 @@ export const status: PluginStatusHook = async (target) => {
   const [sync, onDemand] = await Promise.all([target.http.get(SYNC), target.http.get(`${ADMIN}/on_demand`)]);
   const lines: string[] = [];
   const data: Record<string, unknown> = {};
+  if (sync.status === 200) {
+    const run = sync.data as RunView;
+    data.last_sync = run;
+    lines.push(statusLine(run));
+  }
   if (onDemand.status === 200) {
     const view = onDemand.data as OnDemandView;
     data.on_demand = view;
     const line = onDemandLine(view);
     if (line) lines.push(line);
-  }
-  if (sync.status === 200) {
-    const run = sync.data as RunView;
-    data.last_sync = run;
-    lines.push(statusLine(run));
   }
   return lines.length > 0 || Object.keys(data).length > 0 ? { lines, data } : undefined;
 };

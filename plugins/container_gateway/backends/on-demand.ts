@@ -149,9 +149,7 @@ export class OnDemandBackend implements ContentBackend {
     try {
       current = await headTag(this.deps.main, name, tag);
     } catch (err) {
-      if (!unreachable(err)) throw err;
-      this.wentDown(err, `${name}:${tag} is served as stored`);
-      return { kind: 'stored' };
+      return this.servedAsStored(err, `${name}:${tag}`);
     }
     if (current === stored.digest) {
       checks.checked(repositoryId, tag);
@@ -172,9 +170,8 @@ export class OnDemandBackend implements ContentBackend {
     try {
       m = await fetchManifest(this.deps.main, name, ref.reference);
     } catch (err) {
-      if (storedDigest === undefined || !unreachable(err)) throw err;
-      this.wentDown(err, `${name}:${ref.reference} is served as stored`);
-      return { kind: 'stored' };
+      if (storedDigest === undefined) throw err;
+      return this.servedAsStored(err, `${name}:${ref.reference}`);
     }
     if (!m) {
       // Gone upstream: gone here too (streamed changes nothing stored).
@@ -194,14 +191,31 @@ export class OnDemandBackend implements ContentBackend {
     return { kind: 'fetched', manifest: m };
   }
 
+  /**
+   * The main server could not tell where a stored tag points now: unreachable,
+   * or refusing this proxy's account (e.g. no sync_username), or answering
+   * oddly. What is stored is served; a definite 404 is the only way a tag goes.
+   */
+  private servedAsStored(err: unknown, what: string): Resolution {
+    if (unreachable(err)) this.wentDown(err, `${what} is served as stored`);
+    else if (err instanceof RegistryError) this.warnEvery(`on-demand: ${what} is served as stored: ${err.message}`);
+    else throw err;
+    return { kind: 'stored' };
+  }
+
+  private warnEvery(message: string): void {
+    const now = Date.now();
+    const every = this.deps.checkIntervalMs > 0 ? this.deps.checkIntervalMs : 60_000;
+    if (now - this.lastWarning < every) return;
+    this.lastWarning = now;
+    this.deps.logger.warn(message);
+  }
+
   /** The main server did not answer: remember it briefly, and say so at most once per interval. */
   private wentDown(err: unknown, consequence: string): void {
     const now = Date.now();
     this.downUntil = now + UNREACHABLE_RETRY_AFTER * 1000;
-    const every = this.deps.checkIntervalMs > 0 ? this.deps.checkIntervalMs : 60_000;
-    if (now - this.lastWarning < every) return;
-    this.lastWarning = now;
-    this.deps.logger.warn(`on-demand: the main server is unreachable (${(err as Error).message}): stored content is served (${consequence}), misses answer 503`);
+    this.warnEvery(`on-demand: the main server is unreachable (${(err as Error).message}): stored content is served (${consequence}), misses answer 503`);
   }
 
   /** A failed read as the client hears it: unreachable is 503 with Retry-After, at once. */
