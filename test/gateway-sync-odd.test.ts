@@ -135,13 +135,14 @@ t.test('tags/list failing otherwise (500, status then hang-up, silence) is no em
   const settings = (mainRegistryUrl: string) => ({
     fixtures: false,
     settings: { foreman_url: foremanUrl, log_level: 'INFO' },
-    plugins: { container_gateway: { enabled: true, sqlite_db_path: join(work, 'kept.db'), storage_path: join(work, 'kept-storage'), main_registry_url: mainRegistryUrl, sync_retries: 1, upstream_response_timeout: 1 } },
+    plugins: { container_gateway: { enabled: true, sqlite_db_path: join(work, 'kept.db'), storage_path: join(work, 'kept-storage'), main_registry_url: mainRegistryUrl, sync_retries: 1, upstream_response_timeout: 1, download_policy: 'immediate' } },
   });
   const first = await startProxyd(settings(`${upstream.url}/v2/`));
   t.equal((await run([PROXYCTL, '--url', first.httpUrl, 'sync', 'odd/kept', '--wait'])).code, 0, 'odd/kept:v1 mirrored from docker-registry');
   await first.stop();
 
-  // The main server, scripted: its catalog lists odd/kept, its tags/list misbehaves as `mode` says.
+  // The main server, scripted: its catalog lists odd/kept, its tags/list misbehaves as `mode` says
+  // (and it has no manifests: download_policy immediate, or on-demand would find the tag gone).
   let mode: '500' | 'hang-up' | 'silence' = '500';
   const tagRequests: string[] = [];
   const scripted = http.createServer((req, res) => {
