@@ -11,7 +11,7 @@
 // for manifest_check_interval after its last check (kept in SQLite: workers
 // share it); then one HEAD decides: same digest, changed (fetched, the tag
 // moves, in the main server's order as for pushes), or gone. Digests never
-// revalidate. Blobs: a hit is the inner backend's, a miss is H5's shared
+// revalidate. Blobs: a hit is the inner backend's, a miss is the shared
 // fetch (on-demand-blobs.ts). streamed: the same, but nothing fetched is kept.
 //
 // Main server unreachable: what is stored is served (a warning at most once
