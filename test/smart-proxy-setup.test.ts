@@ -46,6 +46,12 @@ function bash(script: string, env: Record<string, string>): Promise<{ code: numb
   });
 }
 
+/** Every file path under `dir`. */
+function storedFiles(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { recursive: true, encoding: 'utf8' }).map((f) => join(dir, f));
+}
+
 /** A `podman` first in PATH: the real one with the store under `store` (see helpers/images.ts for the cache). */
 function podmanWrapper(dir: string, store: string): void {
   mkdirSync(dir, { recursive: true });
@@ -124,6 +130,7 @@ t.test('the README smart-proxy set-up, pasted block by block, works', async (t) 
   p.secrets.push('alice-password', 'capsule-password', 'pusher-pw');
 
   const status = await step(7);
+  t.match(status.stdout, /^proxyd \S+ at https:\/\/127\.0\.0\.1:\d+: healthy$/m, 'proxyctl reached the daemon over HTTPS, verified');
   t.match(status.stdout, /^container_gateway\s+\S+\s+running\s+https$/m, 'proxyctl status over HTTPS: the gateway runs on https');
   t.notMatch(status.stdout + status.stderr, /not trusted|403/i, "proxyctl's certificate is trusted");
 
@@ -156,7 +163,9 @@ t.test('the README smart-proxy set-up, pasted block by block, works', async (t) 
   t.match(user.stdout, /Login Succeeded/);
   const imageId = layoutManifest(image.layout).manifest.config.digest.replace(/^sha256:/, '');
   t.equal(user.stdout.trim().split('\n').find((l) => /^[0-9a-f]{64}$/.test(l)), imageId, "alice pulled Katello's image (podman prints its id)");
-  t.ok(existsSync(join(vars.DATA!, 'storage')), 'the gateway kept what it fetched on demand');
+  const stored = storedFiles(join(vars.DATA!, 'storage')).join('\n');
+  const layers = layoutManifest(image.layout).manifest.layers.map((l) => l.digest.replace(/^sha256:/, ''));
+  t.ok(layers.every((hex) => stored.includes(hex)), 'the gateway kept the layers it fetched on demand');
   const anonymous = await bash(`podman pull "$PROXY:$HTTPS_PORT/${REPO}:1.0"`, env);
   t.not(anonymous.code, 0, 'no certificate, no login: the private repository is not readable');
 
