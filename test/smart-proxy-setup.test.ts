@@ -4,8 +4,9 @@
 // temporary directory, `localhost` and a port free now. The one block that
 // starts the daemon in the background is started by the test instead (same
 // argv), so the test can wait for it and stop it. Real openssl, proxyd,
-// curl and podman; Katello is the double (it holds the image, pushed to it
-// beforehand, and checks logins). podman runs with a private store and auth
+// curl and podman; Katello is the double, over HTTPS with a certificate from
+// the README's CA (it holds the image, pushed to it beforehand, and checks
+// logins). podman runs with a private store and auth
 // file (a wrapper first in PATH adds the storage flags, and, as root, a
 // private blob-info cache), and HOME is a fresh directory, so its certs.d is
 // the one the README fills.
@@ -14,7 +15,7 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, wr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { startKatelloDouble } from './helpers/katello-double.ts';
+import { KatelloDouble } from './helpers/katello-double.ts';
 import { buildImage, layoutManifest, podman, pushImage } from './helpers/images.ts';
 import { freePort, launch, PROXYD, ROOT } from './helpers/proxyd.ts';
 
@@ -73,19 +74,8 @@ t.test('the README smart-proxy set-up, pasted block by block, works', async (t) 
   mkdirSync(work);
   t.teardown(() => rmSync(work, { recursive: true, force: true }));
 
-  // Katello: alice may read the repository, the proxy's account too, the host is mapped to it.
   const hostUuid = '0d9c8b7a-6f5e-4d3c-2b1a-0f9e8d7c6b5a';
-  const katello = await startKatelloDouble({
-    users: {
-      pusher: { password: 'pusher-pw', repositories: [], push: true },
-      alice: { password: 'alice-password', repositories: [REPO] },
-      capsule: { password: 'capsule-password', repositories: [REPO] },
-    },
-    hosts: { [hostUuid]: [REPO] },
-  });
-  t.teardown(() => katello.stop());
-  const image = await buildImage(join(work, 'images'), { name: 'app', files: { '/etc/app.txt': 'the app\n' }, layers: 2 });
-  await pushImage(image.ref, `127.0.0.1:${katello.port}/${REPO}:1.0`, { creds: 'pusher:pusher-pw' });
+  const katelloPort = await freePort();
   const home = join(work, 'home');
   mkdirSync(home);
   const store = join(work, 'p');
@@ -98,7 +88,7 @@ t.test('the README smart-proxy set-up, pasted block by block, works', async (t) 
     PROXY: 'localhost',
     HTTPS_PORT: String(httpsPort),
     FOREMAN: 'foreman.example.com',
-    FOREMAN_URL: katello.url,
+    FOREMAN_URL: `https://127.0.0.1:${katelloPort}/`,
     SYNC_USER: 'capsule',
     SYNC_PASSWORD: 'capsule-password',
     HOST_UUID: hostUuid,
@@ -116,7 +106,27 @@ t.test('the README smart-proxy set-up, pasted block by block, works', async (t) 
 
   // 1-5: the PKI and the settings.
   for (const i of [1, 2, 3, 4, 5]) await step(i);
+
+  // Katello over HTTPS, its server certificate from the README's CA (so the
+  // proxy verifies it with foreman_ssl_ca's default, ssl_ca_file): alice may
+  // read the repository, the proxy's account too, the host is mapped to it.
   const pki = join(vars.ETC!, 'pki');
+  const katelloCert = await bash(`cd "${pki}" && openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 -keyout k-server.key -out k-server.csr 2>/dev/null && openssl x509 -req -copy_extensions copy -days 2 -in k-server.csr -CA ca.crt -CAkey ca.key -out k-server.crt 2>/dev/null`, env);
+  t.equal(katelloCert.code, 0, katelloCert.stderr);
+  const katello = new KatelloDouble({
+    users: {
+      pusher: { password: 'pusher-pw', repositories: [], push: true },
+      alice: { password: 'alice-password', repositories: [REPO] },
+      capsule: { password: 'capsule-password', repositories: [REPO] },
+    },
+    hosts: { [hostUuid]: [REPO] },
+    tls: { key: join(pki, 'k-server.key'), cert: join(pki, 'k-server.crt') },
+  });
+  await katello.start(katelloPort);
+  t.teardown(() => katello.stop());
+  t.equal(katello.url, vars.FOREMAN_URL);
+  const image = await buildImage(join(work, 'images'), { name: 'app', files: { '/etc/app.txt': 'the app\n' }, layers: 2 });
+  await pushImage(image.ref, `127.0.0.1:${katelloPort}/${REPO}:1.0`, { creds: 'pusher:pusher-pw' });
   const verify = await bash(`cd "${pki}" && openssl verify -CAfile ca.crt server.crt host.crt proxy.crt katello.crt && openssl x509 -in server.crt -noout -ext subjectAltName && openssl x509 -in host.crt -noout -subject`, env);
   t.equal(verify.code, 0, verify.stderr);
   t.match(verify.stdout, /DNS:localhost, IP Address:127\.0\.0\.1/, 'the server certificate names the host and 127.0.0.1');
