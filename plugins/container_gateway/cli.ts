@@ -4,8 +4,8 @@
 // gateway's admin API; what it answers decides the exit code: 1 refused or not
 // found (the daemon's message on stderr), 2 daemon unreachable or failing
 // (5xx), 64 usage (a bad name, an empty password, passwords that differ), 130
-// interrupted at the password prompt. `proxyctl status` shows the last sync
-// under the plugin's row (the `status` export).
+// interrupted at the password prompt. `proxyctl status` shows the on-demand
+// counters and the last sync under the plugin's row (the `status` export).
 import type { Command } from 'commander';
 import { CliExit, type DaemonTarget, type PluginCli, type PluginCliContext, type PluginStatusHook } from '../../lib/plugins/api.ts';
 import { USER_NAME, validRepositoryName } from './auth/standalone.ts';
@@ -149,12 +149,41 @@ async function followSync(target: DaemonTarget, id: number, json: boolean): Prom
   }
 }
 
-/** `proxyctl status`: the last sync under container_gateway's row; nothing where sync is unavailable. */
+interface OnDemandView {
+  download_policy: string;
+  hits?: number;
+  misses?: number;
+  bytes_fetched?: number;
+}
+
+/** e.g. "on demand: 120 hits, 14 misses, 1.27 GB fetched since start". */
+function onDemandLine(v: OnDemandView): string | undefined {
+  if (v.hits === undefined) return undefined;
+  const policy = v.download_policy === 'streamed' ? 'streamed' : 'on demand';
+  return `${policy}: ${v.hits} hits, ${v.misses ?? 0} misses, ${((v.bytes_fetched ?? 0) / 1e9).toFixed(2)} GB fetched since start`;
+}
+
+/**
+ * `proxyctl status`: under container_gateway's row, the on-demand counters
+ * (where the policy fetches from the main server) and the last sync (where
+ * one ran); each left out where the daemon has none.
+ */
 export const status: PluginStatusHook = async (target) => {
-  const res = await target.http.get(SYNC);
-  if (res.status !== 200) return undefined;
-  const run = res.data as RunView;
-  return { lines: [statusLine(run)], data: { last_sync: run } };
+  const [sync, onDemand] = await Promise.all([target.http.get(SYNC), target.http.get(`${ADMIN}/on_demand`)]);
+  const lines: string[] = [];
+  const data: Record<string, unknown> = {};
+  if (onDemand.status === 200) {
+    const view = onDemand.data as OnDemandView;
+    data.on_demand = view;
+    const line = onDemandLine(view);
+    if (line) lines.push(line);
+  }
+  if (sync.status === 200) {
+    const run = sync.data as RunView;
+    data.last_sync = run;
+    lines.push(statusLine(run));
+  }
+  return lines.length > 0 || Object.keys(data).length > 0 ? { lines, data } : undefined;
 };
 
 interface RepositoryRow {

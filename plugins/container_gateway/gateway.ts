@@ -1,6 +1,9 @@
 // What every registry route shares, made once in setup() and closed in
 // stop(): settings, the database, the main server (smart-proxy mode), the
-// access layer, and the one content backend chosen from settings.
+// access layer, and the one content backend chosen from settings: the
+// embedded store or Pulp; in smart-proxy mode wrapped to forward writes, and
+// with the embedded store and download_policy on_demand or streamed, wrapped
+// first to fetch what the store lacks (Forwarding(OnDemand(Embedded))).
 import type { Request, Response } from 'express';
 import type { Logger, PluginContext } from '../../lib/plugins/api.ts';
 import { AccessLayer } from './access/access-layer.ts';
@@ -10,13 +13,18 @@ import { LoginGuard } from './auth/login-guard.ts';
 import type { ContentBackend } from './backends/content-backend.ts';
 import { EmbeddedBackend } from './backends/embedded.ts';
 import { ForwardingBackend } from './backends/forwarding.ts';
+import { OnDemandBackend } from './backends/on-demand.ts';
+import { SharedCounters, TagChecks } from './backends/on-demand-records.ts';
+import { OnDemandStats } from './backends/on-demand-stats.ts';
 import { PulpBackend } from './backends/pulp.ts';
 import { GatewayDb } from './db/database.ts';
 import { RegistryError } from './oci/errors.ts';
 import type { GatewaySettings } from './settings.ts';
 import type { KatelloClient } from './upstream/katello.ts';
+import type { MainRegistry } from './upstream/main-registry.ts';
 import { MainServer } from './upstream/main-server.ts';
 import { ManifestCache } from './upstream/manifest-cache.ts';
+import { BlobFetches } from './store/blob-fetches.ts';
 import { BlobStore } from './store/blob-store.ts';
 import { ContentIndex } from './store/content-index.ts';
 import type { LocalStore } from './store/local-store.ts';
@@ -43,6 +51,12 @@ export class Gateway {
   readonly access: AccessLayer;
   /** Where content is read and written, chosen once from settings. */
   readonly content: ContentBackend;
+  /** Upstream blob fetches into the embedded store, one per digest at a time (on-demand serving and sync share them). */
+  readonly fetches: BlobFetches | undefined;
+  /** On-demand serving (download_policy on_demand or streamed), when it is on: its counters and tag checks. */
+  readonly onDemand: { counters: SharedCounters; checks: TagChecks } | undefined;
+  /** The main server as this proxy's account for on-demand reads: one client, its tokens reused, never retried. */
+  private readonly reader: MainRegistry | undefined;
 
   constructor(
     readonly settings: GatewaySettings,
@@ -65,8 +79,27 @@ export class Gateway {
       repositoryId: store ? (name) => store.index.repositoryId(name) : (name) => db.repository(name)?.id,
       logger: ctx.logger,
     });
-    const inner: ContentBackend = store ? new EmbeddedBackend(store) : new PulpBackend({ settings, timeouts: this.timeouts(), tls: this.tls(), manifests: this.manifests, logger: ctx.logger });
+    let inner: ContentBackend = store ? new EmbeddedBackend(store) : new PulpBackend({ settings, timeouts: this.timeouts(), tls: this.tls(), manifests: this.manifests, logger: ctx.logger });
     this.mirror = store ? new StoreMirror(store) : undefined;
+    this.fetches = store ? new BlobFetches(store.blobs, settings.on_demand_concurrency) : undefined;
+    const policy = settings.download_policy;
+    if (this.main && store && this.fetches && (policy === 'on_demand' || policy === 'streamed')) {
+      const stats = new OnDemandStats();
+      const checks = new TagChecks(db.db);
+      this.reader = this.main.proxyReader({ retries: 0 });
+      this.onDemand = { counters: new SharedCounters(db.db, stats), checks };
+      inner = new OnDemandBackend(inner, {
+        store,
+        db: db.db,
+        main: this.reader,
+        fetches: this.fetches,
+        checks,
+        stats,
+        policy,
+        checkIntervalMs: settings.manifest_check_interval * 1000,
+        logger: ctx.logger,
+      });
+    }
     const clearManifests = () => this.manifests.clear();
     // Smart-proxy mode: writes go to the main server, and what it stored is kept here too.
     this.content = this.main
@@ -84,8 +117,16 @@ export class Gateway {
     return { ca: s.pulp_client_ssl_ca, cert: s.pulp_client_ssl_cert, key: s.pulp_client_ssl_key };
   }
 
+  /** Katello's repository_list or a sync changed what the main server has: the next tag read asks it (of `name` only, when given). */
+  contentChanged(name?: string): void {
+    this.manifests.clear();
+    this.onDemand?.checks.invalidate(name);
+  }
+
   async close(): Promise<void> {
     await this.content.close?.();
+    this.onDemand?.counters.close();
+    this.reader?.close();
     this.main?.close();
     this.db.close();
   }

@@ -1,15 +1,15 @@
 // The container gateway: the registry that podman, skopeo and docker talk to
 // on a smart proxy. Pulls are served from the content backend with access
 // decided from a SQLite cache that Katello keeps current.
-import { definePlugin } from '../../lib/plugins/api.ts';
+import { definePlugin, type Logger } from '../../lib/plugins/api.ts';
 import { setUpGateway, type GatewayParts } from './parts.ts';
-import { SETTINGS_SCHEMA, type GatewaySettings } from './settings.ts';
+import { SETTINGS_SCHEMA, type DownloadPolicy, type GatewaySettings } from './settings.ts';
 
 export default definePlugin<GatewaySettings & Record<string, unknown>, GatewayParts>({
   name: 'container_gateway',
   version: '0.1.0',
   settings: SETTINGS_SCHEMA,
-  validate(s) {
+  validate(s, global) {
     const backend = s.content_backend ?? (s.pulp_endpoint ? 'pulp' : 'local');
     if (backend === 'pulp' && !s.pulp_endpoint) throw new Error("setting 'pulp_endpoint' is required with content_backend: pulp");
     if ((s.pulp_client_ssl_cert === undefined) !== (s.pulp_client_ssl_key === undefined)) {
@@ -21,13 +21,19 @@ export default definePlugin<GatewaySettings & Record<string, unknown>, GatewayPa
     if (s.push_sync_trigger === 'capsule_sync' && s.capsule_id === undefined) {
       throw new Error("setting 'capsule_id' is required with push_sync_trigger: capsule_sync");
     }
+    // on_demand and streamed fetch from the main server: without one there is nothing to fetch from.
+    if ((s.download_policy === 'on_demand' || s.download_policy === 'streamed') && !global.foreman_url) {
+      throw new Error(`setting 'download_policy': ${s.download_policy} needs a main server to fetch from (foreman_url is unset): use immediate`);
+    }
   },
   setup(ctx) {
     const g = ctx.global;
     // As the original: the client TLS towards Pulp defaults to foreman_ssl_*.
+    const content_backend = ctx.settings.content_backend ?? (ctx.settings.pulp_endpoint ? 'pulp' : 'local');
     const settings: GatewaySettings = Object.freeze({
       ...ctx.settings,
-      content_backend: ctx.settings.content_backend ?? (ctx.settings.pulp_endpoint ? 'pulp' : 'local'),
+      content_backend,
+      download_policy: downloadPolicy(ctx.settings.download_policy, content_backend, g.foreman_url !== undefined, ctx.logger),
       pulp_client_ssl_ca: ctx.settings.pulp_client_ssl_ca ?? g.foreman_ssl_ca,
       pulp_client_ssl_cert: ctx.settings.pulp_client_ssl_cert ?? g.foreman_ssl_cert,
       pulp_client_ssl_key: ctx.settings.pulp_client_ssl_key ?? g.foreman_ssl_key,
@@ -43,3 +49,16 @@ export default definePlugin<GatewaySettings & Record<string, unknown>, GatewayPa
     await parts?.closers.closeAll(ctx.logger);
   },
 });
+
+/**
+ * The policy in force: on_demand by default where content is kept here for a
+ * main server (smart-proxy mode, embedded store), else immediate. Pulp has
+ * policies of its own (Katello sets them there): with it only immediate applies.
+ */
+function downloadPolicy(asked: DownloadPolicy | undefined, backend: 'pulp' | 'local', smartProxy: boolean, logger: Logger): DownloadPolicy {
+  if (backend === 'pulp') {
+    if (asked !== undefined && asked !== 'immediate') logger.warn(`download_policy: ${asked} is ignored with content_backend: pulp (Pulp applies the policy Katello gave it)`);
+    return 'immediate';
+  }
+  return asked ?? (smartProxy ? 'on_demand' : 'immediate');
+}

@@ -5,6 +5,7 @@ import type { PluginContext } from '../../lib/plugins/api.ts';
 import { Closers } from './closers.ts';
 import { Gateway } from './gateway.ts';
 import { adminRouter } from './routes/admin.ts';
+import { onDemandAdminRouter } from './routes/admin-on-demand.ts';
 import { storeAdminRouter } from './routes/admin-store.ts';
 import { syncAdminRouter } from './routes/admin-sync.ts';
 import { managementRouter } from './routes/management.ts';
@@ -36,7 +37,6 @@ export async function setUpGateway(ctx: PluginContext, settings: GatewaySettings
 function build(ctx: PluginContext, settings: GatewaySettings, closers: Closers): GatewayParts {
   const gateway = closers.add('the gateway (database, upstreams)', new Gateway(settings, ctx), (g) => g.close());
   const store = gateway.store;
-  const clearManifests = () => gateway.manifests.clear();
   const registry = registryRouter(gateway);
   ctx.rootRouter.use(registry);
   ctx.router.use(registry);
@@ -48,10 +48,12 @@ function build(ctx: PluginContext, settings: GatewaySettings, closers: Closers):
   }
   const syncs = closers.add(
     'the sync runs',
-    new SyncService({ db: gateway.db, local: gateway.mirror, main: gateway.main, settings, logger: ctx.logger, onRepositoryDone: clearManifests }),
+    // A synced repository's tags are what the main server has now; on-demand checks them again on their next read.
+    new SyncService({ db: gateway.db, local: gateway.mirror, main: gateway.main, settings, logger: ctx.logger, onRepositoryDone: (name) => gateway.contentChanged(name) }),
     (s) => s.stop(),
   );
   ctx.router.use(syncAdminRouter(ctx.auth.trustedClient, syncs));
+  ctx.router.use(onDemandAdminRouter(ctx.auth.trustedClient, settings.download_policy, () => gateway.onDemand?.counters.totals()));
   const db = gateway.db;
   ctx.router.use(
     adminRouter({

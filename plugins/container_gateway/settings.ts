@@ -44,7 +44,20 @@ export interface GatewaySettings {
   readonly login_failure_window: number;
   /** Seconds a login the main server accepted still works while it is unreachable (0: never). */
   readonly login_cache_ttl: number;
+  /**
+   * Katello's download policies: immediate (content arrives by sync and push
+   * only), on_demand (a miss is fetched from the main server, served and
+   * kept), streamed (served from the main server, not kept). Set by setup():
+   * on_demand in smart-proxy mode with the embedded store, else immediate.
+   */
+  readonly download_policy: DownloadPolicy;
+  /** Seconds a tag is served from the store before the main server is asked again (0: every read). */
+  readonly manifest_check_interval: number;
+  /** Upstream blob fetches of on-demand serving at once. */
+  readonly on_demand_concurrency: number;
 }
+
+export type DownloadPolicy = 'immediate' | 'on_demand' | 'streamed';
 
 const seconds = (d: number, what: string): PropertySchema => ({ type: 'number', exclusiveMinimum: 0, default: d, description: `${what} in seconds (more than 0)` });
 const file: PropertySchema = { type: 'string', minLength: 1, fileReadable: true, description: 'the path of a readable file' };
@@ -85,5 +98,8 @@ export const SETTINGS_SCHEMA: Record<string, PropertySchema> = {
   login_failure_limit: { type: 'integer', minimum: 1, default: 10, description: 'a number of failed logins (1 or more) per account and per client address' },
   login_failure_window: seconds(300, 'how long failed logins are counted, and a throttled client waits,'),
   login_cache_ttl: { type: 'number', minimum: 0, default: 300, description: 'seconds a login the main server accepted keeps working while it is unreachable (0 disables)' },
+  download_policy: { enum: ['immediate', 'on_demand', 'streamed'], description: 'immediate (sync and push only), on_demand (fetch a miss from the main server and keep it) or streamed (relay it, keep nothing)' },
+  manifest_check_interval: { type: 'number', minimum: 0, default: 300, description: 'seconds a tag is served from the store before the main server is asked again (0: on every read)' },
+  on_demand_concurrency: { type: 'integer', minimum: 1, maximum: 256, default: 8, description: 'a number of blob fetches from the main server at once (1 to 256)' },
   pulpcore_api_endpoint: { type: 'string', pattern: '^(unix:/.+|https?://.+)$', default: 'unix:/run/pulpcore-api.sock', description: "'unix:/path/to.sock' or an http(s) URL" },
 };

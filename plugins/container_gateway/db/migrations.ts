@@ -120,4 +120,21 @@ export const MIGRATIONS: readonly string[] = [
   // Katello's repository_list unlists a repository instead of deleting it:
   // its stored content stays (gc reclaims it), nobody may read it meanwhile.
   `ALTER TABLE repositories ADD COLUMN listed INTEGER NOT NULL DEFAULT 1 CHECK (listed IN (0, 1));`,
+  // On-demand serving (backends/on-demand*.ts): when each tag was last checked
+  // against the main server, shared by every worker; and each worker's
+  // counters, summed by `proxyctl status` over the workers of this daemon run.
+  `CREATE TABLE tag_checks (
+     repository_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+     name TEXT NOT NULL,
+     checked_at INTEGER NOT NULL,
+     PRIMARY KEY (repository_id, name)
+   ) WITHOUT ROWID;
+   CREATE TABLE on_demand_counters (
+     daemon INTEGER NOT NULL,
+     worker INTEGER NOT NULL,
+     hits INTEGER NOT NULL DEFAULT 0,
+     misses INTEGER NOT NULL DEFAULT 0,
+     bytes_fetched INTEGER NOT NULL DEFAULT 0,
+     PRIMARY KEY (daemon, worker)
+   ) WITHOUT ROWID;`,
 ];

@@ -54,8 +54,9 @@ export function managementRouter(gw: Gateway): Router {
   put('/repository_list', (body) => {
     const entries = parseRepositoryList(body);
     const { unlisted } = gw.db.replaceRepositories(entries);
-    // Katello sends the list after every sync: what was synced must be served at once.
-    gw.manifests.clear();
+    // Katello sends the list after every sync: what was synced must be served at once,
+    // and tags served on demand are checked against the main server on their next read.
+    gw.contentChanged();
     gw.logger.info(`repository list replaced: ${entries.length} repositories${unlisted > 0 ? `, ${unlisted} unlisted (content kept until gc)` : ''}`);
     return { repositories: entries.length, unlisted };
   });
