@@ -13,9 +13,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { countRequests, describe, markAccessLog, ofRepository } from './helpers/access-log.ts';
+import { request } from './helpers/http.ts';
 import { buildImage, layoutBlobs, layoutManifest, pullImage, pushImage, type BuiltImage } from './helpers/images.ts';
 import type { MainServer } from './helpers/main-server.ts';
-import { ACCEPT, ALICE, listRepositories, PUSHER, proxyToken, startProxy, startScene, storedBlobs } from './helpers/on-demand.ts';
+import { ACCEPT, ALICE, listRepositories, missingFromStore, PUSHER, proxyToken, startProxy, startScene, storedBlobs } from './helpers/on-demand.ts';
 import type { RunningProxyd } from './helpers/proxyd.ts';
 
 type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
@@ -112,8 +113,16 @@ t.test(`${CLIENTS} concurrent HTTP pulls of one cold image with the client's tok
     t.same(wrong.map(({ b, g }) => `${b.digest.slice(0, 19)}: ${g.status}, ${g.bytes}/${b.size} bytes, ${g.digest.slice(0, 19)}`), [], `client ${i}: every blob whole and correct`);
   }
   exactlyOnce(t, await mark.since(), CROWD, blobs.map((b) => b.digest));
-  const stored = storedBlobs(join(work, 'proxy', 'storage'));
-  for (const b of blobs) t.ok(stored.includes(b.digest), `${b.digest.slice(0, 19)} stored once`);
+  t.same(await missingFromStore(join(work, 'proxy', 'storage'), blobs.map((b) => b.digest)), [], 'every blob kept in the store');
+
+  // Bytes fetched upstream / image size = 1.0 (the counters proxyctl status shows).
+  const imageSize = built.raw.length + blobs.reduce((sum, b) => sum + b.size, 0);
+  let counted: { bytes_fetched?: number } = {};
+  for (let i = 0; i < 50 && counted.bytes_fetched !== imageSize; i++) {
+    if (i) await new Promise((r) => setTimeout(r, 100));
+    counted = (await request(`${proxy.httpUrl}/container_gateway/admin/on_demand`)).json();
+  }
+  t.equal(counted.bytes_fetched, imageSize, `bytes fetched from the main server = the image's size (${imageSize}): ratio 1.0`);
 });
 
 t.test(`${CLIENTS} concurrent skopeo copies of one cold image, anonymously: one upstream fetch each, identical copies`, async (t) => {

@@ -123,3 +123,18 @@ export function storedBlobs(storage: string): string[] {
 export function capsuleTokenRequests(main: MainServer): Array<{ scope: string }> {
   return main.katello.requestsTo('/v2/token').filter((q) => q.query.account === CAPSULE.user).map((q) => ({ scope: q.query.scope ?? '' }));
 }
+
+/**
+ * The digests of `want` not in the store after waiting up to `timeoutMs`: a
+ * blob is committed once its fetch is verified, which may end just after the
+ * last byte reached the client.
+ */
+export async function missingFromStore(storage: string, want: string[], timeoutMs = 10_000): Promise<string[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const have = new Set(storedBlobs(storage));
+    const missing = want.filter((d) => !have.has(d));
+    if (missing.length === 0 || Date.now() > deadline) return missing;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
