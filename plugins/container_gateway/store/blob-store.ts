@@ -14,7 +14,7 @@
 // digest both succeed. Collection and verification: blob-gc.ts.
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import { mkdir, open, readdir, rename, stat, unlink, utimes } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, stat, unlink, utimes, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { collectBlobs, purgeUploads, staleTemps, verifyBlobs, type BlobInfo, type PurgeResult, type StoreLayout, type VerifyResult } from './blob-gc.ts';
@@ -24,6 +24,13 @@ import { UPLOAD_ID, UploadSessions } from './upload-sessions.ts';
 import { writeBody } from './write-pipeline.ts';
 
 export * from './blob-errors.ts';
+
+/** A one-shot temporary file of this store (see BlobStore.tempFile). */
+export interface TempFile {
+  name: string;
+  path: string;
+  fh: FileHandle;
+}
 export type { BlobInfo, PurgeResult, VerifyResult } from './blob-gc.ts';
 
 const HEX64 = /^[0-9a-f]{64}$/;
@@ -117,31 +124,63 @@ export class BlobStore implements StoreLayout {
    * digest, fsync, rename. On any failure nothing is left behind.
    */
   async ingest(digest: string, body: Readable, size?: number): Promise<{ size: number }> {
-    const hex = hexOf(digest);
+    hexOf(digest);
+    const temp = await this.tempFile();
+    try {
+      return await this.fill(temp, digest, body, size === undefined ? {} : { size });
+    } finally {
+      await temp.fh.close();
+    }
+  }
+
+  /**
+   * A new one-shot temporary file under uploads/, open for reading and
+   * writing, that the purge leaves alone while this process fills it. The
+   * name is random: two processes fetching one digest never share a file.
+   * The caller closes `fh` (after `fill`; others may read through it meanwhile).
+   */
+  async tempFile(): Promise<TempFile> {
     await mkdir(this.uploadsDir, { recursive: true });
     const name = `.ingest-${randomBytes(16).toString('hex')}`;
-    const tmp = join(this.uploadsDir, name);
+    const path = join(this.uploadsDir, name);
     this.temps.add(name);
     try {
-      const fh = await open(tmp, 'wx');
-      let written: number;
-      try {
-        const hash = createHash('sha256');
-        written = await writeBody(fh, body, 0, { hash, ...(size !== undefined ? { limit: size } : {}), tooLarge: () => new SizeMismatchError(size ?? 0, (size ?? 0) + 1) });
-        if (size !== undefined && written !== size) throw new SizeMismatchError(size, written);
-        const actual = hash.digest('hex');
-        if (actual !== hex) throw new DigestMismatchError(digest, `sha256:${actual}`);
-        await seal(fh);
-      } finally {
-        await fh.close();
-      }
-      await this.place(tmp, hex);
+      return { name, path, fh: await open(path, 'wx+') };
+    } catch (err) {
+      this.temps.delete(name);
+      throw err;
+    }
+  }
+
+  /**
+   * Write `body` into a fresh temporary file, verify size and digest, fsync
+   * and place it as the blob `digest`. `onLanded` hears how many bytes the
+   * file holds after each write (readers may follow through `fh`). On any
+   * failure the temporary file is removed; either way the purge may take it
+   * once this settles. `fh` stays open.
+   */
+  async fill(temp: TempFile, digest: string, body: Readable, opts: { size?: number; onLanded?: (bytes: number) => void } = {}): Promise<{ size: number }> {
+    const { size } = opts;
+    try {
+      const hex = hexOf(digest);
+      const hash = createHash('sha256');
+      const written = await writeBody(temp.fh, body, 0, {
+        hash,
+        ...(size !== undefined ? { limit: size } : {}),
+        ...(opts.onLanded ? { onLanded: opts.onLanded } : {}),
+        tooLarge: () => new SizeMismatchError(size ?? 0, (size ?? 0) + 1),
+      });
+      if (size !== undefined && written !== size) throw new SizeMismatchError(size, written);
+      const actual = hash.digest('hex');
+      if (actual !== hex) throw new DigestMismatchError(digest, `sha256:${actual}`);
+      await seal(temp.fh);
+      await this.place(temp.path, hex);
       return { size: written };
     } catch (err) {
-      await unlinkQuiet(tmp);
+      await unlinkQuiet(temp.path);
       throw err;
     } finally {
-      this.temps.delete(name);
+      this.temps.delete(temp.name);
     }
   }
 

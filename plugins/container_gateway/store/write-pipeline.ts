@@ -23,6 +23,8 @@ export interface WriteOptions {
   tooLarge: () => Error;
   /** Bytes from `position` on that are written and flushed: called after each write-behind flush, one call at a time. */
   onDurable?: (bytes: number) => Promise<void>;
+  /** Bytes from `position` on that are written (readable by others through the file), after each write completes. */
+  onLanded?: (bytes: number) => void;
 }
 
 /** Write `bufs` at `at`, whatever the kernel takes per call. */
@@ -86,6 +88,7 @@ export async function writeBody(fh: FileHandle, body: Readable, position: number
       () => {
         landed += bytes;
         writing = undefined;
+        opts.onLanded?.(landed);
         flushIfDue();
         pump();
       },

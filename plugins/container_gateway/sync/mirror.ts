@@ -1,12 +1,12 @@
 // Copying content from the main server's registry into the embedded store,
 // for sync and for the push path: a blob (downloaded only when the store
-// lacks it, verified by BlobStore.ingest before it becomes visible) and a
-// manifest with everything it refers to (children first, so a stored manifest
-// is always complete). One StoreMirror per store, made in setup and shared by
-// sync and pushes, so a blob wanted by several of them at once is downloaded
+// lacks it, verified by the store before it becomes visible) and a manifest
+// with everything it refers to (children first, so a stored manifest is
+// always complete). One StoreMirror per store, made in setup and shared by
+// sync and pushes; its blob downloads go through the store's BlobFetches, so
+// a blob wanted by sync, pushes and on-demand reads at once is downloaded
 // once; across processes the store's atomic renames make a double download
 // harmless.
-import { pipeline, Transform, type Readable } from 'node:stream';
 import { RegistryError } from '../oci/errors.ts';
 import type { LocalStore } from '../store/local-store.ts';
 import type { RegistryFetch } from '../oci/registry-fetch.ts';
@@ -16,6 +16,7 @@ import { isSha256Digest, sha256Digest, TAG } from '../oci/grammar.ts';
 import { manifestRecord } from '../store/content-index.ts';
 import { readBounded } from '../upstream/http-upstream.ts';
 import { mapLimit } from './pool.ts';
+import { BlobFetches, BlobFetchError } from '../store/blob-fetches.ts';
 
 export type { RegistryFetch };
 
@@ -59,40 +60,19 @@ async function linkStored(store: LocalStore, repositoryId: number, digest: strin
   return (await store.blobs.stat(digest)) !== undefined;
 }
 
-/** The body, counted as it passes (a failure of either side ends both). */
-function counted(body: Readable, onBytes: (n: number) => void): Readable {
-  const counter = new Transform({
-    transform(chunk: Buffer, _encoding, done) {
-      onBytes(chunk.length);
-      done(null, chunk);
-    },
-  });
-  pipeline(body, counter, () => undefined);
-  return counter;
+/** Carries a failure that is not worth another attempt. */
+class FinalFailure {
+  constructor(readonly cause: unknown) {}
 }
 
-async function download(store: LocalStore, fetch: RegistryFetch, name: string, repositoryId: number, digest: string, size: number | undefined, onBytes?: (n: number) => void): Promise<number> {
-  for (let attempt = 1; ; attempt++) {
-    const res = await fetch('GET', `/${name}/blobs/${digest}`);
-    if (res.statusCode !== 200) {
-      res.resume();
-      throw new MirrorError(`blob ${digest} of ${name}: the main server answered ${res.statusCode}`, res.statusCode);
-    }
-    const length = res.headers['content-length'] === undefined ? undefined : Number(res.headers['content-length']);
-    if (size !== undefined && length !== undefined && length !== size) {
-      res.destroy();
-      throw new MirrorError(`blob ${digest} of ${name}: the main server sends ${length} bytes, the manifest says ${size}`);
-    }
-    try {
-      const stored = await store.blobs.ingest(digest, onBytes ? counted(res, onBytes) : res, size ?? length);
-      store.index.linkBlob(repositoryId, digest, stored.size);
-      return stored.size;
-    } catch (err) {
-      res.destroy();
-      if (err instanceof DigestMismatchError) throw new MirrorError(`blob ${digest} of ${name} from the main server does not match its digest (${err.actual})`);
-      if (attempt >= BODY_ATTEMPTS) throw err;
-    }
+/** A download failure as sync reports it. */
+function mirrorFailure(err: unknown, name: string, digest: string): unknown {
+  if (err instanceof MirrorError) return err;
+  if (err instanceof BlobFetchError) {
+    return err.status !== undefined ? new MirrorError(`blob ${digest} of ${name}: the main server answered ${err.status}`, err.status) : new MirrorError(`blob ${digest} of ${name}: ${err.message}`);
   }
+  if (err instanceof DigestMismatchError) return new MirrorError(`blob ${digest} of ${name} from the main server does not match its digest (${err.actual})`);
+  return err;
 }
 
 /** Descriptor sizes by digest (config, layers), to check what the main server sends. */
@@ -105,31 +85,51 @@ function sizesOf(body: Buffer): Map<string, number> {
   return sizes;
 }
 
-/** Copies into one embedded store; remembers the downloads it has in flight. */
+/** Copies into one embedded store; its blob downloads are the store's shared ones (BlobFetches). */
 export class StoreMirror {
-  /** Downloads in flight in this process, by digest. */
-  private readonly inflight = new Map<string, Promise<number>>();
+  constructor(
+    readonly store: LocalStore,
+    /** The store's downloads, shared with on-demand reads (one made here when the store has none yet). */
+    readonly fetches: BlobFetches = new BlobFetches(store.blobs),
+  ) {}
 
-  constructor(readonly store: LocalStore) {}
-
-  /** Make sure the blob is in the store and linked to the repository; downloads (verified by digest) only if the store lacks it. Returns bytes transferred (0 when deduplicated). */
+  /**
+   * Make sure the blob is in the store and linked to the repository; downloads
+   * (verified by digest) only if the store lacks it, joining a download of it
+   * already in flight. Returns bytes transferred (0 when deduplicated).
+   */
   async blob(fetch: RegistryFetch, name: string, repositoryId: number, digest: string, size?: number, onBytes?: (n: number) => void): Promise<number> {
     const store = this.store;
     if (!isSha256Digest(digest)) throw new InvalidDigestError(digest);
     if (await linkStored(store, repositoryId, digest)) return 0;
-    for (;;) {
-      const running = this.inflight.get(digest);
-      if (!running) break;
-      // Someone in this process is downloading it: wait, then link theirs.
-      await running.catch(() => undefined);
-      if (await linkStored(store, repositoryId, digest)) return 0;
-    }
-    const p = download(store, fetch, name, repositoryId, digest, size, onBytes);
-    this.inflight.set(digest, p);
-    try {
-      return await p;
-    } finally {
-      if (this.inflight.get(digest) === p) this.inflight.delete(digest);
+    for (let attempt = 1; ; attempt++) {
+      const { blob, started } = this.fetches.fetch(digest, () => fetch('GET', `/${name}/blobs/${digest}`), size === undefined ? {} : { size });
+      let counted = 0;
+      const unwatch =
+        started && onBytes
+          ? blob.watch((landed) => {
+              onBytes(landed - counted);
+              counted = landed;
+            })
+          : undefined;
+      try {
+        // A failure before the body (refused, unknown, unreachable) is final; a body that breaks off is fetched again.
+        try {
+          await blob.ready;
+        } catch (err) {
+          throw new FinalFailure(mirrorFailure(err, name, digest));
+        }
+        const { downloaded } = await blob.done;
+        if (await linkStored(store, repositoryId, digest)) return started ? downloaded : 0;
+        // Collected between placing and linking: fetch it anew.
+      } catch (err) {
+        if (err instanceof FinalFailure) throw err.cause;
+        if (err instanceof DigestMismatchError) throw mirrorFailure(err, name, digest);
+        if (attempt >= BODY_ATTEMPTS) throw err;
+      } finally {
+        unwatch?.();
+      }
+      if (attempt >= BODY_ATTEMPTS) throw new MirrorError(`blob ${digest} of ${name} vanished from the store ${attempt} times after its download`);
     }
   }
 

@@ -1,0 +1,100 @@
+// A reader of a blob that is still arriving (BlobFetch): it reads the shared
+// temporary file by position up to what has landed, then waits for more, so
+// a slow client never holds the download back nor makes it buffer in memory
+// (the file absorbs the difference; each reader holds at most its own
+// highWaterMark). It ends only once the fetch is verified, and is destroyed
+// with the fetch's error when it fails.
+import type { FileHandle } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import type { BlobFetch } from './blob-fetches.ts';
+
+const CHUNK = 256 * 1024;
+
+export class BlobFollower extends Readable {
+  private position: number;
+  /** Last byte wanted (inclusive), or undefined: to the end of the blob. */
+  private readonly last: number | undefined;
+  private busy = false;
+  private fh: FileHandle | undefined;
+  /** `fh` is our own (opened on the placed blob), not the fetch's shared one. */
+  private own = false;
+
+  constructor(
+    private readonly fetch: BlobFetch,
+    range?: { start: number; end: number },
+  ) {
+    super({ highWaterMark: CHUNK });
+    if (range && (!Number.isSafeInteger(range.start) || !Number.isSafeInteger(range.end) || range.start < 0 || range.end < range.start)) {
+      throw new RangeError(`invalid byte range ${range.start}-${range.end}`);
+    }
+    this.position = range?.start ?? 0;
+    this.last = range?.end;
+  }
+
+  override _read(): void {
+    void this.pump();
+  }
+
+  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+    // A read in flight lets go of the handle itself when it returns.
+    if (!this.busy) this.letGo();
+    callback(err);
+  }
+
+  private async pump(): Promise<void> {
+    if (this.busy) return;
+    this.busy = true;
+    try {
+      for (;;) {
+        if (this.destroyed) return;
+        const f = this.fetch;
+        if (f.state === 'failed') {
+          this.destroy(f.error instanceof Error ? f.error : new Error(String(f.error)));
+          return;
+        }
+        const stop = this.last !== undefined ? this.last + 1 : f.state === 'done' ? f.landed : Infinity;
+        if (this.position >= stop && (this.last === undefined || f.state === 'done' || this.last + 1 < (f.size ?? Infinity))) {
+          this.push(null);
+          return;
+        }
+        const available = Math.min(f.available(), stop);
+        if (this.position >= available) {
+          await f.changed();
+          continue;
+        }
+        const fh = await this.handle();
+        if (!fh) continue; // failed meanwhile: said at the top
+        const n = Math.min(CHUNK, available - this.position);
+        const buf = Buffer.allocUnsafe(n);
+        const { bytesRead } = await fh.read(buf, 0, n, this.position);
+        if (this.destroyed) return;
+        if (bytesRead === 0) throw new Error(`${f.digest}: the file ended at ${this.position}, before the ${available} bytes landed`);
+        this.position += bytesRead;
+        if (!this.push(bytesRead < n ? buf.subarray(0, bytesRead) : buf)) return;
+      }
+    } catch (err) {
+      this.destroy(err as Error);
+    } finally {
+      this.busy = false;
+      if (this.destroyed) this.letGo();
+    }
+  }
+
+  /** The fetch's shared handle, or the placed blob once that one closed. */
+  private async handle(): Promise<FileHandle | undefined> {
+    if (this.fh) return this.fh;
+    this.fh = this.fetch.acquire(this);
+    if (this.fh || this.fetch.state !== 'done') return this.fh;
+    this.fh = await this.fetch.openPlaced();
+    this.own = true;
+    if (this.destroyed) this.letGo();
+    return this.fh;
+  }
+
+  private letGo(): void {
+    const fh = this.fh;
+    this.fh = undefined;
+    if (this.own) void fh?.close().catch(() => undefined);
+    else this.fetch.release(this);
+  }
+}
