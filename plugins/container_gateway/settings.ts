@@ -99,7 +99,7 @@ export const SETTINGS_SCHEMA: Record<string, PropertySchema> = {
   login_failure_window: seconds(300, 'how long failed logins are counted, and a throttled client waits,'),
   login_cache_ttl: { type: 'number', minimum: 0, default: 300, description: 'seconds a login the main server accepted keeps working while it is unreachable (0 disables)' },
   download_policy: { enum: ['immediate', 'on_demand', 'streamed'], description: 'immediate (sync and push only), on_demand (fetch a miss from the main server and keep it) or streamed (relay it, keep nothing)' },
-  manifest_check_interval: { type: 'number', minimum: 0, default: 300, description: 'seconds a tag is served from the store before the main server is asked again (0: on every read)' },
+  manifest_check_interval: { type: 'number', minimum: 0, default: 300, description: 'seconds (0 or more) a tag is served from the store before the main server is asked again (0: on every read)' },
   on_demand_concurrency: { type: 'integer', minimum: 1, maximum: 256, default: 8, description: 'a number of blob fetches from the main server at once (1 to 256)' },
   pulpcore_api_endpoint: { type: 'string', pattern: '^(unix:/.+|https?://.+)$', default: 'unix:/run/pulpcore-api.sock', description: "'unix:/path/to.sock' or an http(s) URL" },
 };
