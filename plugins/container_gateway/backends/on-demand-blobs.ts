@@ -155,7 +155,11 @@ class Verified extends Transform {
     const from = this.range ? Math.max(0, this.range.start - at) : 0;
     const to = this.range ? Math.min(chunk.length, this.range.end + 1 - at) : chunk.length;
     if (this.held) this.push(this.held);
-    this.held = from < to ? chunk.subarray(from, to) : undefined;
+    this.held = undefined;
+    const part = from < to ? chunk.subarray(from, to) : undefined;
+    // Only a body that reaches the blob's end could pass for a complete blob: a range short of it goes out at once.
+    if (part && this.range && this.size !== undefined && this.range.end + 1 < this.size) this.push(part);
+    else this.held = part;
     done();
   }
 
@@ -196,9 +200,11 @@ async function relay(x: Exchange, digest: string, deps: OnDemandBlobDeps): Promi
   const verified = new Verified(digest, size, range);
   try {
     await pipeline(up, verified, res);
-    deps.stats.fetched(verified.bytes);
   } catch (err) {
-    req.log.warn(`streamed blob ${access.name}@${digest}: ${(err as Error).message}`);
+    // A client that went away is no news; a broken or lying upstream is.
+    if ((err as NodeJS.ErrnoException).code !== 'ERR_STREAM_PREMATURE_CLOSE') req.log.warn(`streamed blob ${access.name}@${digest}: ${(err as Error).message}`);
     res.destroy();
+  } finally {
+    deps.stats.fetched(verified.bytes);
   }
 }
