@@ -38,6 +38,7 @@ import { KatelloDouble } from '../helpers/katello-double.ts';
 import { PROXYD, ROOT } from '../helpers/proxyd.ts';
 import { startRegistry, type RunningRegistry } from '../helpers/registry.ts';
 import { startGateway, type RunningGateway } from './gateway.ts';
+import { onDemandSection } from './on-demand.ts';
 import { pushThroughSection } from './push-through.ts';
 import type { Row } from './measure.ts';
 import { childrenOf, cpuDetailOf, cpuSecondsOf, curlDownload, ticksPerSecond, exec, fetchHashed, ioOf, median, memoryOf, ProcGroupSampler, ProcSampler, request, runWrk, type Download, type GroupUsage, type PhaseUsage, type WrkResult } from './measure.ts';
@@ -436,13 +437,34 @@ async function main(): Promise<void> {
     },
   });
   const throughPass = through.rows.every((r) => r.pass !== false);
+
+  // Section 4: on-demand pull-through from the same registry, a fresh proxy per cold run.
+  const onDemand = await onDemandSection({
+    registry,
+    katello,
+    repository: REPO,
+    tag: TAG,
+    manifestDigest: local.digest,
+    manifestType: local.mediaType,
+    layer,
+    runs: opt.runs,
+    dataDir: tempDir('proxyd-bench-on-demand-'),
+    progress,
+    adopt: (gw) => {
+      children.add(gw.proc);
+      tempDirs.add(gw.dir);
+      cleanups.push({ what: 'proxyd (on demand)', fn: async () => { await gw.stop(); tempDirs.delete(gw.dir); } });
+    },
+  });
+  const onDemandPass = onDemand.rows.every((r) => r.pass !== false);
   rmSync(work, { recursive: true, force: true });
   tempDirs.delete(work);
 
   const result = {
     ok: true,
-    all_targets_met: allPass && embedded.allPass && throughPass,
+    all_targets_met: allPass && embedded.allPass && throughPass && onDemandPass,
     push_through_targets_met: throughPass,
+    on_demand_targets_met: onDemandPass,
     pulp_backend_targets_met: allPass,
     embedded_targets_met: embedded.allPass,
     targets: { manifest_ratio_min: TARGETS.manifestRatio, blob_ratio_min: TARGETS.blobRatio, rss_mb_max: TARGETS.rssMb },
@@ -484,6 +506,7 @@ async function main(): Promise<void> {
     ...(profile ? { cpu_profile: profile } : {}),
     embedded: embedded.json,
     push_through: through.json,
+    on_demand: onDemand.json,
     seconds: 0,
   };
 
@@ -507,6 +530,7 @@ async function main(): Promise<void> {
   if (profile) out.push('', formatProfile(profile));
   out.push('', ...embedded.lines);
   out.push('', `== 3. pushes through a smart proxy (foreman_url set, embedded store, workers: ${opt.workers}) vs straight to docker-registry`, '', table(through.rows, ['direct', 'proxy']), '', ...through.notes, `targets: ${throughPass ? 'all met' : 'NOT all met'}`);
+  out.push('', '== 4. on-demand pull-through (foreman_url set, embedded store, empty, download_policy: on_demand) vs straight from docker-registry', '', table(onDemand.rows, ['direct', 'proxy']), '', ...onDemand.notes, `targets: ${onDemandPass ? 'all met' : 'NOT all met'}`);
   const json = JSON.stringify(result);
   if (opt.json) {
     writeFileSync(opt.json, `${JSON.stringify(result, null, 2)}\n`);

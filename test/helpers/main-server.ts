@@ -43,6 +43,12 @@ export interface MainServerOptions {
   users: Record<string, KatelloUser>;
   publicRepositories?: string[];
   hosts?: Record<string, string[]>;
+  /**
+   * Katello answers `unauthenticated` to a public pull scope even with
+   * credentials (default), which docker-registry cannot accept; `token` gives
+   * credentialed clients (a proxy's sync account) a JWT for public repositories.
+   */
+  publicScopeWithBasic?: 'unauthenticated' | 'token';
 }
 
 export async function startMainServer(opts: MainServerOptions): Promise<MainServer> {
@@ -65,6 +71,7 @@ export async function startMainServer(opts: MainServerOptions): Promise<MainServ
       users: opts.users,
       publicRepositories: opts.publicRepositories ?? [],
       hosts: opts.hosts ?? {},
+      ...(opts.publicScopeWithBasic ? { publicScopeWithBasic: opts.publicScopeWithBasic } : {}),
       jwt: { issuer: MAIN_SERVER_ISSUER, service: MAIN_SERVER_SERVICE, keyPem: readFileSync(keyFile, 'utf8'), certPem: readFileSync(certFile, 'utf8') },
     });
     const foremanUrl = await katello.start();
