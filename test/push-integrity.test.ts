@@ -42,6 +42,9 @@ t.before(async () => {
       container_gateway: {
         enabled: true,
         content_backend: 'local',
+        // What the push path keeps, and nothing else: on demand, a read would fetch what the
+        // main server holds (on-demand*.test.ts), which is not what these cases look at.
+        download_policy: 'immediate',
         main_registry_url: `${front.url}/v2/`,
         sqlite_db_path: dbPath,
         storage_path: storage,
