@@ -40,6 +40,9 @@ export default definePlugin<GatewaySettings & Record<string, unknown>, GatewayPa
     });
     if (!g.foreman_url && settings.content_backend === 'pulp') ctx.logger.warn('foreman_url is unset: logins (/v2/token) and host lookups are unavailable');
     if (!g.foreman_url) ctx.logger.info('standalone mode: users, tokens and repositories are managed here (proxyctl users, proxyctl repos)');
+    if (settings.download_policy !== 'immediate' && settings.sync_username === undefined) {
+      ctx.logger.warn(`download_policy ${settings.download_policy} without sync_username: only repositories the main server serves anonymously can be fetched on demand`);
+    }
     return setUpGateway(ctx, settings);
   },
   start(_ctx, parts) {
