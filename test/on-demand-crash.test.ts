@@ -130,6 +130,7 @@ t.test('SIGKILL of proxyd during a cold 500 MiB blob fetch: nothing partial, the
   if (existsSync(atKill)) t.equal(await fileDigest(atKill), layer.digest, 'the final path holds the exact bytes');
   else t.pass('the blob is not at its final path');
   t.notOk(storedBlobs(storage).includes(layer.digest), 'no partial blob is visible in the store');
+  t.ok(temps(storage).some((n) => n.startsWith('.ingest-')), `the killed fetch left its temporary file: ${temps(storage).join(', ')}`);
 
   // Restarted on the same store and database; a short purge age takes the killed fetch's temporary file.
   const second = await proxy(dir, { upload_purge_age: 1 });
@@ -165,6 +166,8 @@ t.test('one client leaves mid-layer, another keeps pulling the same cold blob: r
   t.ok(await until(() => leaving.bytes() >= MiB, 60_000), 'the first client has bytes of the layer');
   const staying = pull(p.httpUrl, path, token);
   t.ok(await until(() => staying.bytes() > 0, 60_000), 'the second client has bytes too');
+  // The download is still running when the client that started it leaves.
+  t.notOk(existsSync(blobPath(storage, layer.digest)), 'the blob is not yet at its final path');
   leaving.drop();
   const left = await leaving.end;
   t.ok(left.bytes < layer.size && !left.complete, `the first client left mid-layer (${left.bytes} of ${layer.size} bytes)`);
