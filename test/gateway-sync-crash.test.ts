@@ -5,7 +5,6 @@
 // so that the kill surely lands mid-transfer.
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -14,6 +13,7 @@ import { buildImage, pushImage } from './helpers/images.ts';
 import { KatelloDouble } from './helpers/katello-double.ts';
 import { PROXYCTL, run, startProxyd, type RunningProxyd } from './helpers/proxyd.ts';
 import { startRegistry } from './helpers/registry.ts';
+import { startThrottleRelay } from './helpers/throttle-relay.ts';
 
 const MiB = 1024 * 1024;
 const IMAGES = 4;
@@ -31,29 +31,9 @@ for (const [i, name] of names.entries()) {
   await pushImage(image.ref, `${upstream.host}/${name}:latest`);
 }
 
-/** A TCP relay to the registry whose answers trickle at RATE. */
-const relay = net.createServer((client) => {
-  const server = net.connect(upstream.port, '127.0.0.1');
-  client.pipe(server);
-  server.on('data', (chunk: Buffer) => {
-    if (!client.write(chunk)) server.pause();
-    server.pause();
-    setTimeout(() => server.resume(), Math.ceil((chunk.length / RATE) * 1000));
-  });
-  client.on('drain', () => server.resume());
-  server.on('end', () => client.end());
-  const drop = () => {
-    client.destroy();
-    server.destroy();
-  };
-  client.on('error', drop);
-  server.on('error', drop);
-  client.on('close', drop);
-  server.on('close', drop);
-});
-await new Promise<void>((r) => relay.listen(0, '127.0.0.1', () => r()));
-t.teardown(() => new Promise((r) => relay.close(r)));
-const relayUrl = `http://127.0.0.1:${(relay.address() as net.AddressInfo).port}/v2/`;
+const relay = await startThrottleRelay(upstream.port, RATE);
+t.teardown(() => relay.close());
+const relayUrl = `http://127.0.0.1:${relay.port}/v2/`;
 
 const katello = new KatelloDouble({ publicRepositories: names });
 const foremanUrl = await katello.start();

@@ -21,6 +21,7 @@ import { buildImage, fileDigest, layoutBlobs, layoutManifest, pullImage, pushIma
 import type { MainServer } from './helpers/main-server.ts';
 import { ALICE, listRepositories, missingFromStore, PUSHER, proxyToken, startProxy, startScene, storedBlobs } from './helpers/on-demand.ts';
 import { PROXYCTL, run, type RunningProxyd } from './helpers/proxyd.ts';
+import { startThrottleRelay, type ThrottleRelay } from './helpers/throttle-relay.ts';
 
 const MiB = 1024 * 1024;
 const BIG = 'acme/web/big';
@@ -33,6 +34,9 @@ let main: MainServer;
 let big: BuiltImage;
 let two: BuiltImage;
 const running = new Set<RunningProxyd>();
+/** The main registry as the proxy reaches it: answers trickle, so that every fetch is still running when the test acts in its middle. */
+let relay: ThrottleRelay;
+const RATE = 32 * MiB;
 
 t.before(async () => {
   main = await startScene([BIG, TWO], [BIG, TWO]);
@@ -41,14 +45,16 @@ t.before(async () => {
   two = await buildImage(src, { name: 'two', files: { '/etc/two.txt': 'one leaves, one stays\n' }, layers: 2, randomBytes: 128 * MiB });
   await pushImage(big.ref, `${main.registry.host}/${BIG}:v1`, { creds: PUSHER, timeoutMs: 300_000 });
   await pushImage(two.ref, `${main.registry.host}/${TWO}:v1`, { creds: PUSHER, timeoutMs: 300_000 });
+  relay = await startThrottleRelay(main.registry.port, RATE);
 });
 t.teardown(async () => {
   for (const p of running) await p.stop('SIGKILL').catch(() => undefined);
+  await relay?.close();
   await main?.stop();
 });
 
 async function proxy(dir: string, settings: Record<string, unknown> = {}): Promise<RunningProxyd> {
-  const p = await startProxy(main, dir, { download_policy: 'on_demand', ...settings }, { workers: 1 });
+  const p = await startProxy(main, dir, { download_policy: 'on_demand', main_registry_url: `http://127.0.0.1:${relay.port}/v2/`, ...settings }, { workers: 1 });
   running.add(p);
   await listRepositories(p, [BIG, TWO].map((repository) => ({ repository, auth_required: true })));
   return p;
