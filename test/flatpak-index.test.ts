@@ -19,6 +19,7 @@ import { buildImage, pushImage } from './helpers/images.ts';
 import { KatelloDouble } from './helpers/katello-double.ts';
 import { startMainServer, type MainServer } from './helpers/main-server.ts';
 import { makePki } from './helpers/pki.ts';
+import { StandaloneGateway } from './helpers/standalone-gateway.ts';
 import { startProxyd, type RunningProxyd } from './helpers/proxyd.ts';
 
 const HOST = '0a0b0c0d-1111-4222-8333-444455556666';
@@ -26,7 +27,9 @@ const FLATPAK_UA = 'flatpak/1.14.4';
 const QUERY = 'label:org.flatpak.ref:exists=1&architecture=amd64&os=linux&tag=latest';
 const work = mkdtempSync(join(tmpdir(), 'gw-flatpak-'));
 t.teardown(() => rmSync(work, { recursive: true, force: true }));
-const hostCert = readFileSync(makePki().client(HOST).cert, 'utf8').replace(/\n/g, '');
+const pki = makePki();
+t.teardown(() => rmSync(pki.dir, { recursive: true, force: true }));
+const hostCert = readFileSync(pki.client(HOST).cert, 'utf8').replace(/\n/g, '');
 const basic = (creds: string) => `Basic ${Buffer.from(creds).toString('base64')}`;
 const names = (body: { Results: Array<{ Name: string }> }) => body.Results.map((r) => r.Name).sort();
 
@@ -162,7 +165,8 @@ t.test('pulp: Pulp index proxied, query re-encoded, Registry the proxy, Results 
   t.teardown(() => katello.stop());
   const p = await startProxyd({
     fixtures: false,
-    settings: { foreman_url: foremanUrl },
+    https: true,
+    settings: { foreman_url: foremanUrl, ssl_certificate: pki.server.cert, ssl_private_key: pki.server.key, ssl_ca_file: pki.ca },
     plugins: { container_gateway: { enabled: true, pulp_endpoint: `http://127.0.0.1:${(pulp.address() as AddressInfo).port}`, sqlite_db_path: join(work, 'pulp.db'), trusted_proxies: ['127.0.0.1'], remote_user_header: 'Remote-User' } },
   });
   t.teardown(() => p.stop());
@@ -182,6 +186,12 @@ t.test('pulp: Pulp index proxied, query re-encoded, Registry the proxy, Results 
   t.same(names(asHost.json()), ['acme/flat/editor', 'acme/flat/viewer'], 'host certificate: its repositories (learnt from Katello) and public ones');
   t.equal(seen.at(-1)!.headers['remote-user'], HOST, 'the host goes upstream as the remote user');
 
+  const verified = await request(`${p.httpsUrl}/index/static?${QUERY}`, { ca: pki.ca, client: pki.client(HOST) });
+  t.same(names(verified.json()), ['acme/flat/editor', 'acme/flat/viewer'], 'a host certificate verified by our TLS: the same');
+  t.equal(verified.json().Registry, `${p.httpsUrl}/`, 'Registry: the proxy as the client reached it');
+  const rogue = await request(`${p.httpsUrl}/index/static?${QUERY}`, { ca: pki.ca, client: pki.rogue(HOST) });
+  t.same(names(rogue.json()), ['acme/flat/viewer'], 'a self-signed certificate naming the host: anonymous, public only');
+
   const token = await flatpakToken(p, 'alice:alice-pw');
   const asAlice = await request(`${p.httpUrl}/index/static?${QUERY}`, { headers: { Authorization: `Bearer ${token}` } });
   t.same(names(asAlice.json()), ['acme/flat/editor', 'acme/flat/secret', 'acme/flat/viewer'], "user token: the user's catalog; never a repository this proxy does not list");
@@ -191,4 +201,28 @@ t.test('pulp: Pulp index proxied, query re-encoded, Registry the proxy, Results 
   const missing = await request(`${p.httpUrl}/index/static`);
   t.equal(missing.status, 400, "Pulp's refusal of a query without the label filter is passed on");
   t.match(missing.body, /Missing label:org\.flatpak\.ref:exists=1/);
+});
+
+t.test('standalone embedded store: flatpak logins against our own users, the index of what the user may read', async (t) => {
+  const gw = await StandaloneGateway.start(mkdtempSync(join(work, 'standalone-')));
+  t.teardown(() => gw.stop());
+  await gw.addUser('alice');
+  await gw.addUser('bob');
+  const host = new URL(gw.base).host;
+  for (const [repo, id] of [['alice/editor', 'org.example.Editor'], ['alice/viewer', 'org.example.Viewer']] as const) {
+    const image = await buildImage(work, { name: `sa-${repo}`, files: { '/x.txt': `${repo}\n` }, labels: flatpakLabels(id) });
+    await pushImage(image.ref, `${host}/${repo}:latest`, { creds: 'alice:alice-pw' });
+  }
+  t.equal((await gw.admin('PUT', '/repositories/alice/viewer/visibility', { public: true })).status, 200);
+
+  const anonymousToken = await gw.call('GET', '/v2/token', { headers: { 'User-Agent': FLATPAK_UA } });
+  t.equal(anonymousToken.status, 401, 'a flatpak client without a user: 401, not the anonymous token');
+  t.match(anonymousToken.headers['www-authenticate'], /^Bearer realm=/);
+  const login = await gw.call('GET', '/v2/token?account=bob&scope=repository:alice/editor:pull', { headers: { ...gw.basic('alice'), 'User-Agent': FLATPAK_UA } });
+  t.equal(login.status, 200, "alice's password with account=bob: a flatpak login is the Basic user's");
+  const token = login.json<{ token: string }>().token;
+  t.same(names((await gw.call('GET', `/index/static?${QUERY}`, { token })).json()), ['alice/editor', 'alice/viewer'], "alice's token: her repositories");
+  t.same(names((await gw.call('GET', `/index/static?${QUERY}`)).json()), ['alice/viewer'], 'anonymous: the public one');
+  const bob = await gw.tokenOf('bob', 'pull', 'alice/editor');
+  t.same(names((await gw.call('GET', `/index/static?${QUERY}`, { token: bob })).json()), ['alice/viewer'], "bob: not alice's private repository");
 });

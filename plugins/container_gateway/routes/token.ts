@@ -1,6 +1,7 @@
 // GET /v2/ (the ping clients read challenges from) and GET /v2/token: the
 // login of registry clients, decided by Katello (smart-proxy mode) or by this
-// gateway's own users (standalone mode).
+// gateway's own users (standalone mode). flatpak logins: the Basic user is
+// the token's account, and flatpak without a user is told to log in (401).
 import type { Request, Response } from 'express';
 import { basicUser } from '../auth/client.ts';
 import { acceptToken, isUserToken, katelloLogin, tokenOf } from '../auth/katello-login.ts';
