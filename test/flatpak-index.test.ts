@@ -19,7 +19,7 @@ import { buildImage, pushImage } from './helpers/images.ts';
 import { KatelloDouble } from './helpers/katello-double.ts';
 import { startMainServer, type MainServer } from './helpers/main-server.ts';
 import { makePki } from './helpers/pki.ts';
-import { StandaloneGateway } from './helpers/standalone-gateway.ts';
+import { manifestOf, OCI_INDEX, OCI_MANIFEST, sha256 as digestOf, StandaloneGateway } from './helpers/standalone-gateway.ts';
 import { startProxyd, type RunningProxyd } from './helpers/proxyd.ts';
 
 const HOST = '0a0b0c0d-1111-4222-8333-444455556666';
@@ -223,6 +223,29 @@ t.test('standalone embedded store: flatpak logins against our own users, the ind
   const token = login.json<{ token: string }>().token;
   t.same(names((await gw.call('GET', `/index/static?${QUERY}`, { token })).json()), ['alice/editor', 'alice/viewer'], "alice's token: her repositories");
   t.same(names((await gw.call('GET', `/index/static?${QUERY}`)).json()), ['alice/viewer'], 'anonymous: the public one');
+
+  // An image index (two platforms) tagged `latest` and `stable`: each platform an image, with the index's tags.
+  const push = await gw.tokenOf('alice', 'push,pull', 'alice/multi');
+  const platforms: Array<{ digest: string; size: number; arch: string }> = [];
+  for (const arch of ['amd64', 'arm64']) {
+    const config = await gw.pushBlob('alice/multi', push, JSON.stringify({ architecture: arch, os: 'linux', config: { Labels: flatpakLabels(`org.example.Multi.${arch}`) } }));
+    const layer = await gw.pushBlob('alice/multi', push);
+    const manifest = manifestOf(config.blob, [layer.blob]);
+    t.equal((await gw.call('PUT', `/v2/alice/multi/manifests/${digestOf(manifest)}`, { token: push, body: manifest, headers: { 'Content-Type': OCI_MANIFEST } })).status, 201);
+    platforms.push({ digest: digestOf(manifest), size: Buffer.byteLength(manifest), arch });
+  }
+  const index = JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: platforms.map((m) => ({ mediaType: OCI_MANIFEST, digest: m.digest, size: m.size, platform: { architecture: m.arch, os: 'linux' } })) });
+  for (const tag of ['latest', 'stable']) t.equal((await gw.call('PUT', `/v2/alice/multi/manifests/${tag}`, { token: push, body: index, headers: { 'Content-Type': OCI_INDEX } })).status, 201);
+  const all = (await gw.call('GET', '/index/static?label:org.flatpak.ref:exists=1', { token })).json<{ Results: Array<{ Name: string; Images: Array<{ Tags: string[]; Digest: string; Architecture: string }> }> }>();
+  const multi = all.Results.find((r) => r.Name === 'alice/multi');
+  t.same(
+    multi?.Images.map((i) => [i.Digest, i.Architecture, i.Tags]),
+    platforms.map((m) => [m.digest, m.arch, ['latest', 'stable']]),
+    "an image index: one image per platform manifest, under the index's tags",
+  );
+  const arm = (await gw.call('GET', '/index/static?label:org.flatpak.ref:exists=1&architecture=arm64&tag=stable', { token })).json<{ Results: Array<{ Name: string; Images: Array<{ Digest: string; Tags: string[] }> }> }>();
+  t.same(arm.Results.map((r) => [r.Name, r.Images.map((i) => [i.Digest, i.Tags])]), [['alice/multi', [[platforms[1]!.digest, ['stable']]]]], 'architecture and tag filters');
+
   const bob = await gw.tokenOf('bob', 'pull', 'alice/editor');
   t.same(names((await gw.call('GET', `/index/static?${QUERY}`, { token: bob })).json()), ['alice/viewer'], "bob: not alice's private repository");
 });
