@@ -192,6 +192,18 @@ t.test('pulp: Pulp index proxied, query re-encoded, Registry the proxy, Results 
   const rogue = await request(`${p.httpsUrl}/index/static?${QUERY}`, { ca: pki.ca, client: pki.rogue(HOST) });
   t.same(names(rogue.json()), ['acme/flat/viewer'], 'a self-signed certificate naming the host: anonymous, public only');
 
+  const OTHER = '0a0b0c0d-9999-4222-8333-444455556666';
+  katello.override((req, res) => {
+    if (req.headers.hostuuid !== OTHER) return false;
+    res.writeHead(500, { 'Content-Type': 'application/json' }).end('{"error":"boom"}');
+    return true;
+  });
+  const failed = await request(`${p.httpUrl}/index/static?${QUERY}`, { headers: { 'X-RHSM-SSL-CLIENT-CERT': readFileSync(pki.client(OTHER).cert, 'utf8').replace(/\n/g, '') } });
+  katello.override(null);
+  t.equal(failed.status, 503, "a host Katello could not tell about: 503, never a silently partial index");
+  t.equal(failed.headers['retry-after'], '30');
+  t.match(failed.json().error, /could not be learnt/);
+
   const token = await flatpakToken(p, 'alice:alice-pw');
   const asAlice = await request(`${p.httpUrl}/index/static?${QUERY}`, { headers: { Authorization: `Bearer ${token}` } });
   t.same(names(asAlice.json()), ['acme/flat/editor', 'acme/flat/secret', 'acme/flat/viewer'], "user token: the user's catalog; never a repository this proxy does not list");

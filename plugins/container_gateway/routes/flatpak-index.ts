@@ -14,6 +14,8 @@ import { UpstreamError } from '../upstream/http-upstream.ts';
 
 /** Every repository name a viewer may read, at most this many. */
 const MAX_REPOSITORIES = 100_000;
+/** Seconds a host waits before asking again when its repositories are not known yet. */
+const HOST_RETRY_AFTER = 30;
 
 /** The query as sent, decoded once, repeated keys kept in order. */
 export function flatpakQuery(req: Request): FlatpakQuery {
@@ -29,7 +31,14 @@ async function flatpakIndex(gw: Gateway, req: Request, res: Response): Promise<v
     gw.access.challenge(req, res);
     throw new HttpError(401, 'the token is unknown or expired: log in again');
   }
-  if (client.kind === 'host') await gw.access.learnHost(client.uuid);
+  if (client.kind === 'host') {
+    await gw.access.learnHost(client.uuid);
+    // A host whose repositories Katello could not tell would get a silently partial list.
+    if (!gw.standalone && !gw.db.hostKnown(client.uuid)) {
+      res.set('Retry-After', String(HOST_RETRY_AFTER));
+      throw new HttpError(503, "the host's repositories could not be learnt from the main server: try again later");
+    }
+  }
   const viewer = viewerOf(client);
   const names = gw.db.visible(viewer, { limit: MAX_REPOSITORIES });
   // flatpak pulls from `Registry`, resolved against the index URL: this gateway, as a directory.
