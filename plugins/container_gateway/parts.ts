@@ -5,6 +5,7 @@ import type { PluginContext } from '../../lib/plugins/api.ts';
 import { Closers } from './closers.ts';
 import { Gateway } from './gateway.ts';
 import { adminRouter } from './routes/admin.ts';
+import { flatpakIndexRouter } from './routes/flatpak-index.ts';
 import { onDemandAdminRouter } from './routes/admin-on-demand.ts';
 import { storeAdminRouter } from './routes/admin-store.ts';
 import { syncAdminRouter } from './routes/admin-sync.ts';
@@ -40,6 +41,9 @@ function build(ctx: PluginContext, settings: GatewaySettings, closers: Closers):
   const registry = registryRouter(gateway);
   ctx.rootRouter.use(registry);
   ctx.router.use(registry);
+  const flatpak = flatpakIndexRouter(gateway);
+  ctx.rootRouter.use(flatpak);
+  ctx.router.use(flatpak);
   if (!gateway.standalone) ctx.router.use(managementRouter(gateway));
   if (store) {
     ctx.router.use(

@@ -271,6 +271,8 @@ export interface BuildOptions {
   randomBytes?: number;
   /** Config cmd (default `["/bin/sh"]`). */
   cmd?: string[];
+  /** Config labels (e.g. a flatpak image's org.flatpak.ref). */
+  labels?: Record<string, string>;
   timeoutMs?: number;
 }
 
@@ -329,7 +331,8 @@ export async function buildImage(dir: string, opts: BuildOptions): Promise<Built
     rmSync(bundle, { recursive: true, force: true });
   }
   const cmd = opts.cmd ?? ['/bin/sh'];
-  await runChecked('umoci', ['config', '--image', image, ...cmd.flatMap((c) => ['--config.cmd', c])], o);
+  const labels = Object.entries(opts.labels ?? {}).flatMap(([k, v]) => ['--config.label', `${k}=${v}`]);
+  await runChecked('umoci', ['config', '--image', image, ...cmd.flatMap((c) => ['--config.cmd', c]), ...labels], o);
   await runChecked('umoci', ['gc', '--layout', layout], o);
   return { layout, ref: `oci:${layout}:${tag}`, tag };
 }

@@ -7,6 +7,7 @@
 // the OCI errors the routes render. Access was decided before any call.
 import type { Request, Response } from 'express';
 import type { Access } from '../access/access.ts';
+import type { RegistryClient } from '../auth/client.ts';
 
 /** One registry request, as the backend sees it. */
 export interface Exchange {
@@ -45,6 +46,41 @@ export interface ContentBackend {
   writes?: ContentWrites;
   /** The status of the backend's own registry root, where it has one (what /v1/_ping reports). */
   ping?(req: Request): Promise<number>;
+  /**
+   * The flatpak index (GET /index/static), every repository the backend has
+   * that `x.names` holds; the route filters `Results` to the caller again.
+   */
+  flatpakIndex?(x: FlatpakExchange, query: FlatpakQuery): Promise<FlatpakAnswer>;
   /** Release what the backend holds (pools, timers); the parts that made it call this in stop(). */
   close?(): void | Promise<void>;
 }
+
+/** The flatpak index query, as the client sent it: repeated keys kept, in order. */
+export type FlatpakQuery = Array<[string, string]>;
+
+export interface FlatpakExchange {
+  req: Request;
+  /** Who asks (its identity goes upstream, as for every read). */
+  client: RegistryClient;
+  /** The repositories the caller may read (by name). */
+  names: readonly string[];
+  /** This gateway's origin as the client reaches it: the index's `Registry`. */
+  origin: string;
+}
+
+export interface FlatpakImage {
+  Tags: string[];
+  Digest: string;
+  MediaType: string;
+  OS: string;
+  Architecture: string;
+  Labels: Record<string, string>;
+}
+
+export interface FlatpakIndex {
+  Registry: string;
+  Results: Array<{ Name: string; Images: FlatpakImage[] }>;
+}
+
+/** The index, or the backend's own refusal passed on as it came (Pulp's 400 for a query without the label filter). */
+export type FlatpakAnswer = { kind: 'index'; index: FlatpakIndex } | { kind: 'failure'; status: number; contentType: string; body: string };

@@ -7,7 +7,8 @@ import type { Request, Response } from 'express';
 import { RegistryError } from '../oci/errors.ts';
 import { OCI_INDEX } from '../oci/manifest.ts';
 import type { LocalStore } from '../store/local-store.ts';
-import type { ContentBackend, ContentWrites, Exchange, ManifestReference } from './content-backend.ts';
+import type { ContentBackend, ContentWrites, Exchange, FlatpakAnswer, FlatpakExchange, FlatpakQuery, ManifestReference } from './content-backend.ts';
+import { EmbeddedFlatpakIndex } from './embedded-flatpak.ts';
 import { deleteManifest, getManifest, putManifest } from './embedded-manifests.ts';
 import { cancelUpload, finishUpload, patchUpload, startUpload, uploadStatus } from './embedded-uploads.ts';
 import { parseRange } from './range.ts';
@@ -26,9 +27,16 @@ function sessionRepository(x: Exchange, uuid: string): number {
 
 export class EmbeddedBackend implements ContentBackend {
   readonly writes: ContentWrites;
+  private readonly flatpak: EmbeddedFlatpakIndex;
 
   constructor(private readonly store: LocalStore) {
     this.writes = embeddedWrites(store);
+    this.flatpak = new EmbeddedFlatpakIndex(store);
+  }
+
+  /** Built here from the stored images' configs: flatpak works without Pulp. */
+  flatpakIndex(x: FlatpakExchange, query: FlatpakQuery): Promise<FlatpakAnswer> {
+    return this.flatpak.build(x, query);
   }
 
   async getManifest(x: Exchange, ref: ManifestReference): Promise<void> {

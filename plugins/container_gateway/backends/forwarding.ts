@@ -34,6 +34,7 @@ export class ForwardingBackend implements ContentBackend {
   readonly writes: ContentWrites;
   readonly referrers?: ContentBackend['referrers'];
   readonly ping?: ContentBackend['ping'];
+  readonly flatpakIndex?: ContentBackend['flatpakIndex'];
   private readonly relay: MainRelay;
 
   constructor(
@@ -43,6 +44,7 @@ export class ForwardingBackend implements ContentBackend {
     this.relay = new MainRelay(deps.main.registry, deps.origin);
     if (inner.referrers) this.referrers = (x, digest) => inner.referrers!(x, digest);
     if (inner.ping) this.ping = (req) => inner.ping!(req);
+    if (inner.flatpakIndex) this.flatpakIndex = (x, query) => inner.flatpakIndex!(x, query);
     this.writes = {
       putManifest: (x, ref) => this.forward(x, { kind: 'manifest', ...ref }),
       deleteManifest: (x, ref) => this.forward(x, { kind: 'manifest', ...ref }),

@@ -54,6 +54,7 @@ export class OnDemandBackend implements ContentBackend {
   readonly writes?: ContentWrites;
   readonly referrers?: ContentBackend['referrers'];
   readonly ping?: ContentBackend['ping'];
+  readonly flatpakIndex?: ContentBackend['flatpakIndex'];
   private readonly keep: boolean;
   /** Manifest reads in flight, by repository and reference: concurrent misses share one upstream request. */
   private readonly inflight = new Map<string, Promise<Resolution>>();
@@ -69,6 +70,7 @@ export class OnDemandBackend implements ContentBackend {
     if (inner.writes) this.writes = inner.writes;
     if (inner.referrers) this.referrers = (x, digest) => inner.referrers!(x, digest);
     if (inner.ping) this.ping = (req) => inner.ping!(req);
+    if (inner.flatpakIndex) this.flatpakIndex = (x, query) => inner.flatpakIndex!(x, query);
   }
 
   async getManifest(x: Exchange, ref: ManifestReference): Promise<void> {

@@ -17,11 +17,12 @@ import { HttpUpstream, readBounded, type UpstreamTimeouts, type UpstreamTls } fr
 import { ManifestCache, type CachedManifest } from '../upstream/manifest-cache.ts';
 import { streamTo } from '../upstream/stream.ts';
 import { abortOnClose } from './client-abort.ts';
-import type { ContentBackend, Exchange, ManifestReference } from './content-backend.ts';
+import type { ContentBackend, Exchange, FlatpakAnswer, FlatpakExchange, FlatpakIndex, FlatpakQuery, ManifestReference } from './content-backend.ts';
 
 const FORWARDED_HEADERS = ['accept', 'range', 'if-none-match', 'if-modified-since', 'if-range', 'user-agent'];
 const MAX_REDIRECTS = 3;
 const MAX_TAG_PAGES = 100;
+const FLATPAK_INDEX_LIMIT = 64 * 1024 * 1024;
 
 type Kind = 'manifests' | 'blobs';
 type Failure = RegistryError | { status: number; body: string };
@@ -108,6 +109,37 @@ export class PulpBackend implements ContentBackend {
       path = url.pathname.slice(url.pathname.startsWith(this.pulp.basePath) ? this.pulp.basePath.length : 0) + url.search;
     }
     return [...new Set(tags)].sort().filter((t) => last === undefined || t > last).slice(0, limit);
+  }
+
+  /**
+   * Pulp's /index/static, next to its /v2/ (Katello maps /pulpcore_registry/
+   * onto Pulp's root), asked as the client. The query is re-encoded from its
+   * parsed pairs: keys such as `label:org.flatpak.ref:exists` reach Pulp
+   * intact however the client escaped them. `Registry` becomes this
+   * gateway, so that flatpak pulls through it.
+   */
+  async flatpakIndex(x: FlatpakExchange, query: FlatpakQuery): Promise<FlatpakAnswer> {
+    const root = this.settings.pulp_registry_path.replace(/v2\/$/, '');
+    const qs = query.map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`).join('&');
+    const headers: http.OutgoingHttpHeaders = { accept: 'application/json', 'x-request-id': x.req.id };
+    const user = remoteUserOf(x.client);
+    if (user) headers[this.settings.remote_user_header] = user;
+    const up = await this.pulp.request({ method: 'GET', path: `${root}index/static${qs ? `?${qs}` : ''}`, headers });
+    const { body, complete } = await readBounded(up, FLATPAK_INDEX_LIMIT);
+    if (!complete) throw new RegistryError('UNAVAILABLE', 'the content backend ended the flatpak index early', undefined, 502);
+    const text = body.toString('utf8');
+    if (up.statusCode !== 200) {
+      if (up.statusCode && up.statusCode >= 400 && up.statusCode < 500) return { kind: 'failure', status: up.statusCode, contentType: String(up.headers['content-type'] ?? 'text/plain'), body: text };
+      throw new RegistryError('UNAVAILABLE', `the content backend answered ${up.statusCode} for the flatpak index`, undefined, 502);
+    }
+    let index: FlatpakIndex;
+    try {
+      index = JSON.parse(text) as FlatpakIndex;
+    } catch {
+      throw new RegistryError('UNAVAILABLE', 'the content backend answered a flatpak index that is not JSON', undefined, 502);
+    }
+    if (!index || !Array.isArray(index.Results)) throw new RegistryError('UNAVAILABLE', 'the content backend answered a flatpak index without Results', undefined, 502);
+    return { kind: 'index', index: { ...index, Registry: x.origin } };
   }
 
   /** The status of the backend's registry root (what /v1/_ping reports). */

@@ -1,6 +1,7 @@
 // GET /v2/ (the ping clients read challenges from) and GET /v2/token: the
 // login of registry clients, decided by Katello (smart-proxy mode) or by this
-// gateway's own users (standalone mode).
+// gateway's own users (standalone mode). flatpak logins: the Basic user is
+// the token's account, and flatpak without a user is told to log in (401).
 import type { Request, Response } from 'express';
 import { basicUser } from '../auth/client.ts';
 import { acceptToken, isUserToken, katelloLogin, tokenOf } from '../auth/katello-login.ts';
@@ -31,14 +32,14 @@ function scopesOf(req: Request): string[] {
 }
 
 /** Standalone mode: this gateway is the token server (Docker token spec, scoped grants). */
-async function standaloneToken(gw: Gateway, req: Request, res: Response): Promise<void> {
+async function standaloneToken(gw: Gateway, req: Request, res: Response, flatpakAccount: string | undefined): Promise<void> {
   const issue = () =>
     issueToken(
       gw.standaloneAccounts(),
       {
         authorization: req.get('authorization'),
         scopes: scopesOf(req),
-        account: typeof req.query.account === 'string' ? req.query.account : undefined,
+        account: flatpakAccount ?? (typeof req.query.account === 'string' ? req.query.account : undefined),
         now: Date.now(),
         lifetimeSeconds: gw.settings.token_max_lifetime,
       },
@@ -63,11 +64,23 @@ async function standaloneToken(gw: Gateway, req: Request, res: Response): Promis
   res.status(200).json(body);
 }
 
+/** flatpak (and libflatpak, GNOME Software) name themselves in the User-Agent. */
+function isFlatpak(req: Request): boolean {
+  return /flatpak/i.test(req.get('user-agent') ?? '');
+}
+
 export async function token(gw: Gateway, req: Request, res: Response): Promise<void> {
-  if (gw.standalone) return standaloneToken(gw, req, res);
+  const flatpak = isFlatpak(req);
+  // A flatpak client without a user is told to log in (anonymous tokens are no use to it);
+  // with one, the token is that user's, whatever `account` it sent.
+  if (flatpak && basicUser(req) === undefined) {
+    gw.challenge(req, res);
+    throw new RegistryError('UNAUTHORIZED', 'flatpak clients log in with a user name and password');
+  }
+  if (gw.standalone) return standaloneToken(gw, req, res, flatpak ? basicUser(req) : undefined);
   const scopes = scopesOf(req);
   // Without `account`, the Basic user name: Katello names the token's owner by it.
-  const account = (typeof req.query.account === 'string' && req.query.account) || basicUser(req);
+  const account = flatpak ? basicUser(req) : (typeof req.query.account === 'string' && req.query.account) || basicUser(req);
   const login = await katelloLogin(gw, req, res, scopes, account);
   if (login.kind === 'local') {
     res.status(200).json(login.body);
