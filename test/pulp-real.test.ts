@@ -152,6 +152,16 @@ t.test('tags/list: the gateway follows Pulp\'s absolute Link pages', async (t) =
   t.same(paged.json().tags, ['v3', 'v4'], 'the client\'s own page');
 });
 
+t.test('tags/list through Katello\'s /pulpcore_registry/v2/: Pulp\'s Link names /v2/, the gateway maps it back', async (t) => {
+  const double = await pulp(t, { behindKatello: true });
+  const gw = await gateway(t, double, { pulp_registry_path: '/pulpcore_registry/v2/' });
+  const tags = await request(`${gw.url}/v2/org/prod/app/tags/list`, { headers: anon });
+  t.equal(tags.status, 200, tags.body);
+  t.same(tags.json().tags, TAGS, 'every tag, over several pages');
+  const pages = double.log.filter((e) => e.app === 'api' && e.url.includes('/tags/list'));
+  t.ok(pages.length >= 3 && pages.every((e) => e.url.startsWith('/pulpcore_registry/v2/') && e.status === 200), 'every page asked under the mapped path');
+});
+
 t.test('identity: Remote-User by default reaches Pulp; REMOTE_USER would be dropped by its web server', async (t) => {
   const double = await pulp(t);
   const gw = await gateway(t, double, { redirect_mode: 'follow' });

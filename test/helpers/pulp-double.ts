@@ -25,6 +25,11 @@ export interface PulpDoubleOptions {
   users: Record<string, string[]>;
   /** pulp_container >= 2.28: manifests answered 200 by the API, no redirect. */
   manifestsDirect?: boolean;
+  /**
+   * Reached through Katello's web server: only `/pulpcore_registry/v2/` is served
+   * (mapped onto Pulp's /v2/, which Pulp still names in its Link); `/v2/` there is not Pulp.
+   */
+  behindKatello?: boolean;
   /** Largest page of tags/list and _catalog, whatever `n` the client asks (default 100). */
   pageSize?: number;
 }
@@ -90,6 +95,10 @@ export class PulpDouble {
     const user = headers['remote-user'];
     if (user !== undefined && !(user in this.opts.users)) return ociError(res, 401, 'UNAUTHORIZED', 'Invalid remote user.');
     const url = new URL(req.url ?? '/', 'http://x');
+    if (this.opts.behindKatello) {
+      if (!url.pathname.startsWith('/pulpcore_registry/v2/')) return ociError(res, 404, 'NOT_FOUND', 'Not Pulp.');
+      url.pathname = url.pathname.slice('/pulpcore_registry'.length);
+    }
     if (url.pathname === '/v2/') return user ? json(res, 200, {}) : ociError(res, 401, 'UNAUTHORIZED', 'Authentication credentials were not provided.');
     if (url.pathname === '/v2/_catalog') {
       const all = ((await storageJson(this.opts.storage, '/v2/_catalog?n=10000')).repositories as string[]).filter((r) => this.allowed(r, user));

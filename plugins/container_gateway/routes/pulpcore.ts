@@ -1,7 +1,8 @@
 // Pulp's own /v2/ API (unix socket or TCP) under /pulpcore_registry/v2/, as
-// the front web server used to pass it. Pulp takes REMOTE_USER to name the
+// the front web server used to pass it. Pulp takes the remote-user header
+// (Remote-User by default: its web server drops names with '_') to name the
 // caller, so that header carries the CN of a client certificate this daemon's
-// TLS verified, and nothing else: a client's own REMOTE_USER never passes,
+// TLS verified, and nothing else: a client's own copy never passes,
 // and no verified certificate means no header.
 import type http from 'node:http';
 import express, { type Router } from 'express';
