@@ -92,18 +92,19 @@ t.test('redirect_mode follow: the content app is streamed through, byte for byte
   t.ok(Buffer.from(await part.arrayBuffer()).equals(layerBytes.subarray(1000, 2000)));
 });
 
-t.test('REMOTE_USER upstream is the verified identity only; a client-sent one never gets through', async (t) => {
+t.test('Remote-User upstream is the verified identity only; a client-sent one never gets through', async (t) => {
   const p = await gateway(t, {});
   const forged = await request(`${p.httpUrl}/v2/org/prod/app/manifests/v1`, { headers: { ...anon, REMOTE_USER: 'admin', 'X-Remote-User': 'admin' } });
   t.equal(forged.status, 200);
   t.notOk('remote_user' in forged.json().seen, 'anonymous: no REMOTE_USER upstream');
+  t.notOk('remote-user' in forged.json().seen, 'nor Remote-User');
   t.notOk('x-remote-user' in forged.json().seen);
   t.notOk('authorization' in forged.json().seen, "the client's Authorization is not sent to the backend");
 
   const login = await request(`${p.httpUrl}/v2/token?account=admin&scope=repository:org/prod/app:pull`, { headers: { Authorization: `Basic ${Buffer.from('admin:changeme').toString('base64')}` } });
   t.equal(login.status, 200);
   const asAdmin = await request(`${p.httpUrl}/v2/org/prod/app/manifests/v1`, { headers: { Authorization: `Bearer ${login.json().token}`, REMOTE_USER: 'root' } });
-  t.equal(asAdmin.json().seen.remote_user, 'admin', 'the token owner, not what the client claimed');
+  t.equal(asAdmin.json().seen['remote-user'], 'admin', 'the token owner, not what the client claimed');
 
   const renamed = await gateway(t, { remote_user_header: 'X-Forwarded-User-Id' });
   const login2 = await request(`${renamed.httpUrl}/v2/token?account=admin&scope=repository:org/prod/app:pull`, { headers: { Authorization: `Basic ${Buffer.from('admin:changeme').toString('base64')}` } });
@@ -159,7 +160,7 @@ t.test('forwarded certificate headers count only from trusted_proxies', async (t
   const trusted = await gateway(t, { trusted_proxies: ['127.0.0.1'] });
   const viaFront = await request(`${trusted.httpUrl}/v2/org/prod/priv/manifests/v1`, { headers: { 'X-RHSM-SSL-CLIENT-CERT': flat } });
   t.equal(viaFront.status, 200, 'from a trusted front, the forwarded host certificate (newlines stripped) is the identity');
-  t.equal(viaFront.json().seen.remote_user, HOST_UUID, 'and the host UUID goes upstream as REMOTE_USER');
+  t.equal(viaFront.json().seen['remote-user'], HOST_UUID, 'and the host UUID goes upstream as Remote-User');
   t.equal((await request(`${trusted.httpUrl}/v2/org/prod/priv/manifests/v1`, { headers: { 'SSL-CLIENT-CERT': pem.replace(/\n/g, ' ') } })).status, 200, 'SSL-CLIENT-CERT too');
   t.equal((await request(`${trusted.httpUrl}/v2/org/prod/priv/manifests/v1`, { headers: { 'X-RHSM-SSL-CLIENT-CERT': '(null)' } })).status, 401, 'an empty or (null) header is no certificate');
 });

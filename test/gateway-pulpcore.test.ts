@@ -1,7 +1,8 @@
 // /pulpcore_registry/v2/ → Pulp's own /v2/ API (what Apache's ProxyPass with
-// `RequestHeader set REMOTE_USER %{SSL_CLIENT_S_DN_CN}s` did): the backend is
-// an echo server on a unix socket (and once on TCP) that answers with the
-// method, URL, headers and body length it received. REMOTE_USER is the CN of a
+// `RequestHeader set REMOTE_USER %{SSL_CLIENT_S_DN_CN}s` did, now Remote-User,
+// which Pulp's web server lets through): the backend is an echo server on a
+// unix socket (and once on TCP) that answers with the
+// method, URL, headers and body length it received. Remote-User is the CN of a
 // verified client certificate and nothing else, whatever the client sends.
 import { createHash, randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -152,13 +153,13 @@ const IDENTITY_CLAIMS: Record<string, string> = {
 
 /** The whole behaviour, against one backend transport. */
 async function behaviour(t: Tap, p: RunningProxyd, transport: string): Promise<void> {
-  await t.test(`${transport}: GET reaches the backend under /v2/ with REMOTE_USER = the verified CN`, async (t) => {
+  await t.test(`${transport}: GET reaches the backend under /v2/ with Remote-User = the verified CN`, async (t) => {
     const e = echoed(t, await call(p, '/pulpcore_registry/v2/foo/manifests/bar', { client: capsule }));
     t.equal(e.method, 'GET');
     t.equal(e.url, '/v2/foo/manifests/bar');
-    t.equal(e.headers.remote_user, 'capsule.example.com', 'remote_user is the CN');
-    t.equal(e.rawHeaderNames.filter((h) => h.toLowerCase() === 'remote_user').length, 1, 'exactly one REMOTE_USER header');
-    t.equal(e.headers['remote-user'], undefined, 'no Remote-User');
+    t.equal(e.headers['remote-user'], 'capsule.example.com', 'Remote-User is the CN');
+    t.equal(e.rawHeaderNames.filter((h) => h.toLowerCase() === 'remote-user').length, 1, 'exactly one Remote-User header');
+    t.equal(e.headers.remote_user, undefined, 'no REMOTE_USER');
     t.ok(e.headers['x-request-id'], 'the request id is passed on');
 
     const q = echoed(t, await call(p, '/pulpcore_registry/v2/foo/tags/list?n=2&last=a', { client: capsule }));
@@ -176,13 +177,13 @@ async function behaviour(t: Tap, p: RunningProxyd, transport: string): Promise<v
     await t.test(`${transport}: client-sent identity headers never get through (${who})`, async (t) => {
       for (const [name, value] of Object.entries(IDENTITY_CLAIMS)) {
         const e = echoed(t, await call(p, '/pulpcore_registry/v2/foo/manifests/bar', { ...(client ? { client } : {}), headers: { [name]: value } }));
-        t.equal(e.headers.remote_user, expected, `${name}: ${value} sent → remote_user ${expected ?? 'absent'}`);
-        t.equal(e.headers['remote-user'], undefined, `${name}: no remote-user header`);
+        t.equal(e.headers['remote-user'], expected, `${name}: ${value} sent → remote_user ${expected ?? 'absent'}`);
+        t.equal(e.headers.remote_user, undefined, `${name}: no remote_user header`);
         t.notOk(Object.values(e.headers).some((v) => v === 'admin' || (Array.isArray(v) && v.includes('admin'))), `${name}: the claimed name is nowhere in the backend's headers`);
       }
       // All at once, in both spellings, with the header repeated.
       const e = echoed(t, await call(p, '/pulpcore_registry/v2/foo/blobs/sha256:00', { ...(client ? { client } : {}), headers: { ...IDENTITY_CLAIMS, remote_user: 'root' } }));
-      t.equal(e.headers.remote_user, expected, `everything at once → remote_user ${expected ?? 'absent'}`);
+      t.equal(e.headers['remote-user'], expected, `everything at once → remote_user ${expected ?? 'absent'}`);
       t.equal(e.rawHeaderNames.filter((h) => /^remote[_-]user$/i.test(h)).length, expected ? 1 : 0, 'at most the one header the gateway set');
     });
   }
@@ -201,7 +202,7 @@ async function behaviour(t: Tap, p: RunningProxyd, transport: string): Promise<v
     t.equal(e.bodyLength, Buffer.byteLength(body), 'the backend received the whole body');
     t.equal(e.bodySha256, createHash('sha256').update(body).digest('hex'), 'byte for byte');
     t.equal(e.headers['content-type'], 'application/octet-stream');
-    t.equal(e.headers.remote_user, 'capsule.example.com');
+    t.equal(e.headers['remote-user'], 'capsule.example.com');
 
     // A chunked body (no Content-Length).
     const chunked = await chunkedPut(p, '/pulpcore_registry/v2/foo/blobs/uploads/def', ['abc', 'defg', 'h'.repeat(100_000)]);

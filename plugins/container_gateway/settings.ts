@@ -74,7 +74,7 @@ export const SETTINGS_SCHEMA: Record<string, PropertySchema> = {
   pulp_client_ssl_cert: file,
   pulp_client_ssl_key: file,
   redirect_mode: { enum: ['pass', 'follow'], default: 'pass', description: 'pass (send the client to the content app) or follow (stream it through the gateway)' },
-  remote_user_header: { type: 'string', pattern: '^[A-Za-z0-9_-]+$', default: 'REMOTE_USER', description: 'an HTTP header name' },
+  remote_user_header: { type: 'string', pattern: '^[A-Za-z0-9_-]+$', default: 'Remote-User', description: "an HTTP header name (Pulp's web server drops names with '_': REMOTE_USER never arrives)" },
   katello_registry_path: { type: 'string', pattern: '^/(.*/)?$', default: '/v2/', description: "a URL path starting and ending with '/'" },
   sqlite_db_path: { type: 'string', minLength: 1, default: '/var/lib/foreman-proxy/container_gateway.db', description: 'a file path' },
   sqlite_timeout: { type: 'integer', minimum: 0, default: 30000, description: 'milliseconds (0 or more)' },

@@ -105,8 +105,12 @@ export class PulpBackend implements ContentBackend {
       if (Array.isArray(parsed.tags)) tags.push(...parsed.tags.filter((t): t is string => typeof t === 'string'));
       const next = /<([^>]+)>\s*;\s*rel="?next"?/.exec(String(up.headers.link ?? ''))?.[1];
       if (!next) break;
+      // Absolute, from the Host Pulp saw: only its path and query matter, and Pulp names its own /v2/
+      // even when reached through a mapped path (Katello's /pulpcore_registry/v2/).
       const url = new URL(next, this.pulp.origin);
-      path = url.pathname.slice(url.pathname.startsWith(this.pulp.basePath) ? this.pulp.basePath.length : 0) + url.search;
+      let nextPath = url.pathname.slice(url.pathname.startsWith(this.pulp.basePath) ? this.pulp.basePath.length : 0);
+      if (!nextPath.startsWith(this.settings.pulp_registry_path) && nextPath.startsWith('/v2/')) nextPath = this.settings.pulp_registry_path + nextPath.slice(4);
+      path = nextPath + url.search;
     }
     return [...new Set(tags)].sort().filter((t) => last === undefined || t > last).slice(0, limit);
   }
@@ -177,15 +181,16 @@ export class PulpBackend implements ContentBackend {
     return headers;
   }
 
-  /** A client-facing Location for a content-app redirect. */
-  private rewriteLocation(location: URL): string {
-    const target = this.settings.client_endpoint;
-    if (!target) return location.href;
-    const ce = new URL(target);
-    location.protocol = ce.protocol;
-    location.hostname = ce.hostname;
-    if (ce.port) location.port = ce.port;
-    return location.href;
+  /** A client-facing Location: scheme, host and port may become client_endpoint's; path and query stay byte for byte (Pulp's token signs them). */
+  private rewriteLocation(target: Location): string {
+    const ce = this.settings.client_endpoint;
+    if (!ce) return target.origin + target.pathAndQuery;
+    const origin = new URL(target.origin);
+    const c = new URL(ce);
+    origin.protocol = c.protocol;
+    origin.hostname = c.hostname;
+    if (c.port) origin.port = c.port;
+    return origin.origin + target.pathAndQuery;
   }
 
   /** GET/HEAD from the backend, following (or, redirect_mode pass, handing back) its redirects. */
@@ -195,19 +200,19 @@ export class PulpBackend implements ContentBackend {
     const headers = this.headers(req, client);
     let upstream = this.pulp;
     let path = `${this.settings.pulp_registry_path}${name}/${kind}/${ref}`;
-    let base = new URL(path, this.pulp.origin);
+    let origin = this.pulp.origin;
     for (let hop = 0; ; hop++) {
       const up = await upstream.request({ method, path, headers, signal });
       const location = up.headers.location;
       if (!(up.statusCode && up.statusCode >= 300 && up.statusCode < 400 && location)) return { up };
       up.resume();
-      const target = new URL(location, base);
+      const target = splitLocation(location, origin);
       // HEAD is always answered here (200 with the real headers), never as a redirect.
       if (this.settings.redirect_mode === 'pass' && method === 'GET') return { up, redirect: this.rewriteLocation(target) };
       if (hop >= MAX_REDIRECTS) throw new RegistryError('UNAVAILABLE', 'the content backend redirected too often', undefined, 502);
       upstream = target.origin === this.pulp.origin ? this.pulp : this.contentApp(target.origin);
-      path = target.pathname + target.search;
-      base = target;
+      path = target.pathAndQuery;
+      origin = target.origin;
       delete headers[this.settings.remote_user_header];
     }
   }
@@ -227,6 +232,21 @@ export class PulpBackend implements ContentBackend {
     this.manifests.set(key, value);
     return { kind: 'manifest', value };
   }
+}
+
+interface Location {
+  origin: string;
+  /** Path and query exactly as the backend sent them. */
+  pathAndQuery: string;
+}
+
+/** Split a Location without re-encoding it: a URL parser would normalise what a signature covers. */
+export function splitLocation(raw: string, base: string): Location {
+  const absolute = /^([a-z][a-z0-9+.-]*:\/\/[^/?#]*)([^#]*)/i.exec(raw);
+  if (absolute) return { origin: new URL(absolute[1]!).origin, pathAndQuery: absolute[2] || '/' };
+  if (raw.startsWith('/') && !raw.startsWith('//')) return { origin: new URL(base).origin, pathAndQuery: raw.split('#')[0]! };
+  const u = new URL(raw, base);
+  return { origin: u.origin, pathAndQuery: u.pathname + u.search };
 }
 
 /** Turn an upstream error answer into an OCI error, without trusting its length (the 416 pitfall). */

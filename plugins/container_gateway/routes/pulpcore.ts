@@ -1,7 +1,8 @@
 // Pulp's own /v2/ API (unix socket or TCP) under /pulpcore_registry/v2/, as
-// the front web server used to pass it. Pulp takes REMOTE_USER to name the
+// the front web server used to pass it. Pulp takes the remote-user header
+// (Remote-User by default: its web server drops names with '_') to name the
 // caller, so that header carries the CN of a client certificate this daemon's
-// TLS verified, and nothing else: a client's own REMOTE_USER never passes,
+// TLS verified, and nothing else: a client's own copy never passes,
 // and no verified certificate means no header.
 import type http from 'node:http';
 import express, { type Router } from 'express';
@@ -17,9 +18,11 @@ export const PULPCORE_PREFIX = '/pulpcore_registry/v2';
 export function pulpcoreRouter(ctx: PluginContext, settings: GatewaySettings, upstream: HttpUpstream): Router {
   const router = express.Router();
   const userHeader = settings.remote_user_header.toLowerCase();
+  // A client's copy is dropped under either spelling ('_' or '-'), whichever one the backend reads.
+  const isUserHeader = (k: string) => k.replace(/_/g, '-') === userHeader.replace(/_/g, '-');
   router.use(PULPCORE_PREFIX, async (req, res) => {
     const headers: http.OutgoingHttpHeaders = {};
-    for (const [k, v] of Object.entries(req.headers)) if (!HOP_BY_HOP.has(k) && k !== userHeader && v !== undefined) headers[k] = v;
+    for (const [k, v] of Object.entries(req.headers)) if (!HOP_BY_HOP.has(k) && !isUserHeader(k) && v !== undefined) headers[k] = v;
     const identity = ctx.auth.identity(req);
     if (identity.certificate === 'verified' && identity.cn) headers[userHeader] = identity.cn;
     headers['x-request-id'] = req.id;
