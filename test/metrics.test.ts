@@ -4,7 +4,7 @@
 // page counts both workers; by default a client that is not trusted is
 // refused (a non-loopback peer from a network namespace, helpers/netns.ts),
 // `metrics_access: open` lets it read, `disabled` serves nothing.
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -75,6 +75,10 @@ t.test('a push then a pull move the counters by exactly what they did', async (t
   const before = await scrape(t, base);
   t.equal(before.value('container_gateway_stored_blobs'), 0, 'an empty store holds no blobs');
   t.equal(before.value('container_gateway_served_bytes_total'), 0, 'nothing served yet');
+  t.equal(before.value('proxyd_worker_processes'), 1, 'one process');
+  const dashboard = readFileSync(join(import.meta.dirname, '../extra/grafana-dashboard.json'), 'utf8');
+  const queried = new Set([...dashboard.matchAll(/\b((?:proxyd|container_gateway)_[a-z_]+?)(?:_bucket)?\b/g)].map((m) => m[1]!));
+  t.same([...queried].filter((name) => !before.text.includes(`# TYPE ${name} `)), [], 'the Grafana dashboard queries only metrics the page has');
 
   await pushImage(image.ref, `${gw}/alice/app:v1`, { creds: 'alice:alice-pw' });
   const pushed = await scrape(t, base);
@@ -109,16 +113,17 @@ t.test('workers: 2: one page counts the requests of both workers', async (t) => 
   const p = await gatewayDaemon('workers', { workers: 2 });
   const base = p.httpUrl;
   // New connections are dealt out to the workers in turn: 20 land on both.
-  const pids = new Set<string>();
+  const gauges = new Set<string>();
   const statuses = new Set<number>();
   for (let i = 0; i < 20; i++) statuses.add((await request(`${base}/v2/`)).status);
   t.same([...statuses], [401], 'GET /v2/ anonymously: the registry challenge, 20 times');
   for (let i = 0; i < 6; i++) {
     const page = await scrape(t, base);
     t.equal(page.value(REQUESTS, { route: 'registry_base', method: 'GET', status: '401' }), 20, `scrape ${i + 1}: all 20 requests, whichever worker answers`);
-    pids.add(page.value('container_gateway_stored_blobs').toString());
+    t.equal(page.value('proxyd_worker_processes'), 2, `scrape ${i + 1}: both workers answered the primary`);
+    gauges.add(page.value('container_gateway_stored_blobs').toString());
   }
-  t.same([...pids], ['0'], 'the store gauge is the store, not the sum of the workers');
+  t.same([...gauges], ['0'], 'the store gauge is the store, not the sum of the workers');
 });
 
 t.test('metrics_access: trusted by default; open; disabled', async (t) => {

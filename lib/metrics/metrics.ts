@@ -3,7 +3,7 @@
 // counters and latency histograms every route gets from one middleware, and
 // the registry handed to plugins so their metrics appear on the same page.
 import type { Request, RequestHandler } from 'express';
-import { Counter, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 /** Maps a request path to a route class; undefined: not one of this classifier's routes. */
 export type RouteClassifier = (path: string, req: Request) => string | undefined;
@@ -42,6 +42,8 @@ export class DaemonMetrics implements PluginMetrics {
       buckets: LATENCY_BUCKETS,
       registers: [this.registry],
     });
+    // 1 per process: summed over a cluster, the number of workers the page counts.
+    new Gauge({ name: 'proxyd_worker_processes', help: 'Daemon processes whose counts this page sums', registers: [this.registry] }).set(1);
   }
 
   classifyRoutes(classifier: RouteClassifier): void {
