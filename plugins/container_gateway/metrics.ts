@@ -66,7 +66,7 @@ export class GatewayMetrics {
     this.onDemandReads = counter('container_gateway_on_demand_reads_total', 'On-demand reads: from the store (hit) or fetched from the main server (miss)', ['result']);
     this.onDemandBytes = counter('container_gateway_on_demand_fetched_bytes_total', 'Bytes fetched from the main server by on-demand reads');
     this.upstreamErrors = counter('container_gateway_upstream_errors_total', 'Requests failed by an upstream (content backend, main server), by kind (connect, timeout, reset, katello_unreachable)', ['kind']);
-    this.logins = counter('container_gateway_logins_total', 'Password logins, by result (success, failure, unknown: the main server could not tell)', ['result']);
+    this.logins = counter('container_gateway_logins_total', 'Password logins, by result (success, failure, unknown: the answer said nothing of the password)', ['result']);
     this.throttled = counter('container_gateway_logins_throttled_total', 'Logins refused with 429 (too many failures, or too many at once)');
     this.syncRuns = counter('container_gateway_sync_runs_total', 'Sync runs ended, by state (succeeded, failed)', ['state']);
     this.syncBlobs = counter('container_gateway_sync_blobs_total', 'Blobs downloaded by sync runs');
