@@ -1,6 +1,7 @@
 // GET /metrics: the Prometheus text page; the whole cluster's with `workers`.
-// Open or for trusted clients only (metrics_access): the page names
-// repositories and users' activity, so by default only trusted clients read it.
+// Open or for trusted clients only (metrics_access): no label names a
+// repository or a user, but the page tells how much is pulled, from where, and
+// how many logins fail, so by default only trusted clients read it.
 import express, { type RequestHandler, type Router } from 'express';
 import { serviceUnavailable } from '../http/errors.ts';
 import { clusterMetricsText, inCluster } from './cluster.ts';
