@@ -4,8 +4,9 @@
 // and fails start-up (exit 1) if a worker cannot start.
 import cluster, { type Worker } from 'node:cluster';
 import type { Logger } from './logging/logger.ts';
+import { serveClusterMetrics, type MetricsRequest } from './metrics/cluster.ts';
 
-export type WorkerMessage = { type: 'ready' } | { type: 'startup-failed'; message: string };
+export type WorkerMessage = { type: 'ready' } | { type: 'startup-failed'; message: string } | MetricsRequest;
 
 const RESTART_DELAY_MS = 1000;
 
@@ -25,6 +26,7 @@ export function runPrimary(count: number, logger: Logger): Promise<number> {
     let startupDone = false;
     let ready = 0;
     const live = new Set<Worker>();
+    const metrics = serveClusterMetrics();
 
     const finish = (code: number) => {
       if (live.size === 0) resolveExit(code);
@@ -40,7 +42,9 @@ export function runPrimary(count: number, logger: Logger): Promise<number> {
       live.add(worker);
       let workerReady = false;
       worker.on('message', (msg: WorkerMessage) => {
-        if (msg.type === 'ready') {
+        if (msg.type === 'metrics-request') {
+          metrics(worker, msg);
+        } else if (msg.type === 'ready') {
           workerReady = true;
           if (!startupDone && ++ready === count) {
             startupDone = true;

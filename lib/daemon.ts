@@ -9,6 +9,9 @@ import { requestContext } from './http/request-context.ts';
 import { rootApi } from './http/root-api.ts';
 import { trustedClient } from './http/trusted-client.ts';
 import { createLogging, type DaemonLogging } from './logging/logger.ts';
+import { joinClusterMetrics, inCluster } from './metrics/cluster.ts';
+import { DaemonMetrics } from './metrics/metrics.ts';
+import { metricsRouter } from './metrics/route.ts';
 import { discoverPlugins } from './plugins/loader.ts';
 import { PluginManager } from './plugins/manager.ts';
 import type { DaemonView } from './plugins/types.ts';
@@ -34,6 +37,7 @@ export class Daemon {
     readonly global: GlobalSettings,
     readonly logging: DaemonLogging,
     readonly plugins: PluginManager,
+    readonly metrics: DaemonMetrics,
   ) {}
 
   get logger() {
@@ -54,8 +58,10 @@ export class Daemon {
     let manager: PluginManager | undefined;
     const view: DaemonView = { version: VERSION, logBuffer: logging.buffer, plugins: () => manager?.statuses() ?? [] };
     const auth = { trustedClient: trustedClient(global), identity: clientIdentity };
-    manager = new PluginManager(global, logging.logger, auth, view);
-    const daemon = new Daemon(global, logging, manager);
+    const metrics = new DaemonMetrics();
+    if (inCluster()) joinClusterMetrics(metrics.registry);
+    manager = new PluginManager(global, logging.logger, auth, view, metrics);
+    const daemon = new Daemon(global, logging, manager, metrics);
     try {
       await manager.initialize(await discoverPlugins([join(CODE_ROOT, 'plugins'), ...global.plugin_directories]));
       daemon.listeners = await startListeners(global, { http: daemon.app('http', view, auth.trustedClient), https: daemon.app('https', view, auth.trustedClient) });
@@ -77,6 +83,10 @@ export class Daemon {
     app.set('etag', false);
     app.set('query parser', 'extended');
     app.use(requestContext(this.logger, () => this.stopping !== undefined));
+    if (this.global.metrics_access !== 'disabled') {
+      app.use(this.metrics.middleware());
+      app.use(metricsRouter(this.metrics, this.global.metrics_access, trusted));
+    }
     app.use(rootApi(view, trusted));
     for (const plugin of this.plugins.mounted()) {
       if (!plugin[kind]) continue;

@@ -12,3 +12,5 @@ export { HttpError, badRequest, notFound, conflict, tooLarge, serviceUnavailable
 export { bodyType, jsonObjectBody, quoteValue } from '../http/json-body.ts';
 export { CliExit } from './cli.ts';
 export type { DaemonTarget, PasswordOptions, PluginCli, PluginCliContext, PluginStatusDetail, PluginStatusHook } from './cli.ts';
+export type { PluginMetrics, RouteClassifier } from '../metrics/metrics.ts';
+export { Counter, Gauge, Histogram } from 'prom-client';

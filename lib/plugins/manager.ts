@@ -8,6 +8,7 @@ import type { Logger } from '../logging/logger.ts';
 import type { GlobalSettings } from '../settings/global.ts';
 import { loadPluginSettings } from '../settings/plugin.ts';
 import type { DiscoveredPlugin } from './loader.ts';
+import type { PluginMetrics } from '../metrics/metrics.ts';
 import type { DaemonView, PluginContext, PluginDefinition, PluginSettings, PluginState, PluginStatus } from './types.ts';
 import { satisfies } from './version.ts';
 
@@ -46,6 +47,7 @@ export class PluginManager {
     private readonly logger: Logger,
     private readonly auth: Auth,
     private readonly daemon: DaemonView,
+    private readonly metrics: PluginMetrics,
   ) {}
 
   /** Settings, requirements, setup and start of every discovered plugin. */
@@ -165,6 +167,7 @@ export class PluginManager {
       rootRouter: express.Router(),
       daemon: this.daemon,
       auth: this.auth,
+      metrics: this.metrics,
       dependency<T>(name: string): T {
         if (!(name in (entry.def?.requires ?? {}))) throw new Error(`'${entry.name}' does not declare a requirement on '${name}'`);
         return entries.get(name)?.api as T;

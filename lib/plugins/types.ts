@@ -8,6 +8,7 @@ import type { GlobalSettings } from '../settings/global.ts';
 import type { PropertySchema } from '../settings/schema.ts';
 import type { ClientIdentity } from '../http/identity.ts';
 import type { LogBuffer } from '../logging/buffer.ts';
+import type { PluginMetrics } from '../metrics/metrics.ts';
 
 export type PluginState = 'uninitialized' | 'starting' | 'running' | 'disabled' | 'failed';
 export type Enabled = boolean | 'http' | 'https';
@@ -51,6 +52,8 @@ export interface PluginContext<S extends PluginSettings = PluginSettings> {
     /** Who the client is, from what the daemon verified itself. */
     identity(req: Request): ClientIdentity;
   };
+  /** The daemon's Prometheus registry (GET /metrics) and the plugin's route classes. */
+  readonly metrics: PluginMetrics;
   /** The value a required plugin's setup returned. */
   dependency<T = unknown>(name: string): T;
 }

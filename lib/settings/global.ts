@@ -43,6 +43,8 @@ export interface GlobalSettings {
   readonly plugin_hook_timeout: number;
   readonly idle_timeout: number;
   readonly workers: number;
+  /** GET /metrics: trusted clients only (default), open to anyone, or not served. */
+  readonly metrics_access: 'trusted' | 'open' | 'disabled';
 }
 
 const port = (d: string) => ({ type: 'integer', minimum: 0, maximum: 65535, description: `a TCP port number (0-65535)${d}` });
@@ -80,6 +82,8 @@ export const GLOBAL_SCHEMA: SettingsSchema = {
     plugin_hook_timeout: { type: 'number', exclusiveMinimum: 0, default: 60, description: 'seconds (more than 0)' },
     idle_timeout: { type: 'number', exclusiveMinimum: 0, default: 120, description: 'seconds a connection may move no bytes before it is closed (more than 0)' },
     workers: { type: 'integer', minimum: 1, maximum: 64, default: 1, description: 'a number of daemon processes (1-64)' },
+    // Trusted by default: no default exposes an admin action, and the page names repositories.
+    metrics_access: { enum: ['trusted', 'open', 'disabled'], default: 'trusted', description: 'one of trusted, open, disabled' },
   },
 };
 

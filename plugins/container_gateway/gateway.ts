@@ -28,6 +28,7 @@ import { BlobFetches } from './store/blob-fetches.ts';
 import { BlobStore } from './store/blob-store.ts';
 import { ContentIndex } from './store/content-index.ts';
 import type { LocalStore } from './store/local-store.ts';
+import { GatewayMetrics } from './metrics.ts';
 import { StoreMirror } from './sync/mirror.ts';
 
 export type { LocalStore };
@@ -55,6 +56,8 @@ export class Gateway {
   readonly fetches: BlobFetches | undefined;
   /** On-demand serving (download_policy on_demand or streamed), when it is on: its counters and tag checks. */
   readonly onDemand: { counters: SharedCounters; checks: TagChecks } | undefined;
+  /** The gateway's Prometheus metrics (GET /metrics). */
+  readonly metrics: GatewayMetrics;
   /** The main server as this proxy's account for on-demand reads: one client, its tokens reused, never retried. */
   private readonly reader: MainRegistry | undefined;
 
@@ -64,11 +67,12 @@ export class Gateway {
   ) {
     this.logger = ctx.logger;
     this.db = new GatewayDb(settings.sqlite_db_path, settings.sqlite_timeout);
-    this.logins = new LoginGuard(this.db.db, settings, ctx.logger);
-    this.manifests = new ManifestCache(settings.manifest_cache_ttl * 1000, 32 * 1024 * 1024);
+    const store = settings.content_backend === 'local' ? { blobs: new BlobStore(settings.storage_path), index: new ContentIndex(this.db.db) } : undefined;
+    const metrics = (this.metrics = new GatewayMetrics(ctx.metrics, store ? 'store' : 'pulp', store ? () => store.index.totals() : undefined));
+    this.logins = new LoginGuard(this.db.db, settings, ctx.logger, metrics);
+    this.manifests = new ManifestCache(settings.manifest_cache_ttl * 1000, 32 * 1024 * 1024, (hit) => metrics.manifestLookup(hit));
     this.main = MainServer.of(settings, ctx.global, this.timeouts());
     this.standalone = !this.main;
-    const store = settings.content_backend === 'local' ? { blobs: new BlobStore(settings.storage_path), index: new ContentIndex(this.db.db) } : undefined;
     this.store = store;
     const db = this.db;
     this.access = new AccessLayer({
@@ -85,7 +89,7 @@ export class Gateway {
     this.mirror = store ? new StoreMirror(store, this.fetches) : undefined;
     const policy = settings.download_policy;
     if (this.main && store && this.fetches && (policy === 'on_demand' || policy === 'streamed')) {
-      const stats = new OnDemandStats();
+      const stats = new OnDemandStats(metrics);
       const checks = new TagChecks(db.db);
       this.reader = this.main.proxyReader({ retries: 0 });
       this.onDemand = { counters: new SharedCounters(db.db, stats), checks };
@@ -131,6 +135,7 @@ export class Gateway {
     this.reader?.close();
     this.main?.close();
     this.db.close();
+    this.metrics.close();
   }
 
   requireKatello(): KatelloClient {

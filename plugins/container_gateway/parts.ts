@@ -38,6 +38,8 @@ export async function setUpGateway(ctx: PluginContext, settings: GatewaySettings
 function build(ctx: PluginContext, settings: GatewaySettings, closers: Closers): GatewayParts {
   const gateway = closers.add('the gateway (database, upstreams)', new Gateway(settings, ctx), (g) => g.close());
   const store = gateway.store;
+  ctx.rootRouter.use(gateway.metrics.middleware());
+  ctx.router.use(gateway.metrics.middleware());
   const registry = registryRouter(gateway);
   ctx.rootRouter.use(registry);
   ctx.router.use(registry);
@@ -53,7 +55,7 @@ function build(ctx: PluginContext, settings: GatewaySettings, closers: Closers):
   const syncs = closers.add(
     'the sync runs',
     // A synced repository's tags are what the main server has now; on-demand checks them again on their next read.
-    new SyncService({ db: gateway.db, local: gateway.mirror, main: gateway.main, settings, logger: ctx.logger, onRepositoryDone: (name) => gateway.contentChanged(name) }),
+    new SyncService({ db: gateway.db, local: gateway.mirror, main: gateway.main, settings, logger: ctx.logger, onRepositoryDone: (name) => gateway.contentChanged(name), metrics: gateway.metrics }),
     (s) => s.stop(),
   );
   ctx.router.use(syncAdminRouter(ctx.auth.trustedClient, syncs));

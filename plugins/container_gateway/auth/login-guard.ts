@@ -8,6 +8,7 @@
 // - the recent-login cache: after the main server accepted a login, a salted
 //   scrypt hash of the credentials is kept for login_cache_ttl seconds, so that
 //   the login still works while the main server is unreachable.
+import type { GatewayMetrics } from '../metrics.ts';
 import type Database from 'better-sqlite3';
 import type { Request, Response } from 'express';
 import type { Logger } from '../../../lib/plugins/api.ts';
@@ -48,6 +49,7 @@ export class LoginGuard {
     private readonly db: Database.Database,
     private readonly settings: LoginGuardSettings,
     private readonly logger: Logger,
+    private readonly metrics?: GatewayMetrics,
   ) {
     this.sql = new Statements(db);
   }
@@ -88,6 +90,7 @@ export class LoginGuard {
     const keys = this.keys(user, address);
     const wait = this.blockedFor(keys, Date.now());
     if (wait > 0) {
+      this.metrics?.loginThrottled();
       res.set('Retry-After', String(wait));
       throw new RegistryError('TOOMANYREQUESTS', `too many failed logins: try again in ${wait} s`);
     }
@@ -96,9 +99,11 @@ export class LoginGuard {
       ok = await attempt();
     } catch (err) {
       if (!(err instanceof HashingBusy)) throw err;
+      this.metrics?.loginThrottled();
       res.set('Retry-After', '1');
       throw new RegistryError('TOOMANYREQUESTS', 'too many logins at once: try again shortly');
     }
+    this.metrics?.login(ok);
     if (ok === true) this.sql.get('DELETE FROM login_failures WHERE key = ?').run(keys[0]);
     else if (ok === false) this.failed(keys, user, address);
     return ok;

@@ -9,6 +9,7 @@ import { PassThrough, type Readable } from 'node:stream';
 import type { Request, Response } from 'express';
 import { RegistryError } from '../oci/errors.ts';
 import { readBounded, UpstreamError, type HttpUpstream } from '../upstream/http-upstream.ts';
+import { failedUpstream, servedFrom } from '../metrics.ts';
 import { streamTo } from '../upstream/stream.ts';
 
 const REQUEST_HEADERS = ['authorization', 'accept', 'content-type', 'content-length', 'content-range', 'range', 'user-agent', 'docker-distribution-api-version'];
@@ -88,6 +89,7 @@ export class MainRelay {
 
   /** Stream an answer to the client as it comes (reads and probes). */
   async relay(req: Request, res: Response, up: http.IncomingMessage): Promise<void> {
+    servedFrom(res, 'main');
     this.copyResponseHead(req, res, up);
     dropUnreadBody(req, res);
     await streamTo(up, res);
@@ -112,6 +114,7 @@ export class MainRelay {
     }
     this.copyResponseHead(req, res, answer.up);
     dropUnreadBody(req, res);
+    servedFrom(res, 'main');
     res.set('Content-Length', String(answer.body.length));
     res.end(answer.body);
   }
@@ -164,6 +167,7 @@ function forwardedHeaders(req: Request): http.OutgoingHttpHeaders {
 /** The main server could not be reached: 503 at once, in the OCI shape; an upload still arriving is cut. */
 function unavailable(req: Request, res: Response, err: UpstreamError): never {
   if (req.readable && !req.readableEnded) res.set('Connection', 'close');
+  failedUpstream(res, err.kind);
   res.set('Retry-After', '10');
   const status = err.kind === 'connect' ? 503 : err.kind === 'timeout' ? 504 : 502;
   throw new RegistryError('UNAVAILABLE', `the main server's registry is unavailable: ${err.message}`, undefined, status);

@@ -31,6 +31,8 @@ import type { ContentBackend, ContentWrites, Exchange, ManifestReference } from 
 import { serveBlobOnDemand } from './on-demand-blobs.ts';
 import { fetchManifest, headTag, MainUnreachable, sendManifest, unreachable, type FetchedManifest } from './on-demand-manifests.ts';
 import type { TagChecks } from './on-demand-records.ts';
+import { failedUpstream, servedFrom } from '../metrics.ts';
+import { UpstreamError } from '../upstream/http-upstream.ts';
 import type { OnDemandStats } from './on-demand-stats.ts';
 
 export interface OnDemandDependencies {
@@ -94,6 +96,7 @@ export class OnDemandBackend implements ContentBackend {
       return this.inner.getManifest(x, ref);
     }
     this.deps.stats.miss();
+    servedFrom(x.res, 'main');
     if (r.kind === 'gone') throw new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown to registry', { reference: ref.reference });
     if (this.keep) return this.inner.getManifest(x, ref);
     sendManifest(x.req, x.res, r.manifest, ref.reference);
@@ -107,6 +110,7 @@ export class OnDemandBackend implements ContentBackend {
       return this.inner.getBlob(x, digest);
     }
     stats.miss();
+    servedFrom(x.res, 'main');
     const main = this.deps.main;
     try {
       await serveBlobOnDemand(x, digest, {
@@ -224,6 +228,7 @@ export class OnDemandBackend implements ContentBackend {
   private failure(x: Exchange, err: unknown): unknown {
     if (!unreachable(err)) return err;
     this.wentDown(err, 'a miss answered 503');
+    failedUpstream(x.res, err instanceof UpstreamError ? err.kind : 'main_unreachable');
     x.res.set('Retry-After', String(UNREACHABLE_RETRY_AFTER));
     return new RegistryError('UNAVAILABLE', 'the main server is unreachable: this content is not stored here yet, try again later');
   }

@@ -77,6 +77,11 @@ export class ContentIndex {
     return this.sql('SELECT size FROM blobs WHERE digest = ?').get(digest) as { size: number } | undefined;
   }
 
+  /** Blobs stored and their bytes (the metrics' gauges, read at scrape time). */
+  totals(): { blobs: number; bytes: number } {
+    return this.sql('SELECT count(*) AS blobs, coalesce(sum(size), 0) AS bytes FROM blobs').get() as { blobs: number; bytes: number };
+  }
+
   /** Names of the repositories linking a blob (a mount without `from` needs one the client can read). */
   repositoriesLinking(digest: string): string[] {
     return this.sql('SELECT r.name FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id WHERE rb.digest = ?').pluck().all(digest) as string[];

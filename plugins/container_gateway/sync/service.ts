@@ -4,6 +4,7 @@
 // content, access is refreshed (sync/refresh.ts). Stopping the daemon marks
 // its runs interrupted; a rerun resumes. Made once in setup, stopped by its
 // closer before the database closes.
+import type { GatewayMetrics } from '../metrics.ts';
 import type { Logger } from '../../../lib/plugins/api.ts';
 import type { GatewayDb } from '../db/database.ts';
 import type { GatewaySettings } from '../settings.ts';
@@ -39,6 +40,8 @@ export interface SyncDependencies {
   logger: Logger;
   /** A repository's tags changed (cached manifests must go). */
   onRepositoryDone(name: string): void;
+  /** Told of every run's end (GET /metrics). */
+  metrics?: GatewayMetrics;
 }
 
 function message(err: unknown): string {
@@ -158,6 +161,7 @@ export class SyncService {
         this.active.delete(run.id);
         this.runs.finish(run.id, state, a.progress, error);
         const p = a.progress;
+        this.deps.metrics?.syncEnded(state, p.blobs.transferred, p.bytes);
         const summary = `${p.repositories.done}/${p.repositories.total} repositories, ${p.blobs.transferred} blobs (${p.bytes} bytes) downloaded${p.untagged?.length ? `, ${p.untagged.length} without tags on the main server (synced as empty)` : ''}`;
         if (state === 'succeeded') logger.info(`sync #${run.id}: succeeded: ${summary}`);
         else logger.error(`sync #${run.id}: failed: ${error} (${summary})`);

@@ -24,6 +24,8 @@ export class ManifestCache {
   constructor(
     private readonly ttlMs: number,
     private readonly maxBytes: number,
+    /** Told of every lookup while the cache is on (metrics). */
+    private readonly lookedUp: (hit: boolean) => void = () => {},
   ) {}
 
   get enabled(): boolean {
@@ -36,8 +38,10 @@ export class ManifestCache {
 
   get(key: string): CachedManifest | undefined {
     const entry = this.entries.get(key);
+    const fresh = entry !== undefined && entry.expires > Date.now();
+    if (this.enabled) this.lookedUp(fresh);
     if (!entry) return undefined;
-    if (entry.expires <= Date.now()) {
+    if (!fresh) {
       this.delete(key);
       return undefined;
     }
