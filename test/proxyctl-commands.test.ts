@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { request, type Reply } from './helpers/http.ts';
+import { startKatelloDouble } from './helpers/katello-double.ts';
 import { buildImage, pushImage, runCommand, skopeo } from './helpers/images.ts';
 import { childEnv, freePort, PROXYCTL, ROOT, run, spawnNode, startProxyd } from './helpers/proxyd.ts';
 
@@ -202,4 +203,36 @@ t.test('--help of the new commands', async (t) => {
     t.equal(r.code, 0);
     t.match(r.stdout, pattern, args.join(' '));
   }
+});
+
+t.test('smart-proxy mode: grants and deletions refused (Katello owns them), tokens revoke works', async (t) => {
+  const katello = await startKatelloDouble({ publicRepositories: ['acme/prod/app'], users: { dave: { password: 'dave-pw', repositories: ['acme/prod/secret'] } } });
+  t.teardown(() => katello.stop());
+  const sp = await startProxyd({
+    fixtures: false,
+    settings: { foreman_url: katello.url, log_level: 'WARN' },
+    plugins: { container_gateway: { enabled: true, sqlite_db_path: join(work, 'smart.db'), storage_path: join(work, 'smart-storage') } },
+  });
+  t.teardown(() => sp.stop());
+  const spCtl = (args: string[]) => run([PROXYCTL, '--settings', sp.settingsFile, ...args]);
+  const body = JSON.stringify({ repositories: [{ repository: 'acme/prod/app', auth_required: false }, { repository: 'acme/prod/secret', auth_required: true }] });
+  const listed = await request(`${sp.httpUrl}/container_gateway/repository_list`, { method: 'PUT', headers: { 'Content-Type': 'application/json' }, body });
+  t.equal(listed.status, 200, listed.body);
+
+  for (const args of [['repos', 'grant', 'dave', 'acme/prod/app'], ['repos', 'revoke', 'dave', 'acme/prod/app'], ['repos', 'delete', 'acme/prod/app']]) {
+    const r = await spCtl(args);
+    t.equal(r.code, 1, `${args.join(' ')}: exit 1`);
+    t.match(r.stderr, /is for standalone mode only: with foreman_url, Katello's repository lists and mappings replace it/);
+  }
+  t.same(JSON.parse((await spCtl(['repos', 'list', '--json'])).stdout).map((r: { name: string }) => r.name), ['acme/prod/app', 'acme/prod/secret'], 'both repositories are still there');
+
+  const login = await request(`${sp.httpUrl}/v2/token?${new URLSearchParams({ service: new URL(sp.httpUrl).host, scope: 'registry:catalog:*' })}`, { headers: basic('dave', 'dave-pw') });
+  t.equal(login.status, 200, login.body);
+  const auth = { Authorization: `Bearer ${login.json<{ token: string }>().token}` };
+  t.equal((await request(`${sp.httpUrl}/v2/_catalog`, { headers: auth })).status, 200, "dave's token works");
+  const revoked = await spCtl(['tokens', 'revoke', 'dave']);
+  t.match([revoked.code, revoked.stdout], [0, /^[1-9]\d* tokens of user 'dave' revoked\n$/], revoked.stderr);
+  const after = await request(`${sp.httpUrl}/v2/_catalog`, { headers: auth });
+  t.equal(after.status, 401, 'the token is refused from now on');
+  t.match(after.headers['www-authenticate'], /^Bearer realm="/, 'with a challenge');
 });

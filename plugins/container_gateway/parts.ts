@@ -73,7 +73,7 @@ function build(ctx: PluginContext, settings: GatewaySettings, closers: Closers):
       },
     }),
   );
-  ctx.router.use(grantsAdminRouter({ trustedClient: ctx.auth.trustedClient, db, standalone: gateway.standalone, hasher: gateway.logins.hasher, contentChanged: (name) => gateway.contentChanged(name) }));
+  ctx.router.use(grantsAdminRouter({ trustedClient: ctx.auth.trustedClient, db, standalone: gateway.standalone, storesTags: store !== undefined, hasher: gateway.logins.hasher, contentChanged: (name) => gateway.contentChanged(name) }));
   const pulpcore = closers.add('the pulpcore API upstream', new HttpUpstream(settings.pulpcore_api_endpoint, gateway.timeouts(), {}, settings.upstream_max_sockets), (up) => up.close());
   ctx.rootRouter.use(pulpcoreRouter(ctx, settings, pulpcore));
   const purger = store

@@ -21,6 +21,8 @@ export interface GrantsDeps {
   db: GatewayDb;
   /** false in smart-proxy mode: Katello owns repositories and mappings. */
   standalone: boolean;
+  /** false with content_backend: pulp, where Pulp keeps the tags (none are stored here). */
+  storesTags: boolean;
   /** The gateway's password hasher (its queue shared with logins). */
   hasher: PasswordHasher;
   /** A repository's content changed (caches of its manifests and tags are dropped). */
@@ -89,6 +91,7 @@ export function grantsAdminRouter(deps: GrantsDeps): Router {
 
   router.get(/^\/admin\/repositories\/(.+)\/tags\/?$/, trustedClient, (req, res) => {
     const repo = repositoryName(param(req, 0));
+    if (!deps.storesTags) throw conflict('tags are listed from the embedded store: with content_backend pulp, Pulp keeps them');
     const tags = db.tagsOf(repo);
     if (!tags) throw notFound(`repository '${repo}' not found`);
     res.json({ repository: repo, tags });
