@@ -236,3 +236,14 @@ t.test('smart-proxy mode: grants and deletions refused (Katello owns them), toke
   t.equal(after.status, 401, 'the token is refused from now on');
   t.match(after.headers['www-authenticate'], /^Bearer realm="/, 'with a challenge');
 });
+
+t.test('tags list with the Pulp backend: refused (Pulp keeps the tags), exit 1', async (t) => {
+  const pulp = await startProxyd({
+    fixtures: false,
+    settings: { log_level: 'WARN' },
+    plugins: { container_gateway: { enabled: true, content_backend: 'pulp', pulp_endpoint: `http://127.0.0.1:${await freePort()}`, sqlite_db_path: join(work, 'pulp.db') } },
+  });
+  t.teardown(() => pulp.stop());
+  const r = await run([PROXYCTL, '--settings', pulp.settingsFile, 'tags', 'list', 'acme/prod/app']);
+  t.same([r.code, r.stderr], [1, 'proxyctl: tags are listed from the embedded store: with content_backend pulp, Pulp keeps them\n']);
+});
