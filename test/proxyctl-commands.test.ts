@@ -247,3 +247,10 @@ t.test('tags list with the Pulp backend: refused (Pulp keeps the tags), exit 1',
   const r = await run([PROXYCTL, '--settings', pulp.settingsFile, 'tags', 'list', 'acme/prod/app']);
   t.same([r.code, r.stderr], [1, 'proxyctl: tags are listed from the embedded store: with content_backend pulp, Pulp keeps them\n']);
 });
+
+t.test('logs where the logs module is off: exit 1, saying so', async (t) => {
+  const off = await startProxyd({ fixtures: false, settings: { log_level: 'WARN' }, plugins: { logs: { enabled: false } } });
+  t.teardown(() => off.stop());
+  const r = await run([PROXYCTL, '--settings', off.settingsFile, 'logs']);
+  t.same([r.code, r.stderr], [1, `proxyctl: ${off.httpUrl} has no logs module (GET /logs/ answered 404): is it enabled there?\n`]);
+});

@@ -30,7 +30,7 @@ async function fetchLogs(target: DaemonTarget, from: number): Promise<LogRecord[
   }
   const error = typeof res.data?.error === 'string' ? `: ${res.data.error}` : '';
   if (res.status >= 500) throw new CliExit(2, `GET /logs/ answered ${res.status}${error}`);
-  if (res.status === 404 && !error) throw new CliExit(1, `${target.url} has no logs module (GET /logs/ answered 404): is it enabled there?`);
+  if (res.status === 404 && (!error || error === ': Requested url was not found')) throw new CliExit(1, `${target.url} has no logs module (GET /logs/ answered 404): is it enabled there?`);
   if (res.status !== 200) throw new CliExit(1, error ? error.slice(2) : `GET /logs/ answered ${res.status}`);
   return (res.data as { logs?: LogRecord[] }).logs ?? [];
 }
