@@ -48,6 +48,7 @@ t.test('plugin cli files add commands; broken ones are skipped with a reason', a
   const ctx: PluginCliContext = {
     target: () => ({ url: 'http://daemon.test', http: undefined as never }),
     print: (_cmd, json, text) => void printed.push({ json, text }),
+    json: () => false,
     readPassword: async () => 'unused',
   };
   const program = new Command('proxyctl').exitOverride();

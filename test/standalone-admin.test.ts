@@ -306,6 +306,6 @@ t.test('proxyctl --help lists the plugin commands; its own commands are unchange
   t.match(help.stdout, /^ {2}status\b/m);
   t.notMatch(help.stderr, /warning/, 'the plugin cli loads cleanly');
   const repos = await run([PROXYCTL, 'repos', '--help']);
-  t.match(repos.stdout, /set-public <name>/);
-  t.match(repos.stdout, /set-private <name>/);
+  t.match(repos.stdout, /set-public \[options\] <name>/);
+  t.match(repos.stdout, /set-private \[options\] <name>/);
 });

@@ -8,6 +8,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { VERSION } from '../daemon.ts';
 import { CliExit, type DaemonTarget } from '../plugins/cli.ts';
 import { CODE_ROOT, DEFAULT_SETTINGS_FILE, loadGlobalSettings, locateSettings } from '../settings/global.ts';
+import { completionScript } from './completion.ts';
 import { daemonTarget } from './daemon-client.ts';
 import { readPassword } from './password-prompt.ts';
 import { loadPluginCommands } from './plugin-commands.ts';
@@ -41,8 +42,21 @@ function target(cmd: Command): DaemonTarget {
   return daemonTarget(global, { url: o.url, timeoutMs: o.timeout * 1000 });
 }
 
+/** --json, before or after the command name: every command reads it here. */
+function wantsJson(cmd: Command): boolean {
+  return cmd.optsWithGlobals<GlobalOpts>().json === true;
+}
+
 function print(cmd: Command, json: unknown, text: string): void {
-  process.stdout.write(cmd.optsWithGlobals<GlobalOpts>().json ? `${JSON.stringify(json, null, 2)}\n` : `${text}\n`);
+  process.stdout.write(wantsJson(cmd) ? `${JSON.stringify(json, null, 2)}\n` : `${text}\n`);
+}
+
+/** Every command that runs takes --json (shown in its --help), whether or not it declared it. */
+function addJsonEverywhere(cmd: Command): void {
+  for (const sub of cmd.commands as Command[]) {
+    if (sub.commands.length > 0) addJsonEverywhere(sub);
+    else if (!sub.options.some((o) => o.long === '--json')) sub.option('--json', 'machine-readable output');
+  }
 }
 
 program
@@ -67,8 +81,18 @@ program
   });
 
 // The app's own plugins: their cli files come with the code, whatever the settings say.
-const plugins = await loadPluginCommands(program, { target, print, readPassword }, [join(CODE_ROOT, 'plugins')]);
+const plugins = await loadPluginCommands(program, { target, print, readPassword, json: wantsJson }, [join(CODE_ROOT, 'plugins')]);
 for (const problem of plugins.problems) process.stderr.write(`proxyctl: warning: ${problem}\n`);
+
+program
+  .command('completion')
+  .description('print a shell completion script, generated from the commands above (bash: source <(proxyctl completion bash))')
+  .argument('<shell>', 'bash or zsh')
+  .action((shell: string) => {
+    if (shell !== 'bash' && shell !== 'zsh') throw new CliExit(64, `no completion for '${shell}': bash or zsh`);
+    process.stdout.write(completionScript(program, shell));
+  });
+addJsonEverywhere(program);
 
 try {
   await program.parseAsync();
@@ -79,5 +103,7 @@ try {
   } else {
     process.stderr.write(`proxyctl: ${(err as Error).message}\n`);
     process.exitCode = err instanceof CliExit ? err.code : EXIT.unreachable;
+    // With --json a script also gets the failure as JSON on stdout.
+    if (program.opts<GlobalOpts>().json || process.argv.includes('--json')) process.stdout.write(`${JSON.stringify({ error: (err as Error).message, exit: process.exitCode })}\n`);
   }
 }

@@ -25,6 +25,8 @@ export interface PluginCliContext {
   target(cmd: Command): DaemonTarget;
   /** Print `json` when --json was given, else `text` (a newline is added). */
   print(cmd: Command, json: unknown, text: string): void;
+  /** Was --json given (before or after the command name)? */
+  json(cmd: Command): boolean;
   /** A password typed without echo on a terminal, else one line of stdin; never empty (else a CliExit). */
   readPassword(prompt: string, options: PasswordOptions): Promise<string>;
 }

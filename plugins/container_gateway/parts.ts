@@ -5,6 +5,7 @@ import type { PluginContext } from '../../lib/plugins/api.ts';
 import { Closers } from './closers.ts';
 import { Gateway } from './gateway.ts';
 import { adminRouter } from './routes/admin.ts';
+import { grantsAdminRouter } from './routes/admin-grants.ts';
 import { flatpakIndexRouter } from './routes/flatpak-index.ts';
 import { onDemandAdminRouter } from './routes/admin-on-demand.ts';
 import { storeAdminRouter } from './routes/admin-store.ts';
@@ -78,6 +79,7 @@ function build(ctx: PluginContext, settings: GatewaySettings, closers: Closers):
       },
     }),
   );
+  ctx.router.use(grantsAdminRouter({ trustedClient: ctx.auth.trustedClient, db, standalone: gateway.standalone, storesTags: store !== undefined, hasher: gateway.logins.hasher, contentChanged: (name) => gateway.contentChanged(name) }));
   const pulpcore = closers.add('the pulpcore API upstream', new HttpUpstream(settings.pulpcore_api_endpoint, gateway.timeouts(), {}, settings.upstream_max_sockets), (up) => up.close());
   ctx.rootRouter.use(pulpcoreRouter(ctx, settings, pulpcore));
   const purger = store

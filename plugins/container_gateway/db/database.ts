@@ -282,6 +282,60 @@ export class GatewayDb {
     return this.sql('UPDATE repositories SET auth_required = ? WHERE name = ? AND pending = 0').run(isPublic ? 0 : 1, name).changes > 0;
   }
 
+  // --- proxyctl: passwords, repository grants, tokens, deletion ---------
+
+  /** A standalone user's new password hash; false when there is no such user. Its tokens stay valid. */
+  setPassword(user: string, passwordHash: string): boolean {
+    return this.sql('UPDATE users SET password_hash = ? WHERE name = ? AND password_hash IS NOT NULL').run(passwordHash, user).changes > 0;
+  }
+
+  /**
+   * Let a standalone user read a repository (a private one: public ones are
+   * readable by all anyway). 'no user' / 'no repository' when either is unknown.
+   */
+  grantRepository(user: string, repo: string): 'granted' | 'no user' | 'no repository' {
+    const userId = this.sql('SELECT id FROM users WHERE name = ? AND password_hash IS NOT NULL').pluck().get(user) as number | undefined;
+    if (userId === undefined) return 'no user';
+    const repoId = this.sql('SELECT id FROM repositories WHERE name = ? AND listed = 1 AND pending = 0').pluck().get(repo) as number | undefined;
+    if (repoId === undefined) return 'no repository';
+    this.sql('INSERT OR IGNORE INTO repositories_users (repository_id, user_id) VALUES (?, ?)').run(repoId, userId);
+    return 'granted';
+  }
+
+  /** Take a grant back: false when the user had none on that repository. */
+  revokeRepository(user: string, repo: string): boolean {
+    return this.sql('DELETE FROM repositories_users WHERE user_id = (SELECT id FROM users WHERE name = ?) AND repository_id = (SELECT id FROM repositories WHERE name = ?)').run(user, repo).changes > 0;
+  }
+
+  /** The repositories granted to a user, sorted; undefined when there is no such user. */
+  grantedRepositories(user: string): string[] | undefined {
+    if (this.sql('SELECT 1 FROM users WHERE name = ?').get(user) === undefined) return undefined;
+    return this.sql('SELECT r.name FROM repositories_users ru JOIN users u ON u.id = ru.user_id JOIN repositories r ON r.id = ru.repository_id WHERE u.name = ? ORDER BY r.name').pluck().all(user) as string[];
+  }
+
+  /** Drop every stored token of a user (its next request is challenged); undefined when there is no such user, else how many. */
+  revokeTokens(user: string): number | undefined {
+    const id = this.sql('SELECT id FROM users WHERE name = ?').pluck().get(user) as number | undefined;
+    if (id === undefined) return undefined;
+    return this.sql('DELETE FROM authentication_tokens WHERE user_id = ?').run(id).changes;
+  }
+
+  /**
+   * Delete a repository with its tags, manifests, blob links, uploads and
+   * mappings (ON DELETE CASCADE); the blobs only it linked are left to gc.
+   * False when there is no such repository.
+   */
+  deleteRepository(name: string): boolean {
+    return this.sql('DELETE FROM repositories WHERE name = ?').run(name).changes > 0;
+  }
+
+  /** A repository's tags and the digest each points to, by name; undefined when there is no such repository. */
+  tagsOf(name: string): Array<{ tag: string; digest: string }> | undefined {
+    const id = this.sql('SELECT id FROM repositories WHERE name = ? AND listed = 1').pluck().get(name) as number | undefined;
+    if (id === undefined) return undefined;
+    return this.sql('SELECT name AS tag, digest FROM tags WHERE repository_id = ? ORDER BY name').all(id) as Array<{ tag: string; digest: string }>;
+  }
+
   /** The owner and grants of an unexpired token. */
   tokenRecord(checksum: string): { user: string; scopes?: unknown } | undefined {
     const row = this.sql('SELECT u.name AS user, t.scopes FROM authentication_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_checksum = ? AND t.expire_at > ?').get(checksum, Date.now()) as { user: string; scopes: string | null } | undefined;

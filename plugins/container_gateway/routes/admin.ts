@@ -60,7 +60,7 @@ export const MAX_ADMIN_BODY = 16 * 1024;
 export const MAX_PASSWORD_BYTES = 1024;
 
 /** The JSON object body of a request, with exactly the keys allowed. */
-function jsonObject(req: Request, keys: Record<string, 'string' | 'boolean'>): Record<string, unknown> {
+export function jsonObject(req: Request, keys: Record<string, 'string' | 'boolean'>): Record<string, unknown> {
   const obj = jsonObjectBody(req);
   for (const key of Object.keys(obj)) if (!(key in keys)) throw badRequest(`unknown key ${quote(key)} (expected ${Object.keys(keys).join(', ')})`);
   for (const [key, kind] of Object.entries(keys)) {
@@ -69,14 +69,14 @@ function jsonObject(req: Request, keys: Record<string, 'string' | 'boolean'>): R
   return obj;
 }
 
-function userName(raw: unknown): string {
+export function userName(raw: unknown): string {
   if (typeof raw !== 'string' || !USER_NAME.test(raw)) {
     throw badRequest(`invalid user name ${quote(String(raw))}: 1 to 64 of letters, digits, '.', '_', '@' and '-'`);
   }
   return raw;
 }
 
-function repositoryName(raw: unknown): string {
+export function repositoryName(raw: unknown): string {
   if (typeof raw !== 'string' || !validRepositoryName(raw)) throw badRequest(`invalid repository name ${quote(String(raw))}`);
   return raw;
 }
@@ -91,7 +91,7 @@ function namespaceParams(req: Request): [string, string] {
 }
 
 /** An audit line in the daemon's log (there is no request logger in a bare app). */
-function audit(req: Request, message: string): void {
+export function audit(req: Request, message: string): void {
   (req as { log?: { info(msg: string): void } }).log?.info(message);
 }
 
