@@ -15,7 +15,7 @@ import type http from 'node:http';
 import { open as openFile, type FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import type { BlobStore } from './blob-store.ts';
-import { BlobFollower } from './blob-follow.ts';
+import { BlobFollower, type GrowingBlob } from './blob-follow.ts';
 import { errno, hexOf } from './store-files.ts';
 
 /** Starts the upstream request of a blob: resolves with the response head (body not read). */
@@ -68,7 +68,7 @@ function settled<T>(): { promise: Promise<T>; resolve: (v: T) => void; reject: (
 }
 
 /** One blob coming from upstream (or found in the store), shared by whoever reads it. */
-export class BlobFetch {
+export class BlobFetch implements GrowingBlob {
   state: State = 'waiting';
   /** The blob's size once known (Content-Length, or at the end). */
   size: number | undefined;

@@ -6,7 +6,25 @@
 // with the fetch's error when it fails.
 import type { FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
-import type { BlobFetch } from './blob-fetches.ts';
+
+/** What a follower reads of a fetch in flight (BlobFetch in blob-fetches.ts). */
+export interface GrowingBlob {
+  readonly digest: string;
+  readonly state: 'waiting' | 'running' | 'done' | 'failed';
+  readonly error: unknown;
+  /** Bytes written once the fetch is done. */
+  readonly landed: number;
+  readonly size: number | undefined;
+  /** Bytes that can be read now. */
+  available(): number;
+  /** Resolves when more bytes landed or the state changed. */
+  changed(): Promise<void>;
+  /** The shared handle of the file being written, or undefined once it closed. */
+  acquire(follower: BlobFollower): FileHandle | undefined;
+  release(follower: BlobFollower): void;
+  /** A handle on the placed blob, once done. */
+  openPlaced(): Promise<FileHandle>;
+}
 
 const CHUNK = 256 * 1024;
 
@@ -20,7 +38,7 @@ export class BlobFollower extends Readable {
   private own = false;
 
   constructor(
-    private readonly fetch: BlobFetch,
+    private readonly fetch: GrowingBlob,
     range?: { start: number; end: number },
   ) {
     super({ highWaterMark: CHUNK });
