@@ -104,6 +104,7 @@ try {
     process.stderr.write(`proxyctl: ${(err as Error).message}\n`);
     process.exitCode = err instanceof CliExit ? err.code : EXIT.unreachable;
     // With --json a script also gets the failure as JSON on stdout.
-    if (program.opts<GlobalOpts>().json || process.argv.includes('--json')) process.stdout.write(`${JSON.stringify({ error: (err as Error).message, exit: process.exitCode })}\n`);
+    const answered = err instanceof CliExit && err.answered;
+    if (!answered && (program.opts<GlobalOpts>().json || process.argv.includes('--json'))) process.stdout.write(`${JSON.stringify({ error: (err as Error).message, exit: process.exitCode })}\n`);
   }
 }

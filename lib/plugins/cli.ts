@@ -51,6 +51,8 @@ export class CliExit extends Error {
   constructor(
     readonly code: number,
     message: string,
+    /** The command already printed its JSON answer (e.g. a failed run's last state): no error object follows it on stdout. */
+    readonly answered = false,
   ) {
     super(message);
     this.name = 'CliExit';

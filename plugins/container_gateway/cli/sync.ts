@@ -126,6 +126,7 @@ export const registerSync: PluginCli = (program, ctx) => {
       }
       const run = await followSync(ctx.target(cmd), started.id, json);
       if (!json) process.stdout.write(`${summary(run)}\n`);
-      if (run.state !== 'succeeded') throw new CliExit(1, `sync #${run.id} ${run.state}: ${run.error ?? 'no reason given'}`);
+      // With --json the run's last line (state, error) is the answer: the exit code says the rest.
+      if (run.state !== 'succeeded') throw new CliExit(1, `sync #${run.id} ${run.state}: ${run.error ?? 'no reason given'}`, json);
     });
 };
