@@ -11,7 +11,7 @@ import type { ContentBackend, ContentWrites, Exchange, FlatpakAnswer, FlatpakExc
 import { EmbeddedFlatpakIndex } from './embedded-flatpak.ts';
 import { deleteManifest, getManifest, putManifest } from './embedded-manifests.ts';
 import { cancelUpload, finishUpload, patchUpload, startUpload, uploadStatus } from './embedded-uploads.ts';
-import { parseRange } from './range.ts';
+import { answerBlobRange } from './range.ts';
 import { sendFile } from './stream-file.ts';
 
 function existing(x: Exchange): number {
@@ -97,17 +97,8 @@ async function sendBlob(store: LocalStore, req: Request, res: Response, reposito
   const onDisk = linked && (await store.blobs.stat(digest));
   if (!onDisk) throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest });
   const size = onDisk.size;
-  res.set({ 'Docker-Content-Digest': digest, 'Content-Type': 'application/octet-stream', 'Accept-Ranges': 'bytes', ETag: `"${digest}"` });
-  const range = parseRange(req.get('range'), size);
-  if (range === 'unsatisfiable') {
-    res.set('Content-Range', `bytes */${size}`);
-    throw new RegistryError('RANGE_INVALID', `the range is outside the blob's ${size} bytes`);
-  }
-  if (range) {
-    res.status(206).set({ 'Content-Range': `bytes ${range.start}-${range.end}/${size}`, 'Content-Length': String(range.end - range.start + 1) });
-  } else {
-    res.status(200).set('Content-Length', String(size));
-  }
+  res.set({ 'Docker-Content-Digest': digest, 'Content-Type': 'application/octet-stream', ETag: `"${digest}"` });
+  const range = answerBlobRange(res, req.get('range'), size);
   if (req.method === 'HEAD' || size === 0) {
     res.end();
     return;

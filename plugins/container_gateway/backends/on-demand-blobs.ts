@@ -19,7 +19,7 @@ import { UpstreamError } from '../upstream/http-upstream.ts';
 import { MainRegistryError, MainRegistryUnavailable } from '../upstream/main-registry.ts';
 import type { Exchange } from './content-backend.ts';
 import type { OnDemandStats } from './on-demand-stats.ts';
-import { parseRange, type ByteRange } from './range.ts';
+import { answerBlobRange, type ByteRange } from './range.ts';
 import { sendFile } from './stream-file.ts';
 
 export interface OnDemandBlobDeps {
@@ -52,18 +52,7 @@ function answerHead(res: Response, digest: string, size: number | undefined, ran
     res.status(200);
     return undefined;
   }
-  res.set('Accept-Ranges', 'bytes');
-  const range = parseRange(rangeHeader, size);
-  if (range === 'unsatisfiable') {
-    res.set('Content-Range', `bytes */${size}`);
-    throw new RegistryError('RANGE_INVALID', `the range is outside the blob's ${size} bytes`);
-  }
-  if (range) {
-    res.status(206).set({ 'Content-Range': `bytes ${range.start}-${range.end}/${size}`, 'Content-Length': String(range.end - range.start + 1) });
-  } else {
-    res.status(200).set('Content-Length', String(size));
-  }
-  return range;
+  return answerBlobRange(res, rangeHeader, size);
 }
 
 function contentLength(up: http.IncomingMessage): number | undefined {

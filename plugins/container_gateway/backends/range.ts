@@ -1,4 +1,7 @@
 // RFC 9110 byte ranges for blob GET: one range, or the whole blob.
+import type { Response } from 'express';
+import { RegistryError } from '../oci/errors.ts';
+
 export type ByteRange = { start: number; end: number } | 'unsatisfiable' | undefined;
 
 /** Parse `Range` against a size; multi-range requests get the whole blob (clients fall back). */
@@ -20,4 +23,20 @@ export function parseRange(header: string | undefined, size: number): ByteRange 
   }
   if (start >= size || size === 0) return 'unsatisfiable';
   return { start, end };
+}
+
+/** The head of a blob answer of `size` bytes: 206 with Content-Range for one range, else 200; an unsatisfiable range is RANGE_INVALID. */
+export function answerBlobRange(res: Response, rangeHeader: string | undefined, size: number): { start: number; end: number } | undefined {
+  res.set('Accept-Ranges', 'bytes');
+  const range = parseRange(rangeHeader, size);
+  if (range === 'unsatisfiable') {
+    res.set('Content-Range', `bytes */${size}`);
+    throw new RegistryError('RANGE_INVALID', `the range is outside the blob's ${size} bytes`);
+  }
+  if (range) {
+    res.status(206).set({ 'Content-Range': `bytes ${range.start}-${range.end}/${size}`, 'Content-Length': String(range.end - range.start + 1) });
+  } else {
+    res.status(200).set('Content-Length', String(size));
+  }
+  return range;
 }
