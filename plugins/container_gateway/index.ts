@@ -2,6 +2,7 @@
 // on a smart proxy. Pulls are served from the content backend with access
 // decided from a SQLite cache that Katello keeps current.
 import { definePlugin, type Logger } from '../../lib/plugins/api.ts';
+import { DbConnectionError, parseDbConnection } from './db/connection.ts';
 import { setUpGateway, type GatewayParts } from './parts.ts';
 import { SETTINGS_SCHEMA, type DownloadPolicy, type GatewaySettings } from './settings.ts';
 
@@ -10,6 +11,12 @@ export default definePlugin<GatewaySettings & Record<string, unknown>, GatewayPa
   version: '0.1.0',
   settings: SETTINGS_SCHEMA,
   validate(s, global) {
+    try {
+      parseDbConnection(s.db_connection_string, s.sqlite_db_path);
+    } catch (err) {
+      if (err instanceof DbConnectionError) throw new Error(`setting 'db_connection_string' ${err.message}`);
+      throw err;
+    }
     const backend = s.content_backend ?? (s.pulp_endpoint ? 'pulp' : 'local');
     if (backend === 'pulp' && !s.pulp_endpoint) throw new Error("setting 'pulp_endpoint' is required with content_backend: pulp");
     if ((s.pulp_client_ssl_cert === undefined) !== (s.pulp_client_ssl_key === undefined)) {

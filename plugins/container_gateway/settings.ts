@@ -18,6 +18,12 @@ export interface GatewaySettings {
   readonly katello_registry_path: string;
   readonly sqlite_db_path: string;
   readonly sqlite_timeout: number;
+  /** The database (db/connection.ts): a postgresql:// or sqlite:// URL; unset: the SQLite file at sqlite_db_path. */
+  readonly db_connection_string?: string;
+  /** PostgreSQL: connections in this process's pool. */
+  readonly db_max_connections: number;
+  /** PostgreSQL: seconds a query waits for a free pooled connection before it fails. */
+  readonly db_pool_timeout: number;
   readonly registry_url?: string;
   readonly trusted_proxies: readonly string[];
   readonly token_max_lifetime: number;
@@ -78,6 +84,9 @@ export const SETTINGS_SCHEMA: Record<string, PropertySchema> = {
   katello_registry_path: { type: 'string', pattern: '^/(.*/)?$', default: '/v2/', description: "a URL path starting and ending with '/'" },
   sqlite_db_path: { type: 'string', minLength: 1, default: '/var/lib/foreman-proxy/container_gateway.db', description: 'a file path' },
   sqlite_timeout: { type: 'integer', minimum: 0, default: 30000, description: 'milliseconds (0 or more)' },
+  db_connection_string: { type: 'string', minLength: 1, description: "postgresql://user:password@host:port/database, postgresql:///database (unix socket; ?host=/dir), or sqlite:///path/to/file.db" },
+  db_max_connections: { type: 'integer', minimum: 1, maximum: 1000, default: 30, description: 'a number of PostgreSQL connections per process (1 to 1000)' },
+  db_pool_timeout: seconds(30, 'how long a query waits for a free PostgreSQL connection'),
   registry_url: { type: 'string', format: 'url' },
   trusted_proxies: { type: 'array', items: { type: 'string', minLength: 1 }, default: [], description: 'a list of front proxy IP addresses' },
   token_max_lifetime: seconds(900, 'the longest a token is accepted locally before Katello is asked again'),

@@ -1,0 +1,188 @@
+// Several gateway nodes on one PostgreSQL database (db/cluster.ts): advisory
+// locks so that gc or sync runs on one node at a time, and LISTEN/NOTIFY so
+// that a change on one node reaches the caches of all. Listening needs a
+// connection of its own that stays open (a pooled one is handed to others);
+// when it drops, it is opened again and every listener is told that messages
+// may have been missed meanwhile.
+import { createHash } from 'node:crypto';
+import pg from 'pg';
+import type { Cluster, LockResult, NotificationListener } from './cluster.ts';
+
+/** Where pooled connections come from (PostgresSql.connect: bounded by db_pool_timeout). */
+export interface ConnectionSource {
+  connect(): Promise<pg.PoolClient>;
+}
+
+const RECONNECT_FIRST_MS = 100;
+const RECONNECT_MAX_MS = 5_000;
+
+/** The 64-bit advisory lock key of a name: the first 8 bytes of its SHA-256, the same on every node and server version. */
+export function advisoryLockKey(name: string): string {
+  return createHash('sha256').update(name).digest().readBigInt64BE(0).toString();
+}
+
+/** A channel name as a quoted identifier (LISTEN takes an identifier, pg_notify the same name as text). */
+const quoteIdent = (name: string) => `"${name.replace(/"/g, '""')}"`;
+
+export class PostgresCluster implements Cluster {
+  private readonly listeners = new Map<string, Set<NotificationListener>>();
+  private listening: pg.Client | undefined;
+  private connecting: Promise<pg.Client> | undefined;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private reconnectDelay = RECONNECT_FIRST_MS;
+  private closed = false;
+
+  constructor(
+    private readonly pool: ConnectionSource,
+    private readonly config: pg.ClientConfig,
+    private readonly onError?: (err: Error) => void,
+  ) {}
+
+  /**
+   * pg_try_advisory_lock on one pooled connection held while `fn` runs (a
+   * session lock: if that connection or this process dies, the server
+   * releases it). Answers `{locked: false}` at once when another session holds it.
+   */
+  async withAdvisoryLock<T>(key: string, fn: () => Promise<T>): Promise<LockResult<T>> {
+    const lockKey = advisoryLockKey(key);
+    const client = await this.pool.connect();
+    let unusable: Error | undefined;
+    try {
+      const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1::bigint) AS locked', [lockKey]);
+      if (!rows[0]?.locked) return { locked: false };
+      try {
+        return { locked: true, value: await fn() };
+      } finally {
+        try {
+          await client.query('SELECT pg_advisory_unlock($1::bigint)', [lockKey]);
+        } catch (err) {
+          // Ending the session is what releases the lock now.
+          unusable = err as Error;
+        }
+      }
+    } catch (err) {
+      if (typeof (err as { code?: unknown }).code !== 'string') unusable ??= err as Error;
+      throw err;
+    } finally {
+      client.release(unusable);
+    }
+  }
+
+  async listen(channel: string, listener: NotificationListener): Promise<() => Promise<void>> {
+    if (this.closed) throw new Error('PostgreSQL notifications: closed');
+    let set = this.listeners.get(channel);
+    const first = !set;
+    if (!set) this.listeners.set(channel, (set = new Set()));
+    set.add(listener);
+    try {
+      const client = await this.connection();
+      if (first) await client.query(`LISTEN ${quoteIdent(channel)}`);
+    } catch (err) {
+      set.delete(listener);
+      if (set.size === 0) this.listeners.delete(channel);
+      throw err;
+    }
+    return async () => {
+      set.delete(listener);
+      if (set.size > 0 || this.listeners.get(channel) !== set) return;
+      this.listeners.delete(channel);
+      await this.listening?.query(`UNLISTEN ${quoteIdent(channel)}`).catch(() => undefined);
+    };
+  }
+
+  /** pg_notify through the pool: delivered to listeners on every node (this one included) once sent. */
+  async notify(channel: string, payload: string): Promise<void> {
+    const client = await this.pool.connect();
+    try {
+      await client.query('SELECT pg_notify($1, $2)', [channel, payload]);
+      client.release();
+    } catch (err) {
+      client.release(typeof (err as { code?: unknown }).code === 'string' ? undefined : (err as Error));
+      throw err;
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.reconnectTimer);
+    this.listeners.clear();
+    const client = this.listening ?? (await this.connecting?.catch(() => undefined));
+    this.listening = undefined;
+    await client?.end().catch(() => undefined);
+  }
+
+  /** The listening connection, opened (and listening on every channel) when there is none. */
+  private connection(): Promise<pg.Client> {
+    if (this.listening) return Promise.resolve(this.listening);
+    this.connecting ??= this.open().finally(() => (this.connecting = undefined));
+    return this.connecting;
+  }
+
+  private async open(): Promise<pg.Client> {
+    const client = new pg.Client(this.config);
+    client.on('notification', (msg) => this.deliver(msg.channel, msg.payload ?? ''));
+    client.on('error', (err) => this.lost(client, err));
+    client.on('end', () => this.lost(client));
+    try {
+      await client.connect();
+      for (const channel of this.listeners.keys()) await client.query(`LISTEN ${quoteIdent(channel)}`);
+    } catch (err) {
+      client.removeAllListeners('end');
+      await client.end().catch(() => undefined);
+      throw err;
+    }
+    if (this.closed) {
+      await client.end().catch(() => undefined);
+      throw new Error('PostgreSQL notifications: closed');
+    }
+    this.listening = client;
+    return client;
+  }
+
+  private deliver(channel: string, payload: string): void {
+    for (const l of this.listeners.get(channel) ?? []) {
+      try {
+        l.onPayload(payload);
+      } catch (err) {
+        this.onError?.(err as Error);
+      }
+    }
+  }
+
+  /** The listening connection dropped: open another after a pause, then tell every listener what it may have missed. */
+  private lost(client: pg.Client, err?: Error): void {
+    if (this.listening !== client) return;
+    this.listening = undefined;
+    if (this.closed) return;
+    this.onError?.(err ?? new Error('PostgreSQL notifications: the listening connection closed'));
+    this.scheduleReconnect();
+  }
+
+  private scheduleReconnect(): void {
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = setTimeout(() => {
+      if (this.closed) return;
+      this.connection().then(
+        () => {
+          this.reconnectDelay = RECONNECT_FIRST_MS;
+          for (const set of this.listeners.values()) {
+            for (const l of set) {
+              try {
+                l.onMissed();
+              } catch (e) {
+                this.onError?.(e as Error);
+              }
+            }
+          }
+        },
+        (e: Error) => {
+          if (this.closed) return;
+          this.onError?.(e);
+          this.reconnectDelay = Math.min(this.reconnectDelay * 2, RECONNECT_MAX_MS);
+          this.scheduleReconnect();
+        },
+      );
+    }, this.reconnectDelay);
+    this.reconnectTimer.unref();
+  }
+}

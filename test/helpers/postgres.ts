@@ -1,0 +1,95 @@
+// A private PostgreSQL cluster for one test file: Debian's server binaries,
+// initdb into a temp dir, a port picked at run time, loopback and a socket
+// directory in the temp dir only, stopped when the file's tests end. As root
+// (CI) the server runs as the `postgres` user the package creates, since
+// PostgreSQL refuses to run as root. One cluster per file, one database per test.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir, userInfo } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { freePort } from './proxyd.ts';
+
+export interface PostgresCluster {
+  readonly port: number;
+  /** The unix socket directory. */
+  readonly socketDir: string;
+  /** A new empty database; its connection string (TCP, user postgres, no password). */
+  createDatabase(name: string): Promise<string>;
+  /** Stops the server (done by teardown too; safe to call twice). */
+  stop(): void;
+}
+
+interface Teardown {
+  teardown(fn: () => void | Promise<void>): void;
+}
+
+/** The newest installed server's bin directory. */
+function postgresBin(): string {
+  const root = '/usr/lib/postgresql';
+  const versions = existsSync(root) ? readdirSync(root).filter((v) => existsSync(join(root, v, 'bin', 'initdb'))) : [];
+  versions.sort((a, b) => Number(b) - Number(a));
+  if (!versions[0]) throw new Error('PostgreSQL server binaries not found in /usr/lib/postgresql/*/bin (apt-get install postgresql)');
+  return join(root, versions[0], 'bin');
+}
+
+const asRoot = userInfo().uid === 0;
+
+/** Runs a server program, as the postgres user when we are root. */
+function runPg(bin: string, args: string[]): void {
+  const r = asRoot
+    ? spawnSync('su', ['postgres', '-s', '/bin/sh', '-c', [bin, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ')], { encoding: 'utf8' })
+    : spawnSync(bin, args, { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${bin} ${args.join(' ')} failed (${r.status}): ${r.stderr}${r.stdout}`);
+}
+
+/** Starts a cluster for the calling test file; stopped and removed at `t`'s teardown. */
+export async function startPostgres(t: Teardown): Promise<PostgresCluster> {
+  const bin = postgresBin();
+  const dir = mkdtempSync(join(tmpdir(), 'proxyd-pg-'));
+  chmodSync(dir, 0o755);
+  const data = join(dir, 'data');
+  const socketDir = join(dir, 'sock');
+  mkdirSync(data, { mode: 0o700 });
+  mkdirSync(socketDir);
+  if (asRoot) {
+    const ids = execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim();
+    const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim());
+    chownSync(data, Number(ids), gid);
+    chownSync(socketDir, Number(ids), gid);
+  }
+  runPg(join(bin, 'initdb'), ['-D', data, '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8', '--locale=C']);
+  const port = await freePort();
+  let running = false;
+  const stop = () => {
+    if (!running) return;
+    running = false;
+    runPg(join(bin, 'pg_ctl'), ['-D', data, '-m', 'immediate', '-w', 'stop']);
+  };
+  t.teardown(() => {
+    try {
+      stop();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  // fsync off: the cluster lives as long as the test file; crash safety is not under test.
+  const options = `-p ${port} -k ${socketDir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200`;
+  running = true;
+  runPg(join(bin, 'pg_ctl'), ['-D', data, '-w', '-l', join(data, 'server.log'), '-o', options, 'start']);
+  return {
+    port,
+    socketDir,
+    stop,
+    async createDatabase(name: string) {
+      const admin = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres' });
+      await admin.connect();
+      try {
+        await admin.query(`CREATE DATABASE "${name.replace(/"/g, '""')}"`);
+      } finally {
+        await admin.end();
+      }
+      return `postgresql://postgres@127.0.0.1:${port}/${encodeURIComponent(name)}`;
+    },
+  };
+}
