@@ -127,6 +127,19 @@ t.test('serialization failures and deadlocks are retried', async (t) => {
   t.same(await sql.all('SELECT id, balance FROM accounts ORDER BY id'), [{ id: 1, balance: 2 }, { id: 2, balance: 2 }], 'both transfers committed once');
 });
 
+t.test('a statement prepared before another node changed the schema still runs', async (t) => {
+  const { open } = await database(t);
+  const [a, b] = await Promise.all([open(), open()]);
+  await a.run('CREATE TABLE items (id INTEGER PRIMARY KEY)');
+  await a.run('INSERT INTO items VALUES (1)');
+  const everything = 'SELECT * FROM items';
+  t.same(await a.all(everything), [{ id: 1 }], 'prepared on node a');
+  t.same(await a.transaction((tx) => tx.all(everything)), [{ id: 1 }]);
+  await b.run('ALTER TABLE items ADD COLUMN label TEXT');
+  t.same(await a.all(everything), [{ id: 1, label: null }], 'node a sees the new column');
+  t.same(await a.transaction((tx) => tx.all(everything)), [{ id: 1, label: null }], 'also in a transaction');
+});
+
 t.test('a query waits at most db_pool_timeout for a connection, then says why', async (t) => {
   const { open } = await database(t, { maxConnections: 1, poolTimeoutMs: 300 });
   const sql = await open();
