@@ -14,6 +14,7 @@ import { MIGRATIONS } from '../plugins/container_gateway/db/migrations.ts';
 import { SQLITE_SCHEMA_VERSION } from '../plugins/container_gateway/db/postgres-migrations.ts';
 import type { PostgresSql } from '../plugins/container_gateway/db/postgres-sql.ts';
 import { startPostgres } from './helpers/postgres.ts';
+import { PROXYCTL, run } from './helpers/proxyd.ts';
 
 type Test = Parameters<Parameters<typeof t.test>[0]>[0];
 
@@ -193,4 +194,38 @@ t.test('a copy that fails half way leaves the target empty', async (t) => {
   const pg = await emptyPostgres(t);
   await t.rejects(copySqliteToPostgres(join(work, 'bad.db'), pg), { code: '23503' });
   for (const { table } of COPY_ORDER) t.equal(await pg.value(`SELECT count(*) FROM "${table}"`), 0, `${table} empty after the failed copy`);
+});
+
+t.test('proxyctl db migrate: copies once (exit 0), then refuses (1); bad --to (64); unreachable (2), no password shown', async (t) => {
+  const lite = migratedSqlite('cli.db');
+  fill(lite);
+  lite.close();
+  const url = await cluster.createDatabase('cli');
+  const migrate = (...args: string[]) => run([PROXYCTL, 'db', 'migrate', ...args]);
+
+  const first = await migrate('--sqlite', join(work, 'cli.db'), '--to', url, '--json');
+  t.equal(first.code, 0, `copied: ${first.stderr}`);
+  const answer = JSON.parse(first.stdout) as { copied: boolean; rows: number; tables: Record<string, number>; to: string };
+  t.equal(answer.copied, true);
+  t.equal(answer.tables.manifests, 2);
+  t.equal(answer.to, `postgresql postgres@127.0.0.1:${cluster.port}/cli`);
+  const pg = await openPostgres(parseDbConnection(url, 'unused') as Extract<ReturnType<typeof parseDbConnection>, { kind: 'postgres' }>, { maxConnections: 1, poolTimeoutMs: 5000 });
+  t.teardown(() => pg.close());
+  t.equal(await pg.value('SELECT count(*) FROM tags'), 1, 'the rows are in PostgreSQL');
+
+  const again = await migrate('--sqlite', join(work, 'cli.db'), '--to', url);
+  t.equal(again.code, 1, 'a second run is refused');
+  t.match(again.stderr, /not empty/);
+  t.equal(await pg.value('SELECT count(*) FROM users'), 2, 'and changed nothing');
+
+  const text = await migrate('--sqlite', join(work, 'absent.db'), '--to', url);
+  t.equal(text.code, 1, 'a missing SQLite file is refused');
+  t.match(text.stderr, /no SQLite database at/);
+
+  const bad = await migrate('--to', 'sqlite:///tmp/x.db');
+  t.equal(bad.code, 64, 'a non-PostgreSQL --to is a usage error');
+  const down = await migrate('--sqlite', join(work, 'cli.db'), '--to', `postgresql://gw:hunter22@127.0.0.1:${cluster.port + 1}/gw`);
+  t.equal(down.code, 2, 'an unreachable server exits 2');
+  t.match(down.stderr, `postgresql gw@127.0.0.1:${cluster.port + 1}/gw`);
+  t.notMatch(down.stderr + down.stdout, /hunter22/, 'the password is not shown');
 });

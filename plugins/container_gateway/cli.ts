@@ -7,7 +7,10 @@
 // (5xx), 64 usage (a bad name, an empty password, passwords that differ), 130
 // interrupted at the password prompt. `proxyctl status` shows the on-demand
 // counters and the last sync under the plugin's row (the `status` export).
+// `proxyctl db migrate` alone works without the daemon: it copies an SQLite
+// database into PostgreSQL directly (cli/db.ts).
 import type { PluginCli } from '../../lib/plugins/api.ts';
+import { registerDb } from './cli/db.ts';
 import { registerRepos } from './cli/repos.ts';
 import { registerStore } from './cli/store.ts';
 import { registerSync } from './cli/sync.ts';
@@ -16,7 +19,7 @@ import { registerUsers } from './cli/users.ts';
 export { status } from './cli/sync.ts';
 
 const register: PluginCli = async (program, ctx) => {
-  for (const part of [registerUsers, registerRepos, registerStore, registerSync]) await part(program, ctx);
+  for (const part of [registerUsers, registerRepos, registerStore, registerSync, registerDb]) await part(program, ctx);
 };
 
 export default register;
