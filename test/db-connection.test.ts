@@ -38,6 +38,16 @@ t.test('parsing', async (t) => {
     '?host=/dir names the socket directory, ?user= the user',
   );
   t.same(
+    parseDbConnection('postgresql://foreman-proxy@/container_gateway', DEFAULT_DB),
+    { kind: 'postgres', config: { host: '/var/run/postgresql', port: 5432, database: 'container_gateway', user: 'foreman-proxy', ssl: false } },
+    'a user over the unix socket (no host after the @)',
+  );
+  t.same(
+    parseDbConnection('postgresql://gw:p%2Fw@/gw?host=%2Frun%2Fpg&port=5433', DEFAULT_DB),
+    { kind: 'postgres', config: { host: '/run/pg', port: 5433, database: 'gw', user: 'gw', password: 'p/w', ssl: false } },
+    'user, password, socket directory and port all given',
+  );
+  t.same(
     parseDbConnection('postgresql://[::1]:5433/gw?sslmode=verify-full&application_name=node1', DEFAULT_DB),
     { kind: 'postgres', config: { host: '::1', port: 5433, database: 'gw', ssl: 'verify-full', applicationName: 'node1' } },
     'IPv6 host, sslmode, application_name',
@@ -51,6 +61,8 @@ t.test('parsing', async (t) => {
     ['postgresql://db.example.com:0/gw', /port "0": expected 1 to 65535/],
     ['postgresql://db/gw?sslmode=sometimes', /sslmode "sometimes"/],
     ['postgresql://db/gw?pool=3', /unsupported parameter 'pool'/],
+    ['postgresql://db:0x10/gw', /port "0x10"/],
+    ['postgresql://db/gw/extra', /names no database/],
   ];
   for (const [text, why] of refusals) {
     t.throws(() => parseDbConnection(text, DEFAULT_DB), why, `${text} refused`);

@@ -166,6 +166,16 @@ t.test('migrations: applied once by two nodes opening at once; a newer schema is
   await t.rejects(open(), new RegExp(`schema version ${POSTGRES_MIGRATIONS.length + 1} is newer than this gateway's \\(${POSTGRES_MIGRATIONS.length}\\)`));
 });
 
+t.test('postgresql://user@/db?host=<socket dir>: over the unix socket', async (t) => {
+  await cluster.createDatabase('bysocket');
+  const url = `postgresql://postgres@/bysocket?host=${encodeURIComponent(cluster.socketDir)}&port=${cluster.port}`;
+  const conn = parseDbConnection(url, 'unused') as Extract<ReturnType<typeof parseDbConnection>, { kind: 'postgres' }>;
+  const sql = await openPostgres(conn, { maxConnections: 1, poolTimeoutMs: 5000 });
+  t.teardown(() => sql.close());
+  t.equal(await sql.value('SELECT inet_server_addr() IS NULL'), true, 'connected over the socket (no server address)');
+  t.equal(await sql.value('SELECT current_database()'), 'bysocket');
+});
+
 t.test('an unreachable server: the error names the database, not the password', async (t) => {
   const url = `postgresql://gw:hunter22@127.0.0.1:${cluster.port + 1}/gw`;
   const conn = parseDbConnection(url, 'unused') as Extract<ReturnType<typeof parseDbConnection>, { kind: 'postgres' }>;

@@ -48,34 +48,43 @@ export function parseDbConnection(connectionString: string | undefined, sqliteDb
 }
 
 function parsePostgres(text: string): PostgresConfig {
-  let url: URL;
-  try {
-    // WHATWG URL parsing of an unknown scheme keeps an empty host as '', which is what the socket form needs.
-    url = new URL(text);
-  } catch {
-    throw new DbConnectionError(`${JSON.stringify(redact(text))} is not a valid URL`);
-  }
-  const decode = (s: string, what: string) => {
+  // Parsed by hand as libpq does: WHATWG URLs refuse an empty host after
+  // user info (postgresql://user@/db, the socket with a user name).
+  const decode = (part: string, what: string) => {
     try {
-      return decodeURIComponent(s);
+      return decodeURIComponent(part);
     } catch {
       throw new DbConnectionError(`has a badly %-encoded ${what}`);
     }
   };
-  const params = new Map<string, string>();
-  for (const [k, v] of url.searchParams) params.set(k, v);
+  const rest = text.slice(text.indexOf('://') + 3).split('#')[0]!;
+  const queryAt = rest.indexOf('?');
+  const beforeQuery = queryAt === -1 ? rest : rest.slice(0, queryAt);
+  const pathAt = beforeQuery.indexOf('/');
+  const authority = pathAt === -1 ? beforeQuery : beforeQuery.slice(0, pathAt);
+  const path = pathAt === -1 ? '' : beforeQuery.slice(pathAt + 1);
+  const at = authority.lastIndexOf('@');
+  const userInfo = at === -1 ? '' : authority.slice(0, at);
+  const hostPort = at === -1 ? authority : authority.slice(at + 1);
+  const colon = userInfo.indexOf(':');
+  const urlUser = colon === -1 ? userInfo : userInfo.slice(0, colon);
+  const urlPassword = colon === -1 ? '' : userInfo.slice(colon + 1);
+  const hostMatch = /^(\[[^\]]*\]|[^:]*)(?::(.*))?$/.exec(hostPort);
+  if (!hostMatch) throw new DbConnectionError(`${JSON.stringify(redact(text))} has a malformed host`);
+  const hostname = hostMatch[1]!.replace(/^\[(.*)\]$/, '$1');
+  const urlPort = hostMatch[2] ?? '';
+  const params = new Map<string, string>(new URLSearchParams(queryAt === -1 ? '' : rest.slice(queryAt + 1)));
   const known = new Set(['host', 'port', 'user', 'password', 'sslmode', 'application_name']);
   for (const k of params.keys()) if (!known.has(k)) throw new DbConnectionError(`has an unsupported parameter '${k}' (supported: ${[...known].join(', ')})`);
 
-  const database = decode(url.pathname.replace(/^\//, ''), 'database name');
+  const database = decode(path, 'database name');
   if (database === '' || database.includes('/')) throw new DbConnectionError(`${JSON.stringify(redact(text))} names no database: write postgresql://host/dbname or postgresql:///dbname`);
-  const hostname = url.hostname.replace(/^\[(.*)\]$/, '$1');
   const host = params.get('host') ?? (hostname === '' ? DEFAULT_SOCKET_DIR : decode(hostname, 'host'));
-  const portText = params.get('port') ?? url.port;
-  const port = portText === '' ? DEFAULT_PORT : Number(portText);
+  const portText = params.get('port') ?? urlPort;
+  const port = portText === '' ? DEFAULT_PORT : /^[0-9]{1,5}$/.test(portText) ? Number(portText) : NaN;
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw new DbConnectionError(`has port ${JSON.stringify(portText)}: expected 1 to 65535`);
-  const user = params.get('user') ?? (url.username === '' ? undefined : decode(url.username, 'user name'));
-  const password = params.get('password') ?? (url.password === '' ? undefined : decode(url.password, 'password'));
+  const user = params.get('user') ?? (urlUser === '' ? undefined : decode(urlUser, 'user name'));
+  const password = params.get('password') ?? (urlPassword === '' ? undefined : decode(urlPassword, 'password'));
   const sslmode = params.get('sslmode') ?? 'disable';
   const ssl = sslmode === 'disable' ? false : sslmode === 'require' || sslmode === 'verify-full' ? sslmode : undefined;
   if (ssl === undefined) throw new DbConnectionError(`has sslmode ${JSON.stringify(sslmode)}: expected disable, require or verify-full`);
