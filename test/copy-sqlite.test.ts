@@ -175,6 +175,24 @@ t.test('an SQLite gateway database is copied row for row, ids continue after the
   t.equal(await pg.value('SELECT count(*) FROM users'), 3, 'and left it as it was');
 });
 
+t.test('two nodes copying at once: one copies, the other is refused', async (t) => {
+  const lite = migratedSqlite('twice.db');
+  fill(lite);
+  lite.close();
+  const url = await cluster.createDatabase('twice');
+  const conn = parseDbConnection(url, 'unused') as Extract<ReturnType<typeof parseDbConnection>, { kind: 'postgres' }>;
+  const [a, b] = await Promise.all([1, 2].map(() => openPostgres(conn, { maxConnections: 2, poolTimeoutMs: 5000 })));
+  t.teardown(async () => {
+    await a!.close();
+    await b!.close();
+  });
+  const results = await Promise.allSettled([copySqliteToPostgres(join(work, 'twice.db'), a!), copySqliteToPostgres(join(work, 'twice.db'), b!)]);
+  t.equal(results.filter((r) => r.status === 'fulfilled').length, 1, 'one copied');
+  const refused = results.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
+  t.ok(refused?.reason instanceof CopyRefused, `the other was refused: ${refused?.reason}`);
+  t.equal(await a!.value('SELECT count(*) FROM users'), 2, 'the rows are there once');
+});
+
 t.test('refused: an SQLite file at another schema version, a missing file; nothing written', async (t) => {
   const old = migratedSqlite('old.db', MIGRATIONS.length - 1);
   old.close();

@@ -5,6 +5,7 @@
 // one place that reads SQLite without the executor: the file is opened
 // read-only and directly, whatever the daemon's own database is.
 import Database from 'better-sqlite3';
+import { advisoryLockKey } from './postgres-cluster.ts';
 import { POSTGRES_MIGRATIONS, SQLITE_SCHEMA_VERSION } from './postgres-migrations.ts';
 import type { PostgresSql } from './postgres-sql.ts';
 import type { SqlValue } from './sql.ts';
@@ -41,7 +42,7 @@ export interface CopyReport {
   readonly rows: number;
 }
 
-/** Why a copy was refused before anything was written. */
+/** Why a copy was refused before anything was written (at start: the database was already moved, or another node copied it). */
 export class CopyRefused extends Error {
   constructor(message: string) {
     super(message);
@@ -72,6 +73,8 @@ export async function copySqliteToPostgres(sqlitePath: string, pg: PostgresSql):
     const unknown = (source.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'").pluck().all() as string[]).filter((n) => !known.has(n));
     if (unknown.length > 0) throw new CopyRefused(`${sqlitePath} has tables this gateway does not know: ${unknown.join(', ')}`);
     return await pg.transaction(async (tx) => {
+      // Nodes starting at once on one database copy one after the other: the second finds data and is refused.
+      await tx.value('SELECT pg_advisory_xact_lock(?::bigint)', [advisoryLockKey('container_gateway copy from SQLite')]);
       const pgVersion = await tx.value<number>('SELECT max(version) FROM schema_migrations');
       if (pgVersion !== POSTGRES_MIGRATIONS.length) throw new CopyRefused(`the PostgreSQL database is at schema version ${pgVersion ?? 0}, not ${POSTGRES_MIGRATIONS.length}`);
       for (const { table } of COPY_ORDER) {
