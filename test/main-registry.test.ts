@@ -12,7 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { GatewayDb } from '../plugins/container_gateway/db/database.ts';
+import { SqliteSql } from '../plugins/container_gateway/db/sqlite-sql.ts';
 import { BlobStore } from '../plugins/container_gateway/store/blob-store.ts';
 import { ContentIndex } from '../plugins/container_gateway/store/content-index.ts';
 import { MirrorError, StoreMirror } from '../plugins/container_gateway/sync/mirror.ts';
@@ -137,9 +137,9 @@ t.test('refused credentials: a clear error, not retried', async (t) => {
 t.test('mirror: one download for concurrent callers; a bad digest stores nothing', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'mirror-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const db = new GatewayDb(join(dir, 'gw.db'), 5000);
-  t.teardown(() => db.close());
-  const store = { blobs: new BlobStore(join(dir, 'storage')), index: new ContentIndex(db.db) };
+  const sql = new SqliteSql(join(dir, 'gw.db'), 5000);
+  t.teardown(() => sql.close());
+  const store = { blobs: new BlobStore(join(dir, 'storage')), index: new ContentIndex(sql) };
   const mirror = new StoreMirror(store);
   const layer = Buffer.alloc(256 * 1024, 7);
   const config = Buffer.from('{}');
@@ -165,19 +165,19 @@ t.test('mirror: one download for concurrent callers; a bad digest stores nothing
   });
   const reg = new MainRegistry({ url, timeouts, retries: 0 });
   t.teardown(() => reg.close());
-  const a = store.index.ensureRepository('org/a', undefined);
-  const b = store.index.ensureRepository('org/b', undefined);
+  const a = await store.index.ensureRepository('org/a', undefined);
+  const b = await store.index.ensureRepository('org/b', undefined);
   const sizes = await Promise.all([mirror.blob(reg.fetch, 'org/a', a, sha(layer)), mirror.blob(reg.fetch, 'org/b', b, sha(layer), layer.length)]);
   t.same(sizes.sort(), [0, layer.length], 'one caller downloads, the other gets it deduplicated');
   t.equal(gets.filter((g) => g.includes(sha(layer))).length, 1, 'one GET');
-  t.ok(store.index.blobInRepository(a, sha(layer)) && store.index.blobInRepository(b, sha(layer)), 'linked to both');
+  t.ok((await store.index.blobInRepository(a, sha(layer))) && (await store.index.blobInRepository(b, sha(layer))), 'linked to both');
 
   await t.rejects(mirror.blob(reg.fetch, 'org/a', a, sha('right')), MirrorError);
   t.equal(await store.blobs.stat(sha('right')), undefined, 'nothing stored under the digest');
 
   const r = await mirror.manifest(reg.fetch, 'org/a', a, 'v1');
   t.same(r, { digest: sha(manifest), blobs: 1, bytes: config.length }, 'only the config was missing');
-  t.same(store.index.tagged(a, 'v1')?.content, manifest, 'stored byte for byte, tagged');
+  t.same((await store.index.tagged(a, 'v1'))?.content, manifest, 'stored byte for byte, tagged');
 });
 
 t.test("the client's signal: 'aborted', before the response and mid-body; shared pools survive a stopped reader", async (t) => {

@@ -15,7 +15,7 @@ import t from 'tap';
 import type { Access } from '../plugins/container_gateway/access/access.ts';
 import { serveBlobOnDemand, type OnDemandBlobDeps } from '../plugins/container_gateway/backends/on-demand-blobs.ts';
 import { OnDemandStats } from '../plugins/container_gateway/backends/on-demand-stats.ts';
-import { GatewayDb } from '../plugins/container_gateway/db/database.ts';
+import { SqliteSql } from '../plugins/container_gateway/db/sqlite-sql.ts';
 import { sendOciError, RegistryError } from '../plugins/container_gateway/oci/errors.ts';
 import { BlobFetches } from '../plugins/container_gateway/store/blob-fetches.ts';
 import { BlobStore } from '../plugins/container_gateway/store/blob-store.ts';
@@ -46,10 +46,10 @@ interface Setup {
 async function setup(t: Tap, blobs: Map<string, Buffer>, opts: { keep?: boolean; unreachable?: boolean; lie?: boolean } = {}): Promise<Setup> {
   const dir = mkdtempSync(join(tmpdir(), 'on-demand-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const db = new GatewayDb(join(dir, 'gw.db'), 5000);
-  t.teardown(() => db.close());
-  const store = { blobs: new BlobStore(join(dir, 'storage')), index: new ContentIndex(db.db) };
-  const repo = store.index.ensureRepository('org/app', undefined);
+  const sql = new SqliteSql(join(dir, 'gw.db'), 5000);
+  t.teardown(() => sql.close());
+  const store = { blobs: new BlobStore(join(dir, 'storage')), index: new ContentIndex(sql) };
+  const repo = await store.index.ensureRepository('org/app', undefined);
   const upstream: Array<{ method: string; url: string }> = [];
   const upPort = await listen(t, (req, res) => {
     upstream.push({ method: req.method!, url: req.url! });
@@ -118,7 +118,7 @@ t.test('cold GETs at once: one upstream request, the bytes to all, stored, linke
   }
   t.same(s.upstream, [{ method: 'GET', url: `/v2/org/app/blobs/${D}` }], 'one upstream request');
   await t.resolveMatch(s.deps.store.blobs.stat(D), { size: layer.length });
-  t.ok(s.deps.store.index.blobInRepository(s.repo, D), 'linked');
+  t.ok(await s.deps.store.index.blobInRepository(s.repo, D), 'linked');
   for (let i = 0; i < 100 && s.deps.stats.bytesFetched === 0; i++) await new Promise((r) => setTimeout(r, 10));
   t.equal(s.deps.stats.bytesFetched, layer.length, 'counted once');
   const warm = await get(s.port, D, 'GET', { Range: 'bytes=5-9' });
@@ -167,7 +167,7 @@ t.test('a blob stored for another repository is linked here and served without u
   const a = await get(s.port, D);
   t.equal(a.status, 200);
   t.ok(a.body.equals(layer));
-  t.ok(s.deps.store.index.blobInRepository(s.repo, D));
+  t.ok(await s.deps.store.index.blobInRepository(s.repo, D));
   t.same(s.upstream, []);
 });
 
@@ -177,7 +177,7 @@ t.test('wrong bytes upstream: the client gets a cut connection, nothing stored',
     const a = await get(s.port, D);
     t.ok(a.error || a.body.length < layer.length, `never a complete body (keep: ${keep})`);
     t.equal(await s.deps.store.blobs.stat(D), undefined);
-    t.notOk(s.deps.store.index.blobInRepository(s.repo, D));
+    t.notOk(await s.deps.store.index.blobInRepository(s.repo, D));
   }
 });
 

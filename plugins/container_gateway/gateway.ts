@@ -18,6 +18,8 @@ import { SharedCounters, TagChecks } from './backends/on-demand-records.ts';
 import { OnDemandStats } from './backends/on-demand-stats.ts';
 import { PulpBackend } from './backends/pulp.ts';
 import { GatewayDb } from './db/database.ts';
+import { openDatabase } from './db/open.ts';
+import type { Sql } from './db/sql.ts';
 import { RegistryError } from './oci/errors.ts';
 import type { GatewaySettings } from './settings.ts';
 import type { KatelloClient } from './upstream/katello.ts';
@@ -27,6 +29,7 @@ import { ManifestCache } from './upstream/manifest-cache.ts';
 import { BlobFetches } from './store/blob-fetches.ts';
 import { BlobStore } from './store/blob-store.ts';
 import { ContentIndex } from './store/content-index.ts';
+import { TagOrder } from './store/tag-order.ts';
 import type { LocalStore } from './store/local-store.ts';
 import { GatewayMetrics } from './metrics.ts';
 import { StoreMirror } from './sync/mirror.ts';
@@ -61,15 +64,29 @@ export class Gateway {
   /** The main server as this proxy's account for on-demand reads: one client, its tokens reused, never retried. */
   private readonly reader: MainRegistry | undefined;
 
-  constructor(
+  /** Open the database (migrated before anything is served), then build the parts over it; a failure closes it. */
+  static async open(settings: GatewaySettings, ctx: PluginContext): Promise<Gateway> {
+    const sql = await openDatabase(settings);
+    try {
+      const gateway = new Gateway(settings, ctx, sql);
+      await gateway.onDemand?.counters.start();
+      return gateway;
+    } catch (err) {
+      await sql.close();
+      throw err;
+    }
+  }
+
+  private constructor(
     readonly settings: GatewaySettings,
     readonly ctx: PluginContext,
+    private readonly sql: Sql,
   ) {
     this.logger = ctx.logger;
-    this.db = new GatewayDb(settings.sqlite_db_path, settings.sqlite_timeout);
-    const store = settings.content_backend === 'local' ? { blobs: new BlobStore(settings.storage_path), index: new ContentIndex(this.db.db) } : undefined;
+    this.db = new GatewayDb(sql);
+    const store = settings.content_backend === 'local' ? { blobs: new BlobStore(settings.storage_path), index: new ContentIndex(sql) } : undefined;
     const metrics = (this.metrics = new GatewayMetrics(ctx.metrics, store ? 'store' : 'pulp', store ? () => store.index.totals() : undefined));
-    this.logins = new LoginGuard(this.db.db, settings, ctx.logger, metrics);
+    this.logins = new LoginGuard(sql, settings, ctx.logger, metrics);
     this.manifests = new ManifestCache(settings.manifest_cache_ttl * 1000, 32 * 1024 * 1024, (hit) => metrics.manifestLookup(hit));
     this.main = MainServer.of(settings, ctx.global, this.timeouts());
     this.standalone = !this.main;
@@ -80,7 +97,7 @@ export class Gateway {
       settings,
       katello: this.main?.katello,
       identity: (req) => ctx.auth.identity(req),
-      repositoryId: store ? (name) => store.index.repositoryId(name) : (name) => db.repository(name)?.id,
+      repositoryId: store ? (name) => store.index.repositoryId(name) : async (name) => (await db.repository(name))?.id,
       logger: ctx.logger,
     });
     let inner: ContentBackend = store ? new EmbeddedBackend(store) : new PulpBackend({ settings, timeouts: this.timeouts(), tls: this.tls(), manifests: this.manifests, logger: ctx.logger });
@@ -90,12 +107,12 @@ export class Gateway {
     const policy = settings.download_policy;
     if (this.main && store && this.fetches && (policy === 'on_demand' || policy === 'streamed')) {
       const stats = new OnDemandStats(metrics);
-      const checks = new TagChecks(db.db);
+      const checks = new TagChecks(sql);
       this.reader = this.main.proxyReader({ retries: 0 });
-      this.onDemand = { counters: new SharedCounters(db.db, stats), checks };
+      this.onDemand = { counters: new SharedCounters(sql, stats), checks };
       inner = new OnDemandBackend(inner, {
         store,
-        db: db.db,
+        tagOrder: new TagOrder(sql),
         main: this.reader,
         fetches: this.fetches,
         checks,
@@ -123,18 +140,18 @@ export class Gateway {
   }
 
   /** Katello's repository_list or a sync changed what the main server has: the next tag read asks it (of `name` only, when given). */
-  contentChanged(name?: string): void {
+  async contentChanged(name?: string): Promise<void> {
     this.manifests.clear();
-    this.onDemand?.checks.invalidate(name);
+    await this.onDemand?.checks.invalidate(name);
   }
 
   async close(): Promise<void> {
     await this.content.close?.();
-    this.onDemand?.counters.close();
+    await this.onDemand?.counters.close();
     this.fetches?.close();
     this.reader?.close();
     this.main?.close();
-    this.db.close();
+    await this.sql.close();
     this.metrics.close();
   }
 
@@ -144,7 +161,7 @@ export class Gateway {
   }
 
   /** Who is calling (identified once per request by the access layer). */
-  client(req: Request): RegistryClient {
+  client(req: Request): Promise<RegistryClient> {
     return this.access.client(req);
   }
 

@@ -54,7 +54,7 @@ export class GatewayMetrics {
     private readonly metrics: PluginMetrics,
     private readonly defaultSource: ServedSource,
     /** Blobs and bytes of the embedded store, read at scrape time; undefined with Pulp. */
-    stored: (() => { blobs: number; bytes: number }) | undefined,
+    stored: (() => Promise<{ blobs: number; bytes: number }>) | undefined,
   ) {
     const registers = [metrics.registry];
     const counter = <L extends string>(name: string, help: string, labelNames: L[] = []) => {
@@ -75,7 +75,7 @@ export class GatewayMetrics {
       // Every worker reads the same database: the cluster view takes one worker's value, not the sum.
       const gauge = (name: string, help: string, key: 'blobs' | 'bytes') => {
         this.names.push(name);
-        new Gauge({ name, help, registers, aggregator: 'first', collect() { this.set(stored()[key]); } });
+        new Gauge({ name, help, registers, aggregator: 'first', async collect() { this.set((await stored())[key]); } });
       };
       gauge('container_gateway_stored_blobs', 'Blobs in the embedded store', 'blobs');
       gauge('container_gateway_stored_bytes', 'Bytes of the blobs in the embedded store', 'bytes');

@@ -29,15 +29,15 @@ export interface GatewayParts {
 export async function setUpGateway(ctx: PluginContext, settings: GatewaySettings): Promise<GatewayParts> {
   const closers = new Closers();
   try {
-    return build(ctx, settings, closers);
+    return await build(ctx, settings, closers);
   } catch (err) {
     await closers.closeAll(ctx.logger);
     throw err;
   }
 }
 
-function build(ctx: PluginContext, settings: GatewaySettings, closers: Closers): GatewayParts {
-  const gateway = closers.add('the gateway (database, upstreams)', new Gateway(settings, ctx), (g) => g.close());
+async function build(ctx: PluginContext, settings: GatewaySettings, closers: Closers): Promise<GatewayParts> {
+  const gateway = closers.add('the gateway (database, upstreams)', await Gateway.open(settings, ctx), (g) => g.close());
   const store = gateway.store;
   ctx.rootRouter.use(gateway.metrics.middleware());
   ctx.router.use(gateway.metrics.middleware());
@@ -71,7 +71,7 @@ function build(ctx: PluginContext, settings: GatewaySettings, closers: Closers):
         listUsers: () => db.standaloneUsers(),
         addUser: (name, hash) => db.addUser(name, hash),
         removeUser: (name) => db.removeUser(name),
-        namespaces: (user) => (db.standaloneUsers().includes(user) ? db.namespacesOf(user) : undefined),
+        namespaces: async (user) => ((await db.standaloneUsers()).includes(user) ? db.namespacesOf(user) : undefined),
         grantNamespace: (user, namespace) => db.grantNamespace(user, namespace),
         revokeNamespace: (user, namespace) => db.revokeNamespace(user, namespace),
         listRepositories: () => db.repositories(),

@@ -620,7 +620,7 @@ async function embeddedSection(o: EmbeddedInput): Promise<EmbeddedOutcome> {
   const plugins = { container_gateway: { enabled: true, sqlite_db_path: dbPath, storage_path: storage } };
   if (opt.workers > 1) {
     // Workaround: workers that open a *new* database at the same time both run
-    // its migrations (GatewayDb.migrate() reads user_version outside the
+    // its migrations (the migration runner, then in GatewayDb, read user_version outside the
     // migration's transaction), and the loser's container_gateway fails with
     // "duplicate column name: owner" while the worker keeps serving without it.
     // A one-worker start creates the schema first; the check below still fails

@@ -34,7 +34,7 @@ export interface AccessOptions {
   /** The daemon's verified view of the connection (certificate, address). */
   identity: (req: Request) => ClientIdentity;
   /** The repository's id where content is kept (undefined: it does not exist yet). */
-  repositoryId: (name: string) => number | undefined;
+  repositoryId: (name: string) => Promise<number | undefined>;
   logger: Logger;
 }
 
@@ -45,7 +45,7 @@ function grantsOf(client: RegistryClient): GrantedScope[] {
 export class AccessLayer {
   /** No main server: users, tokens and repositories are this gateway's own. */
   readonly standalone: boolean;
-  private readonly clients = new WeakMap<Request, RegistryClient>();
+  private readonly clients = new WeakMap<Request, Promise<RegistryClient>>();
   private readonly hosts: HostCatalogs;
   private readonly db: GatewayDb;
   private readonly settings: GatewaySettings;
@@ -58,7 +58,7 @@ export class AccessLayer {
   }
 
   /** Who is calling: identified once per request, however often it is asked. */
-  client(req: Request): RegistryClient {
+  client(req: Request): Promise<RegistryClient> {
     let client = this.clients.get(req);
     if (!client) {
       client = identifyClient(req, this.options.identity(req), this.db, this.settings.trusted_proxies);
@@ -87,21 +87,21 @@ export class AccessLayer {
       passwordHash: (user) => db.passwordHash(user),
       repository: (name) => db.repositoryInfo(name),
       userMapped: (user, repo) => db.userMapped(user, repo),
-      mayCreate: (user, name) => mayCreateRepository(user, name, db.namespacesOf(user), this.settings.open_top_level_names),
-      storeToken: (checksum, expireAtMs, user, scopes) => {
+      mayCreate: async (user, name) => mayCreateRepository(user, name, await db.namespacesOf(user), this.settings.open_top_level_names),
+      storeToken: async (checksum, expireAtMs, user, scopes) => {
         // Anonymous tokens are not stored: the anonymous one is `unauthenticated`.
-        if (user !== undefined) db.storeToken(checksum, expireAtMs, user, scopes);
+        if (user !== undefined) await db.storeToken(checksum, expireAtMs, user, scopes);
       },
     };
   }
 
   /** Can this client read `name`? (Also asked of the source of a cross-repository mount.) */
-  canPull(client: RegistryClient, name: string): boolean {
-    const repo = this.db.repositoryInfo(name);
+  async canPull(client: RegistryClient, name: string): Promise<boolean> {
+    const repo = await this.db.repositoryInfo(name);
     if (!repo) return false;
     if (!repo.authRequired && !repo.pending) return true;
     if (this.standalone && client.kind !== 'host') {
-      return client.kind === 'user' && tokenAllows(grantsOf(client), name, 'pull') && this.allowedNow(client.name, name).has('pull');
+      return client.kind === 'user' && tokenAllows(grantsOf(client), name, 'pull') && (await this.allowedNow(client.name, name)).has('pull');
     }
     return this.db.canRead(viewerOf(client), name);
   }
@@ -118,27 +118,27 @@ export class AccessLayer {
   }
 
   private async decide(req: Request, res: Response, name: string, need: Requirement): Promise<Access> {
-    const client = this.client(req);
+    const client = await this.client(req);
     const action: RepositoryAction = need === 'read' ? (this.pushProbe(req, client, name) ? 'push' : 'pull') : need;
-    const granted = (user?: string): Access => ({
+    const granted = async (user?: string): Promise<Access> => ({
       client,
       name,
       action,
       deferred: !this.standalone && action !== 'pull',
-      repositoryId: this.options.repositoryId(name),
+      repositoryId: await this.options.repositoryId(name),
       ...(user === undefined ? {} : { user }),
       canPull: (other) => this.canPull(client, other),
     });
     if (!this.standalone && action !== 'pull') return granted();
-    if (client.kind === 'invalid') this.refuse(req, res, client, name, action);
+    if (client.kind === 'invalid') return this.refuse(req, res, client, name, action);
     if (action === 'pull') {
       if (client.kind === 'host') await this.learnHost(client.uuid);
-      if (this.canPull(client, name)) return granted();
+      if (await this.canPull(client, name)) return granted();
       // Includes a pusher probing a repository it is about to create: 404 (what clients expect).
-      this.refuse(req, res, client, name, action);
+      return this.refuse(req, res, client, name, action);
     }
-    if (client.kind === 'user' && tokenAllows(grantsOf(client), name, action) && this.allowedNow(client.name, name).has(action)) return granted(client.name);
-    this.refuse(req, res, client, name, action);
+    if (client.kind === 'user' && tokenAllows(grantsOf(client), name, action) && (await this.allowedNow(client.name, name)).has(action)) return granted(client.name);
+    return this.refuse(req, res, client, name, action);
   }
 
   /**
@@ -151,11 +151,11 @@ export class AccessLayer {
   }
 
   /** What the user may do on `name` now: a token issued before someone else created the name grants nothing there. */
-  private allowedNow(user: string, name: string): Set<RepositoryAction> {
+  private allowedNow(user: string, name: string): Promise<Set<RepositoryAction>> {
     return allowedActions(this.standaloneAccounts(), user, name);
   }
 
-  private refuse(req: Request, res: Response, client: RegistryClient, name: string, action: RepositoryAction): never {
+  private async refuse(req: Request, res: Response, client: RegistryClient, name: string, action: RepositoryAction): Promise<never> {
     const origin = this.origin(req);
     if (client.kind === 'anonymous' || client.kind === 'invalid') {
       setChallenge(res, origin, scopeOf(name, action));
@@ -164,8 +164,8 @@ export class AccessLayer {
     if (action !== 'pull') {
       // The user may do it but the token does not say so; or the repository is readable but not
       // writable by this client (someone else's public repository, a host): a wider token, or none.
-      const allowed = client.kind === 'user' && this.standalone ? this.allowedNow(client.name, name) : new Set<RepositoryAction>();
-      if (allowed.has(action) || allowed.has('pull') || this.canPull(client, name)) {
+      const allowed = client.kind === 'user' && this.standalone ? await this.allowedNow(client.name, name) : new Set<RepositoryAction>();
+      if (allowed.has(action) || allowed.has('pull') || (await this.canPull(client, name))) {
         setChallenge(res, origin, scopeOf(name, action), true);
         throw new RegistryError('UNAUTHORIZED', `the token does not grant ${action} on ${name}`);
       }

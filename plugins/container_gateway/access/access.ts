@@ -21,5 +21,5 @@ export interface Access {
   /** The standalone user a write is made by (owner of a repository it creates). */
   user?: string;
   /** May this client read another repository (cross-repository mounts)? */
-  canPull(name: string): boolean;
+  canPull(name: string): Promise<boolean>;
 }

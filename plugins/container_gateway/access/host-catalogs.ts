@@ -17,7 +17,7 @@ export class HostCatalogs {
   ) {}
 
   async learn(uuid: string): Promise<void> {
-    if (!this.katello || this.db.hostKnown(uuid)) return;
+    if (!this.katello || (await this.db.hostKnown(uuid))) return;
     const last = this.lastAsked.get(uuid);
     if (last !== undefined && Date.now() - last < this.intervalMs) return;
     this.lastAsked.set(uuid, Date.now());
@@ -27,7 +27,7 @@ export class HostCatalogs {
         this.logger.warn(`catalog of host ${uuid} from Katello answered ${reply.status}`);
         return;
       }
-      this.db.setHostRepositories(uuid, repositoriesOf(reply));
+      await this.db.setHostRepositories(uuid, repositoriesOf(reply));
       this.lastAsked.delete(uuid);
     } catch (err) {
       this.logger.warn(`catalog of host ${uuid} could not be fetched: ${(err as Error).message}`);

@@ -68,7 +68,7 @@ export function hostUuid(req: Request, identity: ClientIdentity, trustedProxies:
  * or with only the anonymous tokens `unauthenticated` / `unauthorized`,
  * identifies a content host.
  */
-export function identifyClient(req: Request, identity: ClientIdentity, db: GatewayDb, trustedProxies: readonly string[]): RegistryClient {
+export async function identifyClient(req: Request, identity: ClientIdentity, db: GatewayDb, trustedProxies: readonly string[]): Promise<RegistryClient> {
   const token = bearerToken(req);
   if (token === undefined || token === 'unauthenticated' || token === 'unauthorized') {
     if (basicUser(req) !== undefined) return { kind: 'anonymous' };
@@ -76,7 +76,7 @@ export function identifyClient(req: Request, identity: ClientIdentity, db: Gatew
     if (uuid) return { kind: 'host', uuid };
     return token === undefined ? { kind: 'anonymous' } : { kind: 'anonymous', token };
   }
-  const record = db.tokenRecord(sha256(token));
+  const record = await db.tokenRecord(sha256(token));
   return record ? { kind: 'user', name: record.user, ...(record.scopes === undefined ? {} : { grants: record.scopes }) } : { kind: 'invalid' };
 }
 

@@ -24,8 +24,8 @@ export interface KatelloLoginParts {
   requireKatello(): KatelloClient;
   readonly logins: LoginGuard;
   readonly db: {
-    storeToken(checksum: string, expireAtMs: number, user: string, scopes?: unknown): void;
-    setUserRepositories(user: string, names: string[]): void;
+    storeToken(checksum: string, expireAtMs: number, user: string, scopes?: unknown): Promise<void>;
+    setUserRepositories(user: string, names: string[]): Promise<void>;
   };
   readonly logger: Logger;
   readonly settings: { readonly token_max_lifetime: number };
@@ -117,7 +117,7 @@ export async function katelloLogin(parts: KatelloLoginParts, req: Request, res: 
   if (!recalled) unreachable(res, down);
   const lifetime = Math.max(1, Math.floor(parts.settings.token_max_lifetime));
   const token = randomBytes(32).toString('base64url');
-  parts.db.storeToken(sha256(token), now + parts.settings.token_max_lifetime * 1000, credentials.user, parseScopes(scopes));
+  await parts.db.storeToken(sha256(token), now + parts.settings.token_max_lifetime * 1000, credentials.user, parseScopes(scopes));
   parts.logger.warn(`main server unreachable (${down}): login of '${credentials.user.slice(0, 64)}' accepted from the recent-login cache`);
   return { kind: 'local', user: credentials.user, body: { token, access_token: token, expires_in: lifetime, issued_at: new Date(now).toISOString() } };
 }
@@ -152,7 +152,7 @@ export async function acceptToken(parts: KatelloLoginParts, issued: IssuedToken)
   if (Number.isNaN(issuedAt)) throw new RegistryError('UNAVAILABLE', 'Received a token response without an issue time', undefined, 502);
   const lifetime = typeof body.expires_in === 'number' && body.expires_in > 0 ? body.expires_in : 60;
   const expireAt = Math.min(issuedAt + lifetime * 1000, Date.now() + parts.settings.token_max_lifetime * 1000);
-  parts.db.storeToken(sha256(issued.token), expireAt, account, parseScopes(issued.scopes));
+  await parts.db.storeToken(sha256(issued.token), expireAt, account, parseScopes(issued.scopes));
   let catalog: KatelloReply;
   try {
     catalog = await parts.requireKatello().userCatalog(account, issued.authorization);
@@ -163,6 +163,6 @@ export async function acceptToken(parts: KatelloLoginParts, issued: IssuedToken)
     return undefined;
   }
   if (catalog.status !== 200) return catalog;
-  parts.db.setUserRepositories(account, repositoriesOf(catalog));
+  await parts.db.setUserRepositories(account, repositoriesOf(catalog));
   return undefined;
 }

@@ -1,5 +1,5 @@
 // Guards the password checks of /v2/token and /v1/search:
-// - failed logins are counted per account and per client address in SQLite
+// - failed logins are counted per account and per client address in the database
 //   (shared by every worker); at login_failure_limit failures within
 //   login_failure_window seconds, further attempts answer 429 TOOMANYREQUESTS
 //   with Retry-After until the window has passed, without hashing anything;
@@ -9,10 +9,9 @@
 //   scrypt hash of the credentials is kept for login_cache_ttl seconds, so that
 //   the login still works while the main server is unreachable.
 import type { GatewayMetrics } from '../metrics.ts';
-import type Database from 'better-sqlite3';
 import type { Request, Response } from 'express';
 import type { Logger } from '../../../lib/plugins/api.ts';
-import { Statements } from '../db/statements.ts';
+import type { Sql } from '../db/sql.ts';
 import { RegistryError } from '../oci/errors.ts';
 import { HashingBusy, PasswordHasher } from './passwords.ts';
 
@@ -40,19 +39,15 @@ export function hasCredentials(req: Request): boolean {
 }
 
 export class LoginGuard {
-  /** Prepared once: a throttled flood runs these on every request. */
-  private readonly sql: Statements;
   /** The gateway's one bounded hashing queue: logins, the recent-login cache and standalone passwords. */
   readonly hasher = new PasswordHasher();
 
   constructor(
-    private readonly db: Database.Database,
+    private readonly sql: Sql,
     private readonly settings: LoginGuardSettings,
     private readonly logger: Logger,
     private readonly metrics?: GatewayMetrics,
-  ) {
-    this.sql = new Statements(db);
-  }
+  ) {}
 
   /** The client's address: the socket's, or the last X-Forwarded-For hop when the socket is a trusted front proxy. */
   address(req: Request): string {
@@ -67,13 +62,13 @@ export class LoginGuard {
   }
 
   /** Seconds until these keys may log in again, or 0 when they may now. */
-  private blockedFor(keys: string[], now: number): number {
+  private async blockedFor(keys: string[], now: number): Promise<number> {
     const windowMs = this.settings.login_failure_window * 1000;
     let until = 0;
-    const row = this.sql.get('SELECT failures, window_start FROM login_failures WHERE key = ?');
     for (const key of keys) {
-      const r = row.get(key) as { failures: number; window_start: number } | undefined;
-      if (r && r.failures >= this.settings.login_failure_limit && r.window_start + windowMs > now) until = Math.max(until, r.window_start + windowMs);
+      const r = await this.sql.get<{ failures: number; window_start: number | string }>('SELECT failures, window_start FROM login_failures WHERE key = ?', [key]);
+      const start = Number(r?.window_start);
+      if (r && r.failures >= this.settings.login_failure_limit && start + windowMs > now) until = Math.max(until, start + windowMs);
     }
     return until === 0 ? 0 : Math.max(1, Math.ceil((until - now) / 1000));
   }
@@ -88,7 +83,7 @@ export class LoginGuard {
   async attempt(req: Request, res: Response, user: string, attempt: () => Promise<boolean | undefined>): Promise<boolean | undefined> {
     const address = this.address(req);
     const keys = this.keys(user, address);
-    const wait = this.blockedFor(keys, Date.now());
+    const wait = await this.blockedFor(keys, Date.now());
     if (wait > 0) {
       this.metrics?.loginThrottled();
       res.set('Retry-After', String(wait));
@@ -104,21 +99,26 @@ export class LoginGuard {
       throw new RegistryError('TOOMANYREQUESTS', 'too many logins at once: try again shortly');
     }
     this.metrics?.login(ok);
-    if (ok === true) this.sql.get('DELETE FROM login_failures WHERE key = ?').run(keys[0]);
-    else if (ok === false) this.failed(keys, user, address);
+    if (ok === true) await this.sql.run('DELETE FROM login_failures WHERE key = ?', [keys[0]!]);
+    else if (ok === false) await this.failed(keys, user, address);
     return ok;
   }
 
-  private failed(keys: string[], user: string, address: string): void {
+  private async failed(keys: string[], user: string, address: string): Promise<void> {
     const now = Date.now();
     const windowMs = this.settings.login_failure_window * 1000;
-    const counts = this.db.transaction(() => {
-      this.sql.get('DELETE FROM login_failures WHERE window_start <= ?').run(now - windowMs);
-      const bump = this.sql.get(
-        'INSERT INTO login_failures (key, failures, window_start) VALUES (?, 1, ?) ON CONFLICT(key) DO UPDATE SET failures = failures + 1 RETURNING failures',
-      );
-      return keys.map((key) => bump.pluck().get(key, now) as number);
-    }).immediate();
+    const counts = await this.sql.transaction(async (tx) => {
+      await tx.run('DELETE FROM login_failures WHERE window_start <= ?', [now - windowMs]);
+      const counts: number[] = [];
+      for (const key of keys) {
+        const count = await tx.value<number>(
+          'INSERT INTO login_failures (key, failures, window_start) VALUES (?, 1, ?) ON CONFLICT(key) DO UPDATE SET failures = login_failures.failures + 1 RETURNING failures',
+          [key, now],
+        );
+        counts.push(Number(count));
+      }
+      return counts;
+    });
     const limit = this.settings.login_failure_limit;
     // One line when a key reaches the limit, not one per refused guess.
     counts.forEach((count, i) => {
@@ -138,23 +138,22 @@ export class LoginGuard {
       if (err instanceof HashingBusy) return;
       throw err;
     }
-    this.sql.get(
-      'INSERT INTO login_cache (user, credentials_hash, verified_at) VALUES (?, ?, ?) ON CONFLICT(user) DO UPDATE SET credentials_hash = excluded.credentials_hash, verified_at = excluded.verified_at',
-    ).run(user, hash, Date.now());
+    await this.sql.run(
+      'INSERT INTO login_cache ("user", credentials_hash, verified_at) VALUES (?, ?, ?) ON CONFLICT("user") DO UPDATE SET credentials_hash = excluded.credentials_hash, verified_at = excluded.verified_at',
+      [user, hash, Date.now()],
+    );
   }
 
   /** Forget a user's cached login (the main server refused it). */
-  forget(user: string): void {
-    this.sql.get('DELETE FROM login_cache WHERE user = ?').run(user);
+  async forget(user: string): Promise<void> {
+    await this.sql.run('DELETE FROM login_cache WHERE "user" = ?', [user]);
   }
 
   /** Were these credentials accepted by the main server within login_cache_ttl? 'none': nothing recent is known of the user. */
   async recall(user: string, password: string): Promise<'match' | 'mismatch' | 'none'> {
     if (this.settings.login_cache_ttl <= 0) return 'none';
-    const row = this.sql.get('SELECT credentials_hash, verified_at FROM login_cache WHERE user = ?').get(user) as
-      | { credentials_hash: string; verified_at: number }
-      | undefined;
-    if (!row || row.verified_at + this.settings.login_cache_ttl * 1000 <= Date.now()) return 'none';
+    const row = await this.sql.get<{ credentials_hash: string; verified_at: number | string }>('SELECT credentials_hash, verified_at FROM login_cache WHERE "user" = ?', [user]);
+    if (!row || Number(row.verified_at) + this.settings.login_cache_ttl * 1000 <= Date.now()) return 'none';
     return (await this.hasher.verify(`${user}\u0000${password}`, row.credentials_hash)) ? 'match' : 'mismatch';
   }
 }

@@ -28,18 +28,21 @@ export interface RequestedScope {
   actions: Array<RepositoryAction | '*'>;
 }
 
+/** A repository as standalone access sees it. */
+type RepositoryView = { authRequired: boolean; owner?: string };
+
 /** What the token service needs of the database; implemented by the DB layer. */
 export interface StandaloneAccounts {
   /** The stored hashPassword() result of a standalone user, or undefined when there is no such user. */
-  passwordHash(user: string): string | undefined;
+  passwordHash(user: string): string | undefined | Promise<string | undefined>;
   /**
    * A repository by name, or undefined when it does not exist (yet).
    * `authRequired: false` is a public repository; `owner` is the current name
    * of the user who created it by pushing (absent once that user was removed).
    */
-  repository(name: string): { authRequired: boolean; owner?: string } | undefined;
+  repository(name: string): RepositoryView | undefined | Promise<RepositoryView | undefined>;
   /** May this user create a repository of this (valid, not yet existing) name? See mayCreateRepository. */
-  mayCreate(user: string, name: string): boolean;
+  mayCreate(user: string, name: string): boolean | Promise<boolean>;
   /**
    * Is the user explicitly linked to the repository (a users↔repositories mapping)?
    * Must NOT be true merely because the repository is public: a mapping
@@ -47,7 +50,7 @@ export interface StandaloneAccounts {
    * Ownership is checked separately (through `repository().owner`), so
    * returning true for the owner as well is harmless.
    */
-  userMapped(user: string, repo: string): boolean;
+  userMapped(user: string, repo: string): boolean | Promise<boolean>;
   /**
    * Remember a token: its sha256 (hex), when it expires (epoch ms), whose it is
    * (undefined: an anonymous token) and what it grants. Never the token itself.
@@ -153,7 +156,7 @@ function basicCredentials(authorization: string | undefined): { user: string; pa
 
 /** Are these a standalone user's credentials? An unknown user costs a hash too, as much as a wrong password. */
 export async function authenticate(accounts: StandaloneAccounts, hasher: PasswordHasher, user: string, password: string): Promise<boolean> {
-  const stored = USER_NAME.test(user) ? accounts.passwordHash(user) : undefined;
+  const stored = USER_NAME.test(user) ? await accounts.passwordHash(user) : undefined;
   if (stored === undefined) return hasher.verifyUnknown(password);
   return hasher.verify(password, stored);
 }
@@ -171,24 +174,24 @@ export async function authenticate(accounts: StandaloneAccounts, hasher: Passwor
  * grant given because it did not exist), and create a repository atomically
  * with its owner.
  */
-export function allowedActions(accounts: StandaloneAccounts, user: string | undefined, name: string): Set<RepositoryAction> {
+export async function allowedActions(accounts: StandaloneAccounts, user: string | undefined, name: string): Promise<Set<RepositoryAction>> {
   const allowed = new Set<RepositoryAction>();
   if (!validRepositoryName(name)) return allowed;
-  const repo = accounts.repository(name);
+  const repo = await accounts.repository(name);
   if (user === undefined) {
     if (repo && !repo.authRequired) allowed.add('pull');
     return allowed;
   }
-  if (!repo) return accounts.mayCreate(user, name) ? new Set(REPOSITORY_ACTIONS) : allowed;
+  if (!repo) return (await accounts.mayCreate(user, name)) ? new Set(REPOSITORY_ACTIONS) : allowed;
   const owns = repo.owner !== undefined && repo.owner === user;
-  const mapped = owns || accounts.userMapped(user, name);
+  const mapped = owns || (await accounts.userMapped(user, name));
   if (!repo.authRequired || mapped) allowed.add('pull');
   if (mapped) allowed.add('push').add('delete');
   return allowed;
 }
 
 /** The intersection of the requested scopes and what `user` may do, merged per repository. */
-export function grantScopes(accounts: StandaloneAccounts, user: string | undefined, requested: RequestedScope[]): GrantedScope[] {
+export async function grantScopes(accounts: StandaloneAccounts, user: string | undefined, requested: RequestedScope[]): Promise<GrantedScope[]> {
   const perRepository = new Map<string, Set<RepositoryAction>>();
   let catalog = false;
   for (const scope of requested) {
@@ -198,7 +201,7 @@ export function grantScopes(accounts: StandaloneAccounts, user: string | undefin
       continue;
     }
     const wanted = scope.actions.includes('*') ? REPOSITORY_ACTIONS : (scope.actions as RepositoryAction[]);
-    const allowed = allowedActions(accounts, user, scope.name);
+    const allowed = await allowedActions(accounts, user, scope.name);
     const granted = perRepository.get(scope.name) ?? new Set<RepositoryAction>();
     for (const a of wanted) if (allowed.has(a)) granted.add(a);
     if (granted.size > 0) perRepository.set(scope.name, granted);
@@ -229,7 +232,7 @@ export async function issueToken(accounts: StandaloneAccounts, request: TokenReq
     if (!(await authenticate(accounts, hasher, credentials.user, credentials.password))) return { status: 401, message: 'invalid username or password' };
     user = credentials.user;
   }
-  const granted = grantScopes(accounts, user, parseScopes(request.scopes));
+  const granted = await grantScopes(accounts, user, parseScopes(request.scopes));
   const lifetime = Number.isFinite(request.lifetimeSeconds) ? Math.max(MIN_TOKEN_LIFETIME, Math.floor(request.lifetimeSeconds)) : MIN_TOKEN_LIFETIME;
   const token = randomBytes(32).toString('base64url');
   await accounts.storeToken(sha256Hex(token), request.now + lifetime * 1000, user, granted);

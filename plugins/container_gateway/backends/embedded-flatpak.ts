@@ -66,7 +66,7 @@ export class EmbeddedFlatpakIndex {
     const filters = filtersOf(query);
     const Results: Array<{ Name: string; Images: FlatpakImage[] }> = [];
     for (const name of x.names) {
-      const id = this.store.index.repositoryId(name);
+      const id = await this.store.index.repositoryId(name);
       if (id === undefined) continue;
       const images = await this.imagesOf(id, filters);
       if (images.length > 0) Results.push({ Name: name, Images: images });
@@ -77,9 +77,9 @@ export class EmbeddedFlatpakIndex {
   /** The repository's tagged images (an image index: its platform manifests, each under the index's tags). */
   private async imagesOf(repositoryId: number, filters: Filters): Promise<FlatpakImage[]> {
     const byDigest = new Map<string, FlatpakImage>();
-    for (const tag of this.store.index.tags(repositoryId, undefined, 100_000)) {
+    for (const tag of await this.store.index.tags(repositoryId, undefined, 100_000)) {
       if (filters.tags.size > 0 && !filters.tags.has(tag)) continue;
-      const top = this.store.index.tagged(repositoryId, tag);
+      const top = await this.store.index.tagged(repositoryId, tag);
       if (!top) continue;
       let platforms: Platform[] = [{ digest: top.digest, mediaType: top.mediaType }];
       if (INDEX_TYPES.has(top.mediaType)) {
@@ -100,11 +100,11 @@ export class EmbeddedFlatpakIndex {
   }
 
   private async image(repositoryId: number, digest: string, tag: string): Promise<FlatpakImage | undefined> {
-    const manifest = this.store.index.manifest(repositoryId, digest);
+    const manifest = await this.store.index.manifest(repositoryId, digest);
     if (!manifest || INDEX_TYPES.has(manifest.mediaType)) return undefined;
     const config = json(manifest.content)?.config as { digest?: unknown; size?: unknown } | undefined;
     if (typeof config?.digest !== 'string' || (typeof config.size === 'number' && config.size > CONFIG_LIMIT)) return undefined;
-    if (!this.store.index.blobInRepository(repositoryId, config.digest)) return undefined;
+    if (!(await this.store.index.blobInRepository(repositoryId, config.digest))) return undefined;
     const body = await readFile(this.store.blobs.path(config.digest)).catch(() => undefined);
     const parsed = body && json(body);
     if (!parsed) return undefined;

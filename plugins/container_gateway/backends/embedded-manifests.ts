@@ -15,8 +15,8 @@ function find(store: LocalStore, repositoryId: number, { reference, isDigest }: 
   return isDigest ? store.index.manifest(repositoryId, reference) : store.index.tagged(repositoryId, reference);
 }
 
-export function getManifest(store: LocalStore, req: Request, res: Response, repositoryId: number, ref: ManifestReference): void {
-  const m = find(store, repositoryId, ref);
+export async function getManifest(store: LocalStore, req: Request, res: Response, repositoryId: number, ref: ManifestReference): Promise<void> {
+  const m = await find(store, repositoryId, ref);
   const reference = ref.reference;
   if (!m) throw new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown to registry', { reference });
   if (!accepts(req.get('accept'), m.mediaType)) {
@@ -26,28 +26,28 @@ export function getManifest(store: LocalStore, req: Request, res: Response, repo
   res.end(req.method === 'HEAD' ? undefined : m.content);
 }
 
-export async function putManifest(store: LocalStore, req: Request, res: Response, name: string, existingId: number | undefined, create: () => number, ref: ManifestReference): Promise<void> {
+export async function putManifest(store: LocalStore, req: Request, res: Response, name: string, existingId: number | undefined, create: () => Promise<number>, ref: ManifestReference): Promise<void> {
   const body = await readManifestBody(req);
   const digest = sha256Digest(body);
   if (ref.isDigest && ref.reference !== digest) throw new RegistryError('DIGEST_INVALID', `the manifest's digest is ${digest}, not ${ref.reference}`);
   const parsed = parseManifest(body, req.get('content-type'));
-  const index = store.index;
-  const stored = existingId === undefined ? undefined : index.manifest(existingId, digest);
-  if (stored && stored.mediaType !== parsed.mediaType) {
-    throw new RegistryError('MANIFEST_INVALID', `manifest ${digest} is stored as ${stored.mediaType}; it cannot be put again as ${parsed.mediaType}`);
-  }
   const children = [...parsed.blobs, ...parsed.manifests];
-  const missing = existingId === undefined ? children : index.missingChildren(existingId, parsed.blobs, parsed.manifests);
-  if (missing.length > 0) throw new RegistryError('MANIFEST_BLOB_UNKNOWN', 'the manifest references blobs or manifests unknown to this repository', { missing });
-  const repositoryId = existingId ?? create();
-  index.putManifest(repositoryId, manifestRecord(digest, body, parsed), ref.isDigest ? undefined : ref.reference);
+  const missingError = (missing: string[]) => new RegistryError('MANIFEST_BLOB_UNKNOWN', 'the manifest references blobs or manifests unknown to this repository', { missing });
+  if (existingId === undefined && children.length > 0) throw missingError(children);
+  const repositoryId = existingId ?? (await create());
+  // Checked and stored in one transaction: a child deleted meanwhile cannot slip between.
+  const refused = await store.index.putCheckedManifest(repositoryId, manifestRecord(digest, body, parsed), parsed, ref.isDigest ? undefined : ref.reference);
+  if (refused && 'storedAs' in refused) {
+    throw new RegistryError('MANIFEST_INVALID', `manifest ${digest} is stored as ${refused.storedAs}; it cannot be put again as ${parsed.mediaType}`);
+  }
+  if (refused) throw missingError(refused.missing);
   if (parsed.subject) res.set('OCI-Subject', parsed.subject);
   res.status(201).set({ Location: `${req.baseUrl}/${name}/manifests/${digest}`, 'Docker-Content-Digest': digest, 'Content-Length': '0' });
   res.end();
 }
 
-export function deleteManifest(store: LocalStore, res: Response, repositoryId: number, { reference, isDigest }: ManifestReference): void {
-  const deleted = isDigest ? store.index.deleteManifest(repositoryId, reference) : store.index.deleteTag(repositoryId, reference);
+export async function deleteManifest(store: LocalStore, res: Response, repositoryId: number, { reference, isDigest }: ManifestReference): Promise<void> {
+  const deleted = await (isDigest ? store.index.deleteManifest(repositoryId, reference) : store.index.deleteTag(repositoryId, reference));
   if (!deleted) throw new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown to registry', { reference });
   res.status(202).end();
 }

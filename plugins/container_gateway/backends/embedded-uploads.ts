@@ -44,17 +44,17 @@ function mapStoreError(err: unknown): never {
   throw err;
 }
 
-export async function startUpload(store: LocalStore, req: Request, res: Response, name: string, repositoryId: number, canPull: (repo: string) => boolean): Promise<void> {
+export async function startUpload(store: LocalStore, req: Request, res: Response, name: string, repositoryId: number, canPull: (repo: string) => Promise<boolean>): Promise<void> {
   const mount = isSha256Digest(req.query.mount) ? req.query.mount : undefined;
   if (mount) {
     const from = typeof req.query.from === 'string' ? req.query.from : undefined;
-    const source = from ? store.index.repositoryId(from) : undefined;
+    const source = from ? await store.index.repositoryId(from) : undefined;
     const mountable = from
-      ? source !== undefined && canPull(from) && store.index.blobInRepository(source, mount)
-      : store.index.repositoriesLinking(mount).some((repo) => canPull(repo));
+      ? source !== undefined && (await canPull(from)) && (await store.index.blobInRepository(source, mount)) !== undefined
+      : await someReadable(await store.index.repositoriesLinking(mount), canPull);
     const info = mountable ? await store.blobs.stat(mount) : undefined;
     if (info) {
-      store.index.linkBlob(repositoryId, mount, info.size);
+      await store.index.linkBlob(repositoryId, mount, info.size);
       return blobCreated(req, res, name, mount);
     }
     // Unable to mount: open a session instead (202), as the spec says.
@@ -62,23 +62,28 @@ export async function startUpload(store: LocalStore, req: Request, res: Response
   const digest = digestParam(req);
   if (digest && hasBody(req)) {
     const { size } = await store.blobs.ingest(digest, req).catch(mapStoreError);
-    store.index.linkBlob(repositoryId, digest, size);
+    await store.index.linkBlob(repositoryId, digest, size);
     return blobCreated(req, res, name, digest);
   }
-  const uuid = store.index.startUpload(repositoryId);
+  const uuid = await store.index.startUpload(repositoryId);
   await store.blobs.createUpload(uuid);
   uploadHeaders(req, res, name, uuid, 0);
   res.status(202).set('Content-Length', '0').end();
 }
 
-function session(store: LocalStore, repositoryId: number, uuid: string): void {
-  if (!/^[0-9a-f-]{36}$/.test(uuid) || store.index.uploadRepository(uuid) !== repositoryId) {
+async function someReadable(names: string[], canPull: (repo: string) => Promise<boolean>): Promise<boolean> {
+  for (const name of names) if (await canPull(name)) return true;
+  return false;
+}
+
+async function session(store: LocalStore, repositoryId: number, uuid: string): Promise<void> {
+  if (!/^[0-9a-f-]{36}$/.test(uuid) || (await store.index.uploadRepository(uuid)) !== repositoryId) {
     throw new RegistryError('BLOB_UPLOAD_UNKNOWN', 'blob upload unknown to registry', { uuid });
   }
 }
 
 export async function patchUpload(store: LocalStore, req: Request, res: Response, name: string, repositoryId: number, uuid: string): Promise<void> {
-  session(store, repositoryId, uuid);
+  await session(store, repositoryId, uuid);
   const size = await appendChunk(store, req, res, name, uuid, chunkStart(req));
   uploadHeaders(req, res, name, uuid, size);
   res.status(202).set('Content-Length', '0').end();
@@ -112,7 +117,7 @@ async function appendChunk(store: LocalStore, req: Request, res: Response, name:
 }
 
 export async function finishUpload(store: LocalStore, req: Request, res: Response, name: string, repositoryId: number, uuid: string): Promise<void> {
-  session(store, repositoryId, uuid);
+  await session(store, repositoryId, uuid);
   const digest = digestParam(req);
   if (!digest) throw new RegistryError('DIGEST_INVALID', 'the digest query parameter is required to complete an upload');
   // A final chunk is held to the same Content-Range rules as a PATCH.
@@ -120,19 +125,19 @@ export async function finishUpload(store: LocalStore, req: Request, res: Respons
   if (hasBody(req) || start !== undefined) await appendChunk(store, req, res, name, uuid, start);
   try {
     const { size } = await store.blobs.commit(uuid, digest);
-    store.index.linkBlob(repositoryId, digest, size);
+    await store.index.linkBlob(repositoryId, digest, size);
   } catch (err) {
     // A failed verification ends the session: the client starts over.
-    store.index.endUpload(uuid);
+    await store.index.endUpload(uuid);
     await store.blobs.cancel(uuid).catch(() => undefined);
     mapStoreError(err);
   }
-  store.index.endUpload(uuid);
+  await store.index.endUpload(uuid);
   blobCreated(req, res, name, digest);
 }
 
 export async function uploadStatus(store: LocalStore, req: Request, res: Response, name: string, repositoryId: number, uuid: string): Promise<void> {
-  session(store, repositoryId, uuid);
+  await session(store, repositoryId, uuid);
   const size = await store.blobs.uploadSize(uuid);
   if (size === undefined) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', 'blob upload unknown to registry', { uuid });
   uploadHeaders(req, res, name, uuid, size);
@@ -140,8 +145,8 @@ export async function uploadStatus(store: LocalStore, req: Request, res: Respons
 }
 
 export async function cancelUpload(store: LocalStore, res: Response, repositoryId: number, uuid: string): Promise<void> {
-  session(store, repositoryId, uuid);
-  store.index.endUpload(uuid);
+  await session(store, repositoryId, uuid);
+  await store.index.endUpload(uuid);
   await store.blobs.cancel(uuid);
   res.status(204).end();
 }

@@ -40,7 +40,7 @@ export class EmbeddedBackend implements ContentBackend {
   }
 
   async getManifest(x: Exchange, ref: ManifestReference): Promise<void> {
-    getManifest(this.store, x.req, x.res, existing(x), ref);
+    await getManifest(this.store, x.req, x.res, existing(x), ref);
   }
 
   async getBlob(x: Exchange, digest: string): Promise<void> {
@@ -55,7 +55,7 @@ export class EmbeddedBackend implements ContentBackend {
   async referrers(x: Exchange, digest: string): Promise<void> {
     const { req, res } = x;
     const filter = typeof req.query.artifactType === 'string' ? req.query.artifactType : undefined;
-    const manifests = this.store.index.referrers(existing(x), digest, filter);
+    const manifests = await this.store.index.referrers(existing(x), digest, filter);
     if (filter !== undefined) res.set('OCI-Filters-Applied', 'artifactType');
     // Exactly the index media type: a string body would get '; charset=utf-8' added.
     const body = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests }));
@@ -71,17 +71,17 @@ function embeddedWrites(store: LocalStore): ContentWrites {
       await putManifest(store, x.req, x.res, name, repositoryId, () => store.index.ensureRepository(name, user), ref);
     },
     async deleteManifest(x, ref) {
-      deleteManifest(store, x.res, existing(x), ref);
+      await deleteManifest(store, x.res, existing(x), ref);
     },
     async deleteBlob(x, digest) {
-      if (!store.index.unlinkBlob(existing(x), digest)) throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest });
+      if (!(await store.index.unlinkBlob(existing(x), digest))) throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest });
       x.res.status(202).end();
     },
     async startUpload(x) {
       const { name, repositoryId, user } = x.access;
       // Starting an upload is the first step of a push: it creates the repository,
       // pending (unlisted, readable by its pusher) until its first manifest.
-      const created = repositoryId ?? store.index.ensureRepository(name, user, true);
+      const created = repositoryId ?? (await store.index.ensureRepository(name, user, true));
       await startUpload(store, x.req, x.res, name, created, (repo) => x.access.canPull(repo));
     },
     patchUpload: (x, uuid) => patchUpload(store, x.req, x.res, x.access.name, sessionRepository(x, uuid), uuid),
@@ -93,7 +93,7 @@ function embeddedWrites(store: LocalStore): ContentWrites {
 
 /** GET/HEAD of a stored blob, with one Range → 206. */
 async function sendBlob(store: LocalStore, req: Request, res: Response, repositoryId: number, digest: string): Promise<void> {
-  const linked = store.index.blobInRepository(repositoryId, digest);
+  const linked = await store.index.blobInRepository(repositoryId, digest);
   const onDisk = linked && (await store.blobs.stat(digest));
   if (!onDisk) throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest });
   const size = onDisk.size;

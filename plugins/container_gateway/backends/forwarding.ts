@@ -92,7 +92,7 @@ export class ForwardingBackend implements ContentBackend {
     }
     if (target.kind === 'manifest' && req.method === 'DELETE') {
       const answer = await relay.readAnswer(req, await relay.send(req, res, undefined));
-      if (answer?.up.statusCode === 202) mirror.manifestDeleted(name, target.reference, target.isDigest);
+      if (answer?.up.statusCode === 202) await mirror.manifestDeleted(name, target.reference, target.isDigest);
       return relay.reply(req, res, answer);
     }
     const uploadBody = (target.kind === 'upload' || target.kind === 'upload-start') && hasBody(req);

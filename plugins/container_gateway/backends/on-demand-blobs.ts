@@ -64,13 +64,13 @@ function contentLength(up: http.IncomingMessage): number | undefined {
 export async function serveBlobOnDemand(x: Exchange, digest: string, deps: OnDemandBlobDeps): Promise<void> {
   const { req, res, access } = x;
   if (!isSha256Digest(digest)) throw new RegistryError('DIGEST_INVALID', `unsupported digest '${digest}'`, { digest });
-  const link = (size: number) => {
-    if (access.repositoryId !== undefined) deps.store.index.linkBlob(access.repositoryId, digest, size);
+  const link = async (size: number) => {
+    if (access.repositoryId !== undefined) await deps.store.index.linkBlob(access.repositoryId, digest, size);
   };
   const stored = await deps.store.blobs.stat(digest);
   if (stored) {
     // Fetched for another repository (or by sync): this one now holds it too.
-    link(stored.size);
+    await link(stored.size);
     const range = answerHead(res, digest, stored.size, req.get('range'));
     if (req.method === 'HEAD' || stored.size === 0) return void res.end();
     return sendFile(deps.store.blobs.path(digest), range ?? { start: 0, end: stored.size - 1 }, res);
@@ -86,7 +86,7 @@ export async function serveBlobOnDemand(x: Exchange, digest: string, deps: OnDem
     );
   }
   // Linked once verified, whether or not this client stays to the end.
-  blob.done.then(({ size }) => link(size), () => undefined);
+  blob.done.then(({ size }) => link(size), () => undefined).catch((err: unknown) => req.log.warn(`on-demand: ${access.name}@${digest} not linked: ${(err as Error).message}`));
   let size: number | undefined;
   try {
     ({ size } = await blob.ready);

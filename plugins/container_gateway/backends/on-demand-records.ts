@@ -1,39 +1,33 @@
-// What on-demand serving keeps in SQLite, so that every worker of the daemon
+// What on-demand serving keeps in the database, so that every worker of the daemon
 // sees the same: when each tag was last checked against the main server (a
 // tag checked by one worker is fresh for all), and each worker's counters,
 // added to its own row every second and summed for `proxyctl status`.
 import cluster from 'node:cluster';
-import type Database from 'better-sqlite3';
-import { Statements } from '../db/statements.ts';
+import type { Sql } from '../db/sql.ts';
 import type { OnDemandStats } from './on-demand-stats.ts';
 
 /** Last checks of tags against the main server; invalidated by Katello's repository_list and by a sync. */
 export class TagChecks {
-  private readonly statements: Statements;
-
-  constructor(db: Database.Database) {
-    this.statements = new Statements(db);
-  }
+  constructor(private readonly sql: Sql) {}
 
   /** When the tag was last found current upstream (ms since epoch), if ever since the last invalidation. */
-  checkedAt(repositoryId: number, tag: string): number | undefined {
-    return this.statements.get('SELECT checked_at FROM tag_checks WHERE repository_id = ? AND name = ?').pluck().get(repositoryId, tag) as number | undefined;
+  async checkedAt(repositoryId: number, tag: string): Promise<number | undefined> {
+    const at = await this.sql.value<number | string>('SELECT checked_at FROM tag_checks WHERE repository_id = ? AND name = ?', [repositoryId, tag]);
+    return at === undefined ? undefined : Number(at);
   }
 
-  checked(repositoryId: number, tag: string, at = Date.now()): void {
-    this.statements
-      .get('INSERT INTO tag_checks (repository_id, name, checked_at) VALUES (?, ?, ?) ON CONFLICT(repository_id, name) DO UPDATE SET checked_at = excluded.checked_at')
-      .run(repositoryId, tag, at);
+  async checked(repositoryId: number, tag: string, at = Date.now()): Promise<void> {
+    await this.sql.run('INSERT INTO tag_checks (repository_id, name, checked_at) VALUES (?, ?, ?) ON CONFLICT(repository_id, name) DO UPDATE SET checked_at = excluded.checked_at', [repositoryId, tag, at]);
   }
 
-  forget(repositoryId: number, tag: string): void {
-    this.statements.get('DELETE FROM tag_checks WHERE repository_id = ? AND name = ?').run(repositoryId, tag);
+  async forget(repositoryId: number, tag: string): Promise<void> {
+    await this.sql.run('DELETE FROM tag_checks WHERE repository_id = ? AND name = ?', [repositoryId, tag]);
   }
 
   /** The next read of any tag (of `name` only, when given) asks the main server. */
-  invalidate(name?: string): void {
-    if (name === undefined) this.statements.get('DELETE FROM tag_checks').run();
-    else this.statements.get('DELETE FROM tag_checks WHERE repository_id IN (SELECT id FROM repositories WHERE name = ?)').run(name);
+  async invalidate(name?: string): Promise<void> {
+    if (name === undefined) await this.sql.run('DELETE FROM tag_checks');
+    else await this.sql.run('DELETE FROM tag_checks WHERE repository_id IN (SELECT id FROM repositories WHERE name = ?)', [name]);
   }
 }
 
@@ -55,53 +49,64 @@ export interface OnDemandTotals {
  * deleted when a process of a new run starts.
  */
 export class SharedCounters {
-  private readonly statements: Statements;
   private readonly daemon = cluster.isWorker ? process.ppid : process.pid;
   private readonly worker = process.pid;
   private readonly flushed = { hits: 0, misses: 0, bytesFetched: 0 };
-  private readonly timer: NodeJS.Timeout;
+  private timer: NodeJS.Timeout | undefined;
 
   constructor(
-    db: Database.Database,
+    private readonly sql: Sql,
     private readonly stats: OnDemandStats,
-  ) {
-    this.statements = new Statements(db);
-    db.transaction(() => {
-      this.statements.get('DELETE FROM on_demand_counters WHERE daemon != ?').run(this.daemon);
+  ) {}
+
+  /** Drop the rows of earlier runs, then flush every second. */
+  async start(): Promise<void> {
+    await this.sql.transaction(async (tx) => {
+      await tx.run('DELETE FROM on_demand_counters WHERE daemon != ?', [this.daemon]);
       // A single process reusing an old pid starts from nothing too.
-      this.statements.get('DELETE FROM on_demand_counters WHERE worker = ?').run(this.worker);
-    }).immediate();
-    this.timer = setInterval(() => this.flush(), FLUSH_MS);
+      await tx.run('DELETE FROM on_demand_counters WHERE worker = ?', [this.worker]);
+    });
+    // A failed flush keeps its counts for the next one.
+    this.timer = setInterval(() => void this.flush().catch(() => undefined), FLUSH_MS);
     this.timer.unref();
   }
 
   /** Add what was counted since the last flush to this worker's row. */
-  flush(): void {
+  async flush(): Promise<void> {
     const s = this.stats;
     const d = { hits: s.hits - this.flushed.hits, misses: s.misses - this.flushed.misses, bytes: s.bytesFetched - this.flushed.bytesFetched };
     if (d.hits === 0 && d.misses === 0 && d.bytes === 0) return;
-    this.statements
-      .get(
+    // Counted as flushed before the query runs, so that a flush running meanwhile does not add them again.
+    this.flushed.hits += d.hits;
+    this.flushed.misses += d.misses;
+    this.flushed.bytesFetched += d.bytes;
+    try {
+      await this.sql.run(
         `INSERT INTO on_demand_counters (daemon, worker, hits, misses, bytes_fetched) VALUES (?, ?, ?, ?, ?)
-         ON CONFLICT(daemon, worker) DO UPDATE SET hits = hits + excluded.hits, misses = misses + excluded.misses, bytes_fetched = bytes_fetched + excluded.bytes_fetched`,
-      )
-      .run(this.daemon, this.worker, d.hits, d.misses, d.bytes);
-    this.flushed.hits = s.hits;
-    this.flushed.misses = s.misses;
-    this.flushed.bytesFetched = s.bytesFetched;
+         ON CONFLICT(daemon, worker) DO UPDATE SET hits = on_demand_counters.hits + excluded.hits, misses = on_demand_counters.misses + excluded.misses,
+           bytes_fetched = on_demand_counters.bytes_fetched + excluded.bytes_fetched`,
+        [this.daemon, this.worker, d.hits, d.misses, d.bytes],
+      );
+    } catch (err) {
+      this.flushed.hits -= d.hits;
+      this.flushed.misses -= d.misses;
+      this.flushed.bytesFetched -= d.bytes;
+      throw err;
+    }
   }
 
   /** The whole daemon's counts (this worker's flushed first; others' are at most a second old). */
-  totals(): OnDemandTotals {
-    this.flush();
-    const row = this.statements
-      .get('SELECT COALESCE(SUM(hits), 0) AS hits, COALESCE(SUM(misses), 0) AS misses, COALESCE(SUM(bytes_fetched), 0) AS bytes_fetched, COUNT(*) AS workers FROM on_demand_counters WHERE daemon = ?')
-      .get(this.daemon) as OnDemandTotals;
-    return row;
+  async totals(): Promise<OnDemandTotals> {
+    await this.flush();
+    const row = await this.sql.get<Record<keyof OnDemandTotals, number | string>>(
+      'SELECT COALESCE(SUM(hits), 0) AS hits, COALESCE(SUM(misses), 0) AS misses, COALESCE(SUM(bytes_fetched), 0) AS bytes_fetched, COUNT(*) AS workers FROM on_demand_counters WHERE daemon = ?',
+      [this.daemon],
+    );
+    return { hits: Number(row!.hits), misses: Number(row!.misses), bytes_fetched: Number(row!.bytes_fetched), workers: Number(row!.workers) };
   }
 
-  close(): void {
+  async close(): Promise<void> {
     clearInterval(this.timer);
-    this.flush();
+    await this.flush();
   }
 }

@@ -18,14 +18,13 @@
 // per interval, and for a few seconds stale tags are served without asking),
 // a miss answers 503 with Retry-After at once: requests here are never retried
 // while a client waits.
-import type Database from 'better-sqlite3';
 import type { Logger } from '../../../lib/plugins/api.ts';
 import { UNREACHABLE_RETRY_AFTER } from '../auth/katello-login.ts';
 import { RegistryError } from '../oci/errors.ts';
 import type { BlobFetches } from '../store/blob-fetches.ts';
 import { manifestRecord } from '../store/content-index.ts';
 import type { LocalStore } from '../store/local-store.ts';
-import { tagOrderOf } from '../store/tag-order.ts';
+import type { TagOrder } from '../store/tag-order.ts';
 import type { MainRegistry } from '../upstream/main-registry.ts';
 import type { ContentBackend, ContentWrites, Exchange, ManifestReference } from './content-backend.ts';
 import { serveBlobOnDemand } from './on-demand-blobs.ts';
@@ -37,7 +36,7 @@ import type { OnDemandStats } from './on-demand-stats.ts';
 
 export interface OnDemandDependencies {
   store: LocalStore;
-  db: Database.Database;
+  tagOrder: TagOrder;
   /** The main server's registry as this proxy's account, with no retries (made once, closed by its owner). */
   main: MainRegistry;
   fetches: BlobFetches;
@@ -105,7 +104,7 @@ export class OnDemandBackend implements ContentBackend {
   async getBlob(x: Exchange, digest: string): Promise<void> {
     const { store, stats } = this.deps;
     const repositoryId = x.access.repositoryId;
-    if (repositoryId === undefined || (store.index.blobInRepository(repositoryId, digest) && (await store.blobs.stat(digest)))) {
+    if (repositoryId === undefined || ((await store.index.blobInRepository(repositoryId, digest)) && (await store.blobs.stat(digest)))) {
       if (repositoryId !== undefined) stats.hit();
       return this.inner.getBlob(x, digest);
     }
@@ -141,15 +140,15 @@ export class OnDemandBackend implements ContentBackend {
   private async resolve(name: string, repositoryId: number, ref: ManifestReference): Promise<Resolution> {
     const { store, checks } = this.deps;
     if (ref.isDigest) {
-      if (store.index.manifest(repositoryId, ref.reference)) return { kind: 'stored' };
+      if (await store.index.manifest(repositoryId, ref.reference)) return { kind: 'stored' };
       return this.fetch(name, repositoryId, ref);
     }
     const tag = ref.reference;
-    const stored = store.index.tagged(repositoryId, tag);
+    const stored = await store.index.tagged(repositoryId, tag);
     if (!stored) return this.fetch(name, repositoryId, ref);
     const now = Date.now();
     const interval = this.deps.checkIntervalMs;
-    if (interval > 0 && now - (checks.checkedAt(repositoryId, tag) ?? 0) < interval) return { kind: 'stored' };
+    if (interval > 0 && now - ((await checks.checkedAt(repositoryId, tag)) ?? 0) < interval) return { kind: 'stored' };
     if (now < this.downUntil) return { kind: 'stored' };
     let current: string | undefined | 'unknown';
     try {
@@ -158,7 +157,7 @@ export class OnDemandBackend implements ContentBackend {
       return this.servedAsStored(err, `${name}:${tag}`);
     }
     if (current === stored.digest) {
-      checks.checked(repositoryId, tag);
+      await checks.checked(repositoryId, tag);
       return { kind: 'stored' };
     }
     // Moved (or the HEAD did not say where): GET it; gone: the tag goes here too.
@@ -169,9 +168,9 @@ export class OnDemandBackend implements ContentBackend {
   private async fetch(name: string, repositoryId: number, ref: ManifestReference, storedDigest?: string): Promise<Resolution> {
     const { store, checks, stats } = this.deps;
     const tag = ref.isDigest ? undefined : ref.reference;
-    const order = tagOrderOf(this.deps.db);
+    const order = this.deps.tagOrder;
     // Taken before asking, like a push's after its 201: a push stored upstream later takes a higher one and wins.
-    const ticket = tag !== undefined && this.keep ? order.ticket(repositoryId, tag) : undefined;
+    const ticket = tag !== undefined && this.keep ? await order.ticket(repositoryId, tag) : undefined;
     let m: FetchedManifest | undefined;
     try {
       m = await fetchManifest(this.deps.main, name, ref.reference);
@@ -182,17 +181,17 @@ export class OnDemandBackend implements ContentBackend {
     if (!m) {
       // Gone upstream: gone here too (streamed changes nothing stored).
       if (tag !== undefined && ticket !== undefined) {
-        order.settle(store.index, repositoryId, tag, ticket, undefined);
-        checks.forget(repositoryId, tag);
+        await order.settle(repositoryId, tag, ticket, undefined);
+        await checks.forget(repositoryId, tag);
       }
       return { kind: 'gone' };
     }
     stats.fetched(m.body.length);
     if (!this.keep) return { kind: 'fetched', manifest: m };
-    store.index.putManifest(repositoryId, manifestRecord(m.digest, m.body, m.parsed));
+    await store.index.putManifest(repositoryId, manifestRecord(m.digest, m.body, m.parsed));
     if (tag !== undefined && ticket !== undefined) {
-      order.settle(store.index, repositoryId, tag, ticket, m.digest);
-      checks.checked(repositoryId, tag);
+      await order.settle(repositoryId, tag, ticket, m.digest);
+      await checks.checked(repositoryId, tag);
     }
     return { kind: 'fetched', manifest: m };
   }

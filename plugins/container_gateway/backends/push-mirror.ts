@@ -16,7 +16,7 @@ import type { RegistryFetch } from '../oci/registry-fetch.ts';
 import type { GatewaySettings } from '../settings.ts';
 import { manifestRecord } from '../store/content-index.ts';
 import type { LocalStore } from '../store/local-store.ts';
-import { tagOrderOf } from '../store/tag-order.ts';
+import { TagOrder } from '../store/tag-order.ts';
 import type { StoreMirror } from '../sync/mirror.ts';
 import type { MainServer } from '../upstream/main-server.ts';
 import type { MainAnswer } from './main-relay.ts';
@@ -72,7 +72,7 @@ export class PushMirror {
     this.req.log.warn(`push mirror: ${what}: ${(err as Error)?.message ?? String(err)}`);
   }
 
-  private repository(name: string): number {
+  private repository(name: string): Promise<number> {
     return this.store!.index.ensureRepository(name, undefined);
   }
 
@@ -80,7 +80,7 @@ export class PushMirror {
     const store = this.store!;
     try {
       const { size } = await store.blobs.commit(id, digest);
-      store.index.linkBlob(this.repository(name), digest, size);
+      await store.index.linkBlob(await this.repository(name), digest, size);
     } catch (err) {
       await store.blobs.cancel(id).catch(() => undefined);
       // A session that did not (all) pass through here: the manifest PUT fetches the blob.
@@ -100,7 +100,7 @@ export class PushMirror {
       }
       const mounted = typeof req.query.mount === 'string' && isSha256Digest(req.query.mount) ? req.query.mount : undefined;
       const info = mounted && answer.digest === mounted ? await this.store.blobs.stat(mounted) : undefined;
-      if (mounted && info) this.store.index.linkBlob(this.repository(name), mounted, info.size);
+      if (mounted && info) await this.store.index.linkBlob(await this.repository(name), mounted, info.size);
     } catch (err) {
       this.warn(`upload of ${name} not followed`, err);
     }
@@ -135,7 +135,7 @@ export class PushMirror {
     const range = /^(\d+)-\d+$/.exec(req.get('content-range')?.trim() ?? '');
     let failed = false;
     // A one-shot upload whose blob was not here before: if refused, its bytes go again.
-    const known = id === undefined ? store.blobs.stat(digest!).then((info) => info !== undefined || store.index.blobAnywhere(digest!) !== undefined) : Promise.resolve(true);
+    const known = id === undefined ? store.blobs.stat(digest!).then(async (info) => info !== undefined || (await store.index.blobAnywhere(digest!)) !== undefined) : Promise.resolve(true);
     const stored: Promise<unknown> = (id === undefined ? store.blobs.ingest(digest!, local) : store.blobs.append(id, local, range ? { start: Number(range[1]) } : {})).catch((err: unknown) => {
       failed = true;
       // Keep the push flowing without us.
@@ -147,7 +147,7 @@ export class PushMirror {
       if (!local.writableFinished) local.destroy(new Error('the main server refused the upload'));
       await stored;
       if (id) await store.blobs.cancel(id).catch(() => undefined);
-      else if (!(await known.catch(() => true)) && !store.index.blobAnywhere(digest!)) await store.blobs.delete(digest!).catch(() => undefined);
+      else if (!(await known.catch(() => true)) && !(await store.index.blobAnywhere(digest!))) await store.blobs.delete(digest!).catch(() => undefined);
     };
     return {
       upstream,
@@ -161,7 +161,7 @@ export class PushMirror {
         }
         if (id === undefined) {
           const info = await store.blobs.stat(digest!);
-          if (info) store.index.linkBlob(this.repository(name), digest!, info.size);
+          if (info) await store.index.linkBlob(await this.repository(name), digest!, info.size);
         } else if (req.method === 'PUT' && digest) {
           await this.commit(name, id, digest);
         }
@@ -172,7 +172,7 @@ export class PushMirror {
   /** The main server stored the manifest: store it here, with every blob it needs. */
   async manifestPushed(name: string, reference: string, isDigest: boolean, body: Buffer, contentType: string | undefined): Promise<void> {
     const { client, deps } = this;
-    if (client.kind === 'user') deps.db.addUserRepository(client.name, name);
+    if (client.kind === 'user') await deps.db.addUserRepository(client.name, name);
     if (!deps.local) {
       if (deps.settings.push_sync_trigger === 'capsule_sync') deps.main.requestCapsuleSync(this.req.log);
       return;
@@ -180,18 +180,18 @@ export class PushMirror {
     try {
       const mirror = deps.local;
       const store = mirror.store;
-      const repositoryId = this.repository(name);
+      const repositoryId = await this.repository(name);
       const parsed = parseManifest(body, contentType);
       const fetch = this.fetcher();
       for (const digest of parsed.blobs) {
-        if (store.index.blobInRepository(repositoryId, digest)) continue;
+        if (await store.index.blobInRepository(repositoryId, digest)) continue;
         await mirror.blob(fetch, name, repositoryId, digest);
       }
       for (const digest of parsed.manifests) {
-        if (!store.index.manifest(repositoryId, digest)) await mirror.manifest(fetch, name, repositoryId, digest);
+        if (!(await store.index.manifest(repositoryId, digest))) await mirror.manifest(fetch, name, repositoryId, digest);
       }
       const digest = sha256Digest(body);
-      store.index.putManifest(repositoryId, manifestRecord(digest, body, parsed));
+      await store.index.putManifest(repositoryId, manifestRecord(digest, body, parsed));
       if (!isDigest) await this.tagAsTheMainServer(repositoryId, name, reference, digest);
       this.deps.clearManifests();
     } catch (err) {
@@ -201,8 +201,8 @@ export class PushMirror {
 
   /** Point the tag where the main server's does, in the order the main server stored the pushes (store/tag-order.ts). */
   private async tagAsTheMainServer(repositoryId: number, name: string, tag: string, pushed: string): Promise<void> {
-    const order = tagOrderOf(this.deps.db.db);
-    const ticket = order.ticket(repositoryId, tag);
+    const order = new TagOrder(this.deps.db.sql);
+    const ticket = await order.ticket(repositoryId, tag);
     let observed: string | undefined = pushed;
     try {
       const head = await this.fetcher()('HEAD', `/${name}/manifests/${encodeURIComponent(tag)}`, { Accept: MANIFEST_ACCEPT });
@@ -215,15 +215,15 @@ export class PushMirror {
       // It stored our push a moment ago: unless told otherwise, the tag is ours.
       this.warn(`could not ask the main server where ${name}:${tag} points; tagging the pushed manifest`, err);
     }
-    const now = order.settle(this.store!.index, repositoryId, tag, ticket, observed);
+    const now = await order.settle(repositoryId, tag, ticket, observed);
     if (now !== pushed) this.req.log.info(`push mirror: ${name}:${tag} points to ${now ?? 'nothing'} on the main server, not to the manifest just pushed (${pushed}): a concurrent push won`);
   }
 
-  manifestDeleted(name: string, reference: string, isDigest: boolean): void {
-    const id = this.store?.index.repositoryId(name);
+  async manifestDeleted(name: string, reference: string, isDigest: boolean): Promise<void> {
+    const id = await this.store?.index.repositoryId(name);
     if (id === undefined) return;
-    if (isDigest) this.store!.index.deleteManifest(id, reference);
-    else this.store!.index.deleteTag(id, reference);
+    if (isDigest) await this.store!.index.deleteManifest(id, reference);
+    else await this.store!.index.deleteTag(id, reference);
     this.deps.clearManifests();
   }
 

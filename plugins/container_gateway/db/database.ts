@@ -1,12 +1,7 @@
-// The gateway's SQLite cache: repositories, users, token checksums, hosts, and
-// who may read what. WAL, a busy timeout, foreign keys, migrations at open;
-// every replacement runs in one transaction so readers never see a gap.
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
-import Database from 'better-sqlite3';
-import { MIGRATIONS } from './migrations.ts';
-import { Statements } from './statements.ts';
-
+// The gateway's cache of the main server's view: repositories, users, token
+// checksums, hosts, and who may read what; and standalone mode's own accounts.
+// Every replacement runs in one transaction so readers never see a gap.
+import type { Sql, SqlQueries } from './sql.ts';
 export interface RepositoryEntry {
   name: string;
   authRequired: boolean;
@@ -24,68 +19,36 @@ export type Viewer = { kind: 'host'; uuid: string } | { kind: 'user'; name: stri
 /** A repository row that holds nothing of the embedded store (SQL condition on `repositories`). */
 const WITHOUT_CONTENT = ['tags', 'manifests', 'repository_blobs', 'uploads'].map((t) => `NOT EXISTS (SELECT 1 FROM ${t} c WHERE c.repository_id = repositories.id)`).join(' AND ');
 
+
 export class GatewayDb {
-  readonly db: Database.Database;
-  private readonly statements: Statements;
+  constructor(readonly sql: Sql) {}
 
-  constructor(path: string, busyTimeoutMs: number) {
-    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
-    this.db = new Database(path, { timeout: busyTimeoutMs });
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('foreign_keys = ON');
-    this.db.pragma('synchronous = NORMAL');
-    this.statements = new Statements(this.db);
-    this.migrate();
-  }
-
-  private migrate(): void {
-    const version = () => this.db.pragma('user_version', { simple: true }) as number;
-    if (version() > MIGRATIONS.length) throw new Error(`database schema version ${version()} is newer than this gateway (${MIGRATIONS.length})`);
-    for (let v = 0; v < MIGRATIONS.length; v++) {
-      // Several workers may open a new database at once: each migration is
-      // applied under the write lock, and only if no one applied it first.
-      this.db.transaction(() => {
-        if (version() > v) return;
-        this.db.exec(MIGRATIONS[v]!);
-        this.db.pragma(`user_version = ${v + 1}`);
-      }).immediate();
-    }
-  }
-
-  close(): void {
-    this.db.close();
-  }
-
-  private sql(text: string): Database.Statement {
-    return this.statements.get(text);
-  }
-
-  repository(name: string): Repository | undefined {
-    const row = this.sql('SELECT id, name, auth_required FROM repositories WHERE name = ? AND listed = 1').get(name) as { id: number; name: string; auth_required: number } | undefined;
+  async repository(name: string): Promise<Repository | undefined> {
+    const row = await this.sql.get<{ id: number; name: string; auth_required: number }>('SELECT id, name, auth_required FROM repositories WHERE name = ? AND listed = 1', [name]);
     return row && { id: row.id, name: row.name, authRequired: row.auth_required === 1 };
   }
 
   /** Who may read a repository (public, owner, mapped user, mapped host); an unlisted repository reads as unknown. */
-  canRead(viewer: Viewer, name: string): boolean {
-    const repo = this.repository(name);
+  async canRead(viewer: Viewer, name: string): Promise<boolean> {
+    const repo = await this.repository(name);
     if (!repo) return false;
     if (!repo.authRequired) return true;
     if (viewer.kind === 'user') {
-      if (this.sql('SELECT 1 FROM repositories r JOIN users u ON u.id = r.owner_id WHERE r.id = ? AND u.name = ?').get(repo.id, viewer.name) !== undefined) return true;
-      return this.sql('SELECT 1 FROM repositories_users ru JOIN users u ON u.id = ru.user_id WHERE ru.repository_id = ? AND u.name = ?').get(repo.id, viewer.name) !== undefined;
+      if ((await this.sql.get('SELECT 1 FROM repositories r JOIN users u ON u.id = r.owner_id WHERE r.id = ? AND u.name = ?', [repo.id, viewer.name])) !== undefined) return true;
+      return (await this.sql.get('SELECT 1 FROM repositories_users ru JOIN users u ON u.id = ru.user_id WHERE ru.repository_id = ? AND u.name = ?', [repo.id, viewer.name])) !== undefined;
     }
     if (viewer.kind === 'host') {
-      return this.sql('SELECT 1 FROM hosts_repositories hr JOIN hosts h ON h.id = hr.host_id WHERE hr.repository_id = ? AND h.uuid = ?').get(repo.id, viewer.uuid) !== undefined;
+      return (await this.sql.get('SELECT 1 FROM hosts_repositories hr JOIN hosts h ON h.id = hr.host_id WHERE hr.repository_id = ? AND h.uuid = ?', [repo.id, viewer.uuid])) !== undefined;
     }
     return false;
   }
 
   /** Names the viewer may see, sorted, after `last` (exclusive), at most `limit`; never a pending repository (no manifest yet). */
-  visible(viewer: Viewer, opts: { last?: string; limit: number; contains?: string }): string[] {
+  visible(viewer: Viewer, opts: { last?: string; limit: number; contains?: string }): Promise<string[]> {
     const filters = ['r.pending = 0', 'r.name > ?'];
-    const params: unknown[] = [opts.last ?? ''];
+    const params: Array<string | number> = [opts.last ?? ''];
     if (opts.contains) {
-      filters.push("instr(r.name, ?) > 0");
+      filters.push(this.sql.dialect.contains('r.name'));
       params.push(opts.contains);
     }
     let access = 'r.auth_required = 0';
@@ -97,7 +60,7 @@ export class GatewayDb {
       params.unshift(viewer.uuid);
     }
     const sql = `SELECT r.name FROM repositories r WHERE (${access}) AND r.listed = 1 AND ${filters.join(' AND ')} ORDER BY r.name LIMIT ?`;
-    return (this.sql(sql).pluck().all(...params, opts.limit) as string[]);
+    return this.sql.column<string>(sql, [...params, opts.limit]);
   }
 
   /**
@@ -108,153 +71,167 @@ export class GatewayDb {
    * later list naming it again lists it again. Rows without any content are
    * simply deleted.
    */
-  replaceRepositories(entries: RepositoryEntry[]): { unlisted: number } {
-    const upsert = this.sql('INSERT INTO repositories (name, auth_required) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET auth_required = excluded.auth_required, listed = 1');
-    const omitted = 'SELECT id FROM repositories WHERE name NOT IN (SELECT value FROM json_each(?))';
-    return this.db.transaction(() => {
-      for (const e of entries) upsert.run(e.name, e.authRequired ? 1 : 0);
+  replaceRepositories(entries: RepositoryEntry[]): Promise<{ unlisted: number }> {
+    const omitted = `SELECT id FROM repositories WHERE name NOT IN (${this.sql.dialect.jsonList()})`;
+    return this.sql.transaction(async (tx) => {
+      for (const e of entries) {
+        await tx.run('INSERT INTO repositories (name, auth_required) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET auth_required = excluded.auth_required, listed = 1', [e.name, e.authRequired ? 1 : 0]);
+      }
       const names = JSON.stringify(entries.map((e) => e.name));
-      this.sql(`DELETE FROM repositories_users WHERE repository_id IN (${omitted})`).run(names);
-      this.sql(`DELETE FROM hosts_repositories WHERE repository_id IN (${omitted})`).run(names);
-      this.sql(`DELETE FROM repositories WHERE id IN (${omitted}) AND ${WITHOUT_CONTENT}`).run(names);
-      const unlisted = this.sql(`UPDATE repositories SET listed = 0, auth_required = 1 WHERE id IN (${omitted}) AND listed = 1`).run(names).changes;
+      await tx.run(`DELETE FROM repositories_users WHERE repository_id IN (${omitted})`, [names]);
+      await tx.run(`DELETE FROM hosts_repositories WHERE repository_id IN (${omitted})`, [names]);
+      await tx.run(`DELETE FROM repositories WHERE id IN (${omitted}) AND ${WITHOUT_CONTENT}`, [names]);
+      const unlisted = (await tx.run(`UPDATE repositories SET listed = 0, auth_required = 1 WHERE id IN (${omitted}) AND listed = 1`, [names])).changes;
       return { unlisted };
-    }).immediate();
+    });
   }
 
   /** gc: delete unlisted repositories with their tags, manifests and blob links (the blobs then become collectable). */
-  reclaimUnlisted(): string[] {
-    return this.db.transaction(() => {
-      const names = this.sql('SELECT name FROM repositories WHERE listed = 0 ORDER BY name').pluck().all() as string[];
-      this.sql('DELETE FROM repositories WHERE listed = 0').run();
+  reclaimUnlisted(): Promise<string[]> {
+    return this.sql.transaction(async (tx) => {
+      const names = await tx.column<string>('SELECT name FROM repositories WHERE listed = 0 ORDER BY name');
+      await tx.run('DELETE FROM repositories WHERE listed = 0');
       return names;
-    }).immediate();
+    });
   }
 
-  private userId(name: string): number {
-    this.sql('INSERT INTO users (name) VALUES (?) ON CONFLICT(name) DO NOTHING').run(name);
-    return (this.sql('SELECT id FROM users WHERE name = ?').pluck().get(name) as number);
+  private async userId(tx: SqlQueries, name: string): Promise<number> {
+    await tx.run('INSERT INTO users (name) VALUES (?) ON CONFLICT(name) DO NOTHING', [name]);
+    return (await tx.value<number>('SELECT id FROM users WHERE name = ?', [name]))!;
   }
 
-  private hostId(uuid: string): number {
-    this.sql('INSERT INTO hosts (uuid) VALUES (?) ON CONFLICT(uuid) DO NOTHING').run(uuid);
-    return (this.sql('SELECT id FROM hosts WHERE uuid = ?').pluck().get(uuid) as number);
+  private async hostId(tx: SqlQueries, uuid: string): Promise<number> {
+    await tx.run('INSERT INTO hosts (uuid) VALUES (?) ON CONFLICT(uuid) DO NOTHING', [uuid]);
+    return (await tx.value<number>('SELECT id FROM hosts WHERE uuid = ?', [uuid]))!;
   }
 
-  private linkUser(userId: number, names: string[]): void {
-    this.sql('DELETE FROM repositories_users WHERE user_id = ?').run(userId);
-    this.sql('INSERT OR IGNORE INTO repositories_users (repository_id, user_id) SELECT id, ? FROM repositories WHERE auth_required = 1 AND listed = 1 AND name IN (SELECT value FROM json_each(?))')
-      .run(userId, JSON.stringify(names));
+  private async linkUser(tx: SqlQueries, userId: number, names: string[]): Promise<void> {
+    await tx.run('DELETE FROM repositories_users WHERE user_id = ?', [userId]);
+    await tx.run(
+      `INSERT INTO repositories_users (repository_id, user_id) SELECT id, ? FROM repositories WHERE auth_required = 1 AND listed = 1 AND name IN (${this.sql.dialect.jsonList()}) ON CONFLICT DO NOTHING`,
+      [userId, JSON.stringify(names)],
+    );
   }
 
-  private linkHost(hostId: number, names: string[]): void {
-    this.sql('DELETE FROM hosts_repositories WHERE host_id = ?').run(hostId);
-    this.sql('INSERT OR IGNORE INTO hosts_repositories (host_id, repository_id) SELECT ?, id FROM repositories WHERE auth_required = 1 AND listed = 1 AND name IN (SELECT value FROM json_each(?))')
-      .run(hostId, JSON.stringify(names));
+  private async linkHost(tx: SqlQueries, hostId: number, names: string[]): Promise<void> {
+    await tx.run('DELETE FROM hosts_repositories WHERE host_id = ?', [hostId]);
+    await tx.run(
+      `INSERT INTO hosts_repositories (host_id, repository_id) SELECT ?, id FROM repositories WHERE auth_required = 1 AND listed = 1 AND name IN (${this.sql.dialect.jsonList()}) ON CONFLICT DO NOTHING`,
+      [hostId, JSON.stringify(names)],
+    );
   }
 
   /** user_repository_mapping: full replacement; users are created as needed. Only auth_required entries matter. */
-  replaceUserMappings(mapping: Map<string, RepositoryEntry[]>): void {
-    this.db.transaction(() => {
-      this.sql('DELETE FROM repositories_users').run();
-      for (const [user, entries] of mapping) this.linkUser(this.userId(user), entries.filter((e) => e.authRequired).map((e) => e.name));
-    }).immediate();
+  replaceUserMappings(mapping: Map<string, RepositoryEntry[]>): Promise<void> {
+    return this.sql.transaction(async (tx) => {
+      await tx.run('DELETE FROM repositories_users');
+      for (const [user, entries] of mapping) await this.linkUser(tx, await this.userId(tx, user), entries.filter((e) => e.authRequired).map((e) => e.name));
+    });
   }
 
   /** The user's readable repositories, as Katello listed them at login. */
-  setUserRepositories(user: string, names: string[]): void {
-    this.db.transaction(() => this.linkUser(this.userId(user), names)).immediate();
+  setUserRepositories(user: string, names: string[]): Promise<void> {
+    return this.sql.transaction(async (tx) => this.linkUser(tx, await this.userId(tx, user), names));
   }
 
   /** The pusher of a repository may read it here before Katello's next mapping update says so. */
-  addUserRepository(user: string, name: string): void {
-    this.db.transaction(() => {
+  addUserRepository(user: string, name: string): Promise<void> {
+    return this.sql.transaction(async (tx) => {
       // A push through to the main server re-creates an unlisted repository there: the pusher reads it here again.
-      this.sql('INSERT INTO repositories (name, auth_required) VALUES (?, 1) ON CONFLICT(name) DO UPDATE SET listed = 1 WHERE listed = 0').run(name);
-      this.sql('INSERT OR IGNORE INTO repositories_users (repository_id, user_id) SELECT id, ? FROM repositories WHERE name = ?').run(this.userId(user), name);
-    }).immediate();
+      await tx.run('INSERT INTO repositories (name, auth_required) VALUES (?, 1) ON CONFLICT(name) DO UPDATE SET listed = 1 WHERE repositories.listed = 0', [name]);
+      await tx.run('INSERT INTO repositories_users (repository_id, user_id) SELECT id, ? FROM repositories WHERE name = ? ON CONFLICT DO NOTHING', [await this.userId(tx, user), name]);
+    });
   }
 
   /** update_hosts: full replacement of the known hosts. */
-  replaceHosts(uuids: string[]): void {
-    const insert = this.sql('INSERT INTO hosts (uuid) VALUES (?) ON CONFLICT(uuid) DO NOTHING');
-    this.db.transaction(() => {
-      for (const uuid of uuids) insert.run(uuid);
-      this.sql('DELETE FROM hosts WHERE uuid NOT IN (SELECT value FROM json_each(?))').run(JSON.stringify(uuids));
-    }).immediate();
+  replaceHosts(uuids: string[]): Promise<void> {
+    return this.sql.transaction(async (tx) => {
+      for (const uuid of uuids) await tx.run('INSERT INTO hosts (uuid) VALUES (?) ON CONFLICT(uuid) DO NOTHING', [uuid]);
+      await tx.run(`DELETE FROM hosts WHERE uuid NOT IN (${this.sql.dialect.jsonList()})`, [JSON.stringify(uuids)]);
+    });
   }
 
   /** host_repository_mapping: full replacement; hosts not known are skipped. */
-  replaceHostMappings(mapping: Map<string, RepositoryEntry[]>): void {
-    this.db.transaction(() => {
-      this.sql('DELETE FROM hosts_repositories').run();
+  replaceHostMappings(mapping: Map<string, RepositoryEntry[]>): Promise<void> {
+    return this.sql.transaction(async (tx) => {
+      await tx.run('DELETE FROM hosts_repositories');
       for (const [uuid, entries] of mapping) {
-        const id = this.sql('SELECT id FROM hosts WHERE uuid = ?').pluck().get(uuid) as number | undefined;
-        if (id !== undefined) this.linkHost(id, entries.filter((e) => e.authRequired).map((e) => e.name));
+        const id = await tx.value<number>('SELECT id FROM hosts WHERE uuid = ?', [uuid]);
+        if (id !== undefined) await this.linkHost(tx, id, entries.filter((e) => e.authRequired).map((e) => e.name));
       }
-    }).immediate();
+    });
   }
 
   /** update_host_repositories (and a host's catalog fetched from Katello): create the host, replace its list. */
-  setHostRepositories(uuid: string, names: string[]): void {
-    this.db.transaction(() => this.linkHost(this.hostId(uuid), names)).immediate();
+  setHostRepositories(uuid: string, names: string[]): Promise<void> {
+    return this.sql.transaction(async (tx) => this.linkHost(tx, await this.hostId(tx, uuid), names));
   }
 
-  hostKnown(uuid: string): boolean {
-    return this.sql('SELECT 1 FROM hosts WHERE uuid = ?').get(uuid) !== undefined;
+  /** The known content hosts' UUIDs, sorted. */
+  hosts(): Promise<string[]> {
+    return this.sql.column<string>('SELECT uuid FROM hosts ORDER BY uuid');
   }
 
-  users(): string[] {
-    return this.sql('SELECT name FROM users ORDER BY name').pluck().all() as string[];
+  async hostKnown(uuid: string): Promise<boolean> {
+    return (await this.sql.get('SELECT 1 FROM hosts WHERE uuid = ?', [uuid])) !== undefined;
+  }
+
+  users(): Promise<string[]> {
+    return this.sql.column<string>('SELECT name FROM users ORDER BY name');
   }
 
   // --- standalone mode ---------------------------------------------------
 
-  passwordHash(user: string): string | undefined {
-    return (this.sql('SELECT password_hash FROM users WHERE name = ?').pluck().get(user) as string | null | undefined) ?? undefined;
+  async passwordHash(user: string): Promise<string | undefined> {
+    return (await this.sql.value<string | null>('SELECT password_hash FROM users WHERE name = ?', [user])) ?? undefined;
   }
 
   /** A repository as standalone access sees it; `owner` is the owning user's current name (none once that user is removed). */
-  repositoryInfo(name: string): { authRequired: boolean; owner?: string; pending: boolean } | undefined {
-    const row = this.sql('SELECT r.auth_required, r.pending, u.name AS owner FROM repositories r LEFT JOIN users u ON u.id = r.owner_id WHERE r.name = ? AND r.listed = 1').get(name) as
-      | { auth_required: number; pending: number; owner: string | null }
-      | undefined;
+  async repositoryInfo(name: string): Promise<{ authRequired: boolean; owner?: string; pending: boolean } | undefined> {
+    const row = await this.sql.get<{ auth_required: number; pending: number; owner: string | null }>(
+      'SELECT r.auth_required, r.pending, u.name AS owner FROM repositories r LEFT JOIN users u ON u.id = r.owner_id WHERE r.name = ? AND r.listed = 1',
+      [name],
+    );
     return row && { authRequired: row.auth_required === 1, pending: row.pending === 1, ...(row.owner ? { owner: row.owner } : {}) };
   }
 
   /** The namespaces an administrator granted to a user, sorted. */
-  namespacesOf(user: string): string[] {
-    return this.sql('SELECT n.namespace FROM user_namespaces n JOIN users u ON u.id = n.user_id WHERE u.name = ? ORDER BY n.namespace').pluck().all(user) as string[];
+  namespacesOf(user: string): Promise<string[]> {
+    return this.sql.column<string>('SELECT n.namespace FROM user_namespaces n JOIN users u ON u.id = n.user_id WHERE u.name = ? ORDER BY n.namespace', [user]);
   }
 
   /** Grant a standalone user a namespace: false when there is no such user. */
-  grantNamespace(user: string, namespace: string): boolean {
-    const id = this.sql('SELECT id FROM users WHERE name = ? AND password_hash IS NOT NULL').pluck().get(user) as number | undefined;
-    if (id === undefined) return false;
-    this.sql('INSERT OR IGNORE INTO user_namespaces (user_id, namespace) VALUES (?, ?)').run(id, namespace);
-    return true;
+  grantNamespace(user: string, namespace: string): Promise<boolean> {
+    return this.sql.transaction(async (tx) => {
+      const id = await tx.value<number>('SELECT id FROM users WHERE name = ? AND password_hash IS NOT NULL', [user]);
+      if (id === undefined) return false;
+      await tx.run('INSERT INTO user_namespaces (user_id, namespace) VALUES (?, ?) ON CONFLICT DO NOTHING', [id, namespace]);
+      return true;
+    });
   }
 
   /** Take a namespace back: false when the user did not have it. Repositories already made there keep their owner. */
-  revokeNamespace(user: string, namespace: string): boolean {
-    return this.sql('DELETE FROM user_namespaces WHERE namespace = ? AND user_id = (SELECT id FROM users WHERE name = ?)').run(namespace, user).changes > 0;
+  async revokeNamespace(user: string, namespace: string): Promise<boolean> {
+    return (await this.sql.run('DELETE FROM user_namespaces WHERE namespace = ? AND user_id = (SELECT id FROM users WHERE name = ?)', [namespace, user])).changes > 0;
   }
 
-  userMapped(user: string, repo: string): boolean {
-    return this.sql('SELECT 1 FROM repositories_users ru JOIN users u ON u.id = ru.user_id JOIN repositories r ON r.id = ru.repository_id WHERE u.name = ? AND r.name = ?').get(user, repo) !== undefined;
+  async userMapped(user: string, repo: string): Promise<boolean> {
+    return (await this.sql.get('SELECT 1 FROM repositories_users ru JOIN users u ON u.id = ru.user_id JOIN repositories r ON r.id = ru.repository_id WHERE u.name = ? AND r.name = ?', [user, repo])) !== undefined;
   }
 
   /** A user of standalone mode: 'created', or 'exists' (the password is not changed). */
-  addUser(name: string, passwordHash: string): 'created' | 'exists' {
-    const existing = this.sql('SELECT password_hash FROM users WHERE name = ?').get(name) as { password_hash: string | null } | undefined;
-    if (existing?.password_hash) return 'exists';
-    this.sql('INSERT INTO users (name, password_hash) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET password_hash = excluded.password_hash').run(name, passwordHash);
-    return 'created';
+  addUser(name: string, passwordHash: string): Promise<'created' | 'exists'> {
+    return this.sql.transaction(async (tx) => {
+      const existing = await tx.get<{ password_hash: string | null }>('SELECT password_hash FROM users WHERE name = ?', [name]);
+      if (existing?.password_hash) return 'exists';
+      await tx.run('INSERT INTO users (name, password_hash) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET password_hash = excluded.password_hash', [name, passwordHash]);
+      return 'created';
+    });
   }
 
   /** Users with a password here (standalone accounts), sorted. */
-  standaloneUsers(): string[] {
-    return this.sql('SELECT name FROM users WHERE password_hash IS NOT NULL ORDER BY name').pluck().all() as string[];
+  standaloneUsers(): Promise<string[]> {
+    return this.sql.column<string>('SELECT name FROM users WHERE password_hash IS NOT NULL ORDER BY name');
   }
 
   /**
@@ -264,60 +241,69 @@ export class GatewayDb {
    * a different user and gets none of them. Returns the repositories it owned
    * (pending ones included), or undefined when there is no such user.
    */
-  removeUser(name: string): { orphaned: string[] } | undefined {
-    return this.db.transaction(() => {
-      const orphaned = this.sql('SELECT r.name FROM repositories r JOIN users u ON u.id = r.owner_id WHERE u.name = ? ORDER BY r.name').pluck().all(name) as string[];
-      if (this.sql('DELETE FROM users WHERE name = ?').run(name).changes === 0) return undefined;
+  removeUser(name: string): Promise<{ orphaned: string[] } | undefined> {
+    return this.sql.transaction(async (tx) => {
+      const orphaned = await tx.column<string>('SELECT r.name FROM repositories r JOIN users u ON u.id = r.owner_id WHERE u.name = ? ORDER BY r.name', [name]);
+      if ((await tx.run('DELETE FROM users WHERE name = ?', [name])).changes === 0) return undefined;
       return { orphaned };
-    }).immediate();
+    });
   }
 
   /** Listed repositories (pending ones, with no manifest yet, are not), sorted. */
-  repositories(): Array<{ name: string; public: boolean; owner?: string }> {
-    const rows = this.sql('SELECT r.name, r.auth_required, u.name AS owner FROM repositories r LEFT JOIN users u ON u.id = r.owner_id WHERE r.pending = 0 ORDER BY r.name').all() as Array<{ name: string; auth_required: number; owner: string | null }>;
+  async repositories(): Promise<Array<{ name: string; public: boolean; owner?: string }>> {
+    const rows = await this.sql.all<{ name: string; auth_required: number; owner: string | null }>(
+      'SELECT r.name, r.auth_required, u.name AS owner FROM repositories r LEFT JOIN users u ON u.id = r.owner_id WHERE r.pending = 0 ORDER BY r.name',
+    );
     return rows.map((r) => ({ name: r.name, public: r.auth_required === 0, ...(r.owner ? { owner: r.owner } : {}) }));
   }
 
-  setPublic(name: string, isPublic: boolean): boolean {
-    return this.sql('UPDATE repositories SET auth_required = ? WHERE name = ? AND pending = 0').run(isPublic ? 0 : 1, name).changes > 0;
+  async setPublic(name: string, isPublic: boolean): Promise<boolean> {
+    return (await this.sql.run('UPDATE repositories SET auth_required = ? WHERE name = ? AND pending = 0', [isPublic ? 0 : 1, name])).changes > 0;
   }
 
   // --- proxyctl: passwords, repository grants, tokens, deletion ---------
 
   /** A standalone user's new password hash; false when there is no such user. Its tokens stay valid. */
-  setPassword(user: string, passwordHash: string): boolean {
-    return this.sql('UPDATE users SET password_hash = ? WHERE name = ? AND password_hash IS NOT NULL').run(passwordHash, user).changes > 0;
+  async setPassword(user: string, passwordHash: string): Promise<boolean> {
+    return (await this.sql.run('UPDATE users SET password_hash = ? WHERE name = ? AND password_hash IS NOT NULL', [passwordHash, user])).changes > 0;
   }
 
   /**
    * Let a standalone user read a repository (a private one: public ones are
    * readable by all anyway). 'no user' / 'no repository' when either is unknown.
    */
-  grantRepository(user: string, repo: string): 'granted' | 'no user' | 'no repository' {
-    const userId = this.sql('SELECT id FROM users WHERE name = ? AND password_hash IS NOT NULL').pluck().get(user) as number | undefined;
-    if (userId === undefined) return 'no user';
-    const repoId = this.sql('SELECT id FROM repositories WHERE name = ? AND listed = 1 AND pending = 0').pluck().get(repo) as number | undefined;
-    if (repoId === undefined) return 'no repository';
-    this.sql('INSERT OR IGNORE INTO repositories_users (repository_id, user_id) VALUES (?, ?)').run(repoId, userId);
-    return 'granted';
+  grantRepository(user: string, repo: string): Promise<'granted' | 'no user' | 'no repository'> {
+    return this.sql.transaction(async (tx) => {
+      const userId = await tx.value<number>('SELECT id FROM users WHERE name = ? AND password_hash IS NOT NULL', [user]);
+      if (userId === undefined) return 'no user';
+      const repoId = await tx.value<number>('SELECT id FROM repositories WHERE name = ? AND listed = 1 AND pending = 0', [repo]);
+      if (repoId === undefined) return 'no repository';
+      await tx.run('INSERT INTO repositories_users (repository_id, user_id) VALUES (?, ?) ON CONFLICT DO NOTHING', [repoId, userId]);
+      return 'granted';
+    });
   }
 
   /** Take a grant back: false when the user had none on that repository. */
-  revokeRepository(user: string, repo: string): boolean {
-    return this.sql('DELETE FROM repositories_users WHERE user_id = (SELECT id FROM users WHERE name = ?) AND repository_id = (SELECT id FROM repositories WHERE name = ?)').run(user, repo).changes > 0;
+  async revokeRepository(user: string, repo: string): Promise<boolean> {
+    return (
+      (await this.sql.run('DELETE FROM repositories_users WHERE user_id = (SELECT id FROM users WHERE name = ?) AND repository_id = (SELECT id FROM repositories WHERE name = ?)', [user, repo]))
+        .changes > 0
+    );
   }
 
   /** The repositories granted to a user, sorted; undefined when there is no such user. */
-  grantedRepositories(user: string): string[] | undefined {
-    if (this.sql('SELECT 1 FROM users WHERE name = ?').get(user) === undefined) return undefined;
-    return this.sql('SELECT r.name FROM repositories_users ru JOIN users u ON u.id = ru.user_id JOIN repositories r ON r.id = ru.repository_id WHERE u.name = ? ORDER BY r.name').pluck().all(user) as string[];
+  async grantedRepositories(user: string): Promise<string[] | undefined> {
+    if ((await this.sql.get('SELECT 1 FROM users WHERE name = ?', [user])) === undefined) return undefined;
+    return this.sql.column<string>('SELECT r.name FROM repositories_users ru JOIN users u ON u.id = ru.user_id JOIN repositories r ON r.id = ru.repository_id WHERE u.name = ? ORDER BY r.name', [user]);
   }
 
   /** Drop every stored token of a user (its next request is challenged); undefined when there is no such user, else how many. */
-  revokeTokens(user: string): number | undefined {
-    const id = this.sql('SELECT id FROM users WHERE name = ?').pluck().get(user) as number | undefined;
-    if (id === undefined) return undefined;
-    return this.sql('DELETE FROM authentication_tokens WHERE user_id = ?').run(id).changes;
+  revokeTokens(user: string): Promise<number | undefined> {
+    return this.sql.transaction(async (tx) => {
+      const id = await tx.value<number>('SELECT id FROM users WHERE name = ?', [user]);
+      if (id === undefined) return undefined;
+      return (await tx.run('DELETE FROM authentication_tokens WHERE user_id = ?', [id])).changes;
+    });
   }
 
   /**
@@ -325,20 +311,23 @@ export class GatewayDb {
    * mappings (ON DELETE CASCADE); the blobs only it linked are left to gc.
    * False when there is no such repository.
    */
-  deleteRepository(name: string): boolean {
-    return this.sql('DELETE FROM repositories WHERE name = ?').run(name).changes > 0;
+  async deleteRepository(name: string): Promise<boolean> {
+    return (await this.sql.run('DELETE FROM repositories WHERE name = ?', [name])).changes > 0;
   }
 
   /** A repository's tags and the digest each points to, by name; undefined when there is no such repository. */
-  tagsOf(name: string): Array<{ tag: string; digest: string }> | undefined {
-    const id = this.sql('SELECT id FROM repositories WHERE name = ? AND listed = 1').pluck().get(name) as number | undefined;
+  async tagsOf(name: string): Promise<Array<{ tag: string; digest: string }> | undefined> {
+    const id = await this.sql.value<number>('SELECT id FROM repositories WHERE name = ? AND listed = 1', [name]);
     if (id === undefined) return undefined;
-    return this.sql('SELECT name AS tag, digest FROM tags WHERE repository_id = ? ORDER BY name').all(id) as Array<{ tag: string; digest: string }>;
+    return this.sql.all<{ tag: string; digest: string }>('SELECT name AS tag, digest FROM tags WHERE repository_id = ? ORDER BY name', [id]);
   }
 
   /** The owner and grants of an unexpired token. */
-  tokenRecord(checksum: string): { user: string; scopes?: unknown } | undefined {
-    const row = this.sql('SELECT u.name AS user, t.scopes FROM authentication_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_checksum = ? AND t.expire_at > ?').get(checksum, Date.now()) as { user: string; scopes: string | null } | undefined;
+  async tokenRecord(checksum: string): Promise<{ user: string; scopes?: unknown } | undefined> {
+    const row = await this.sql.get<{ user: string; scopes: string | null }>(
+      'SELECT u.name AS user, t.scopes FROM authentication_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_checksum = ? AND t.expire_at > ?',
+      [checksum, Date.now()],
+    );
     return row && { user: row.user, ...(row.scopes ? { scopes: JSON.parse(row.scopes) as unknown } : {}) };
   }
 
@@ -347,10 +336,11 @@ export class GatewayDb {
    * grants, or what a main-server token was asked for); drop expired tokens
    * and any older copy, in one transaction.
    */
-  storeToken(checksum: string, expireAtMs: number, user: string, scopes?: unknown): void {
-    this.db.transaction(() => {
-      this.sql('DELETE FROM authentication_tokens WHERE token_checksum = ? OR expire_at <= ?').run(checksum, Date.now());
-      this.sql('INSERT INTO authentication_tokens (token_checksum, expire_at, user_id, scopes) VALUES (?, ?, ?, ?)').run(checksum, expireAtMs, this.userId(user), scopes === undefined ? null : JSON.stringify(scopes));
-    }).immediate();
+  storeToken(checksum: string, expireAtMs: number, user: string, scopes?: unknown): Promise<void> {
+    return this.sql.transaction(async (tx) => {
+      await tx.run('DELETE FROM authentication_tokens WHERE token_checksum = ? OR expire_at <= ?', [checksum, Date.now()]);
+      const userId = await this.userId(tx, user);
+      await tx.run('INSERT INTO authentication_tokens (token_checksum, expire_at, user_id, scopes) VALUES (?, ?, ?, ?)', [checksum, expireAtMs, userId, scopes === undefined ? null : JSON.stringify(scopes)]);
+    });
   }
 }

@@ -26,7 +26,7 @@ export interface GrantsDeps {
   /** The gateway's password hasher (its queue shared with logins). */
   hasher: PasswordHasher;
   /** A repository's content changed (caches of its manifests and tags are dropped). */
-  contentChanged: (name: string) => void;
+  contentChanged: (name: string) => Promise<void>;
 }
 
 const param = (req: Request, i: number) => (req.params as Record<string, string | undefined>)[i];
@@ -47,61 +47,61 @@ export function grantsAdminRouter(deps: GrantsDeps): Router {
     const hash = await deps.hasher.hash(password).catch((err: unknown) => {
       throw err instanceof HashingBusy ? serviceUnavailable('password hashing is busy: try again shortly') : err;
     });
-    if (!db.setPassword(name, hash)) throw notFound(`user '${name}' not found`);
+    if (!(await db.setPassword(name, hash))) throw notFound(`user '${name}' not found`);
     audit(req, `password of standalone user '${name}' changed`);
     res.json({ user: name, password_changed: true });
   });
 
-  router.delete('/admin/users/:name/tokens', trustedClient, (req, res) => {
+  router.delete('/admin/users/:name/tokens', trustedClient, async (req, res) => {
     const name = userName(req.params.name);
-    const revoked = db.revokeTokens(name);
+    const revoked = await db.revokeTokens(name);
     if (revoked === undefined) throw notFound(`user '${name}' not found`);
     audit(req, `${revoked} tokens of user '${name}' revoked`);
     res.json({ user: name, revoked });
   });
 
-  router.get('/admin/users/:name/repositories', trustedClient, (req, res) => {
+  router.get('/admin/users/:name/repositories', trustedClient, async (req, res) => {
     const name = userName(req.params.name);
-    const repositories = db.grantedRepositories(name);
+    const repositories = await db.grantedRepositories(name);
     if (!repositories) throw notFound(`user '${name}' not found`);
     res.json({ user: name, repositories });
   });
 
   // Regular expressions: repository names contain '/'.
   const grantPath = /^\/admin\/repositories\/(.+)\/users\/([^/]+)\/?$/;
-  router.put(grantPath, trustedClient, (req, res) => {
+  router.put(grantPath, trustedClient, async (req, res) => {
     standaloneOnly('granting a repository');
     const repo = repositoryName(param(req, 0));
     const user = userName(param(req, 1));
-    const outcome = db.grantRepository(user, repo);
+    const outcome = await db.grantRepository(user, repo);
     if (outcome === 'no user') throw notFound(`user '${user}' not found`);
     if (outcome === 'no repository') throw notFound(`repository '${repo}' not found`);
     audit(req, `repository '${repo}' granted to user '${user}'`);
     res.json({ repository: repo, user, granted: true });
   });
 
-  router.delete(grantPath, trustedClient, (req, res) => {
+  router.delete(grantPath, trustedClient, async (req, res) => {
     standaloneOnly('revoking a repository');
     const repo = repositoryName(param(req, 0));
     const user = userName(param(req, 1));
-    if (!db.revokeRepository(user, repo)) throw notFound(`user '${user}' has no grant on repository '${repo}'`);
+    if (!(await db.revokeRepository(user, repo))) throw notFound(`user '${user}' has no grant on repository '${repo}'`);
     audit(req, `repository '${repo}' taken back from user '${user}'`);
     res.json({ repository: repo, user, granted: false });
   });
 
-  router.get(/^\/admin\/repositories\/(.+)\/tags\/?$/, trustedClient, (req, res) => {
+  router.get(/^\/admin\/repositories\/(.+)\/tags\/?$/, trustedClient, async (req, res) => {
     const repo = repositoryName(param(req, 0));
     if (!deps.storesTags) throw conflict('tags are listed from the embedded store: with content_backend pulp, Pulp keeps them');
-    const tags = db.tagsOf(repo);
+    const tags = await db.tagsOf(repo);
     if (!tags) throw notFound(`repository '${repo}' not found`);
     res.json({ repository: repo, tags });
   });
 
-  router.delete(/^\/admin\/repositories\/(.+?)\/?$/, trustedClient, (req, res) => {
+  router.delete(/^\/admin\/repositories\/(.+?)\/?$/, trustedClient, async (req, res) => {
     standaloneOnly('deleting a repository');
     const repo = repositoryName(param(req, 0));
-    if (!db.deleteRepository(repo)) throw notFound(`repository '${repo}' not found`);
-    deps.contentChanged(repo);
+    if (!(await db.deleteRepository(repo))) throw notFound(`repository '${repo}' not found`);
+    await deps.contentChanged(repo);
     audit(req, `repository '${repo}' deleted (its blobs are reclaimed by gc)`);
     res.json({ repository: repo, deleted: true });
   });

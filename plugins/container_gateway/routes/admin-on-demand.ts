@@ -7,10 +7,10 @@ import { jsonErrors } from '../../../lib/plugins/api.ts';
 import type { OnDemandTotals } from '../backends/on-demand-records.ts';
 import type { DownloadPolicy } from '../settings.ts';
 
-export function onDemandAdminRouter(trustedClient: RequestHandler, policy: DownloadPolicy, totals: () => OnDemandTotals | undefined): Router {
+export function onDemandAdminRouter(trustedClient: RequestHandler, policy: DownloadPolicy, totals: () => Promise<OnDemandTotals> | undefined): Router {
   const router = express.Router();
-  router.get('/admin/on_demand', trustedClient, (_req, res) => {
-    const counted = totals();
+  router.get('/admin/on_demand', trustedClient, async (_req, res) => {
+    const counted = await totals();
     res.json({ download_policy: policy, ...(counted ? { hits: counted.hits, misses: counted.misses, bytes_fetched: counted.bytes_fetched } : {}) });
   });
   router.use('/admin/on_demand', jsonErrors);

@@ -10,7 +10,7 @@ import type { LocalStore } from '../gateway.ts';
 export interface StoreAdmin {
   store: () => LocalStore;
   /** Delete the repositories Katello's repository_list left out, with their tags and manifests; their names. */
-  reclaimUnlisted: () => string[];
+  reclaimUnlisted: () => Promise<string[]>;
 }
 
 /**
@@ -21,9 +21,9 @@ export function storeAdminRouter(trustedClient: RequestHandler, admin: StoreAdmi
   const router = express.Router();
   router.post('/admin/gc', trustedClient, async (req, res) => {
     const { index, blobs } = admin.store();
-    const repositories = admin.reclaimUnlisted();
+    const repositories = await admin.reclaimUnlisted();
     if (repositories.length > 0) req.log.info(`gc: content of ${repositories.length} unlisted repositories reclaimed: ${repositories.join(', ')}`);
-    const forgotten = index.forgetUnlinkedBlobs();
+    const forgotten = await index.forgetUnlinkedBlobs();
     const result = await blobs.gc((digest) => index.blobReferenced(digest), { graceMs, uploadPurgeMs });
     req.log.info(`gc: ${result.removed} blobs (${result.bytes} bytes) removed, ${result.purged.uploads} abandoned uploads (${result.purged.bytes} bytes) purged`);
     res.json({ ...result, forgotten, repositories });

@@ -33,8 +33,8 @@ export function syncAdminRouter(trustedClient: RequestHandler, service: SyncServ
     next(why ? conflict(why) : undefined);
   };
 
-  router.post('/sync', trustedClient, available, body, (req, res) => {
-    const started = service.start(requested(req));
+  router.post('/sync', trustedClient, available, body, async (req, res) => {
+    const started = await service.start(requested(req));
     if ('running' in started) {
       const { id, started_at } = started.running;
       throw conflict(`sync #${id} is running (started ${started_at}): wait for it to end`, { id });
@@ -42,16 +42,16 @@ export function syncAdminRouter(trustedClient: RequestHandler, service: SyncServ
     res.status(202).json({ id: started.run.id, state: started.run.state });
   });
 
-  router.get('/sync', trustedClient, available, (_req, res) => {
-    const run = service.latest();
+  router.get('/sync', trustedClient, available, async (_req, res) => {
+    const run = await service.latest();
     if (!run) throw notFound('no sync has run yet');
     res.json(run);
   });
 
-  router.get('/sync/:id', trustedClient, available, (req, res) => {
+  router.get('/sync/:id', trustedClient, available, async (req, res) => {
     const id = String(req.params.id);
     if (!/^[1-9][0-9]{0,15}$/.test(id)) throw badRequest(`invalid sync id ${quote(id)}`);
-    const run = service.get(Number(id));
+    const run = await service.get(Number(id));
     if (!run) throw notFound(`no sync #${id}`);
     res.json(run);
   });

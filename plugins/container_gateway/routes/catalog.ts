@@ -10,7 +10,7 @@ import { page } from './paging.ts';
 export async function catalog(gw: Gateway, req: Request, res: Response): Promise<void> {
   const n = parseN(req.query.n);
   const last = parseLast(req.query.last);
-  const client = gw.access.client(req);
+  const client = await gw.access.client(req);
   // As the original: the public list needs at least the special tokens; no credentials → challenge.
   if (client.kind === 'invalid' || (client.kind === 'anonymous' && !client.token)) {
     gw.access.challenge(req, res, 'registry:catalog:*');

@@ -26,7 +26,7 @@ export function flatpakQuery(req: Request): FlatpakQuery {
 async function flatpakIndex(gw: Gateway, req: Request, res: Response): Promise<void> {
   const backend = gw.content;
   if (!backend.flatpakIndex) throw new HttpError(404, 'this content backend has no flatpak index');
-  const client = gw.access.client(req);
+  const client = await gw.access.client(req);
   if (client.kind === 'invalid') {
     gw.access.challenge(req, res);
     throw new HttpError(401, 'the token is unknown or expired: log in again');
@@ -34,13 +34,13 @@ async function flatpakIndex(gw: Gateway, req: Request, res: Response): Promise<v
   if (client.kind === 'host') {
     await gw.access.learnHost(client.uuid);
     // A host whose repositories Katello could not tell would get a silently partial list.
-    if (!gw.standalone && !gw.db.hostKnown(client.uuid)) {
+    if (!gw.standalone && !(await gw.db.hostKnown(client.uuid))) {
       res.set('Retry-After', String(HOST_RETRY_AFTER));
       throw new HttpError(503, "the host's repositories could not be learnt from the main server: try again later");
     }
   }
   const viewer = viewerOf(client);
-  const names = gw.db.visible(viewer, { limit: MAX_REPOSITORIES });
+  const names = await gw.db.visible(viewer, { limit: MAX_REPOSITORIES });
   // flatpak pulls from `Registry`, resolved against the index URL: this gateway, as a directory.
   const origin = gw.access.origin(req).replace(/\/?$/, '/');
   const answer = await backend.flatpakIndex({ req, client, names, origin }, flatpakQuery(req));

@@ -25,11 +25,11 @@ function parseBody(req: Request): unknown {
   throw badRequest(`unsupported Content-Type '${type || '(none)'}': send application/x-www-form-urlencoded or application/json`);
 }
 
-function handler(work: (body: unknown) => Record<string, unknown> | void): express.RequestHandler {
-  return (req, res) => {
+function handler(work: (body: unknown) => Promise<Record<string, unknown> | void>): express.RequestHandler {
+  return async (req, res) => {
     let result: Record<string, unknown> | void;
     try {
-      result = work(parseBody(req));
+      result = await work(parseBody(req));
     } catch (err) {
       const refusal = err instanceof FormParseError || err instanceof PayloadError ? badRequest(err.message) : err;
       // Katello's calls are not interactive: what it sent wrong is worth a line in the log.
@@ -45,39 +45,39 @@ export function managementRouter(gw: Gateway): Router {
   const trusted = gw.ctx.auth.trustedClient;
   // Foreman PUTs with a trailing slash; accept both forms. Each route ends
   // with the JSON error handler: it answers alike wherever it is mounted.
-  const put = (path: string, work: (body: unknown) => Record<string, unknown> | void) =>
+  const put = (path: string, work: (body: unknown) => Promise<Record<string, unknown> | void>) =>
     router.put([path, `${path}/`], trusted, express.text({ type: () => true, limit: MAX_FORM_BYTES }), handler(work), jsonErrors);
 
-  router.get(['/users', '/users/'], trusted, (_req: Request, res: Response) => {
-    res.json({ users: gw.db.users() });
+  router.get(['/users', '/users/'], trusted, async (_req: Request, res: Response) => {
+    res.json({ users: await gw.db.users() });
   }, jsonErrors);
-  put('/repository_list', (body) => {
+  put('/repository_list', async (body) => {
     const entries = parseRepositoryList(body);
-    const { unlisted } = gw.db.replaceRepositories(entries);
+    const { unlisted } = await gw.db.replaceRepositories(entries);
     // Katello sends the list after every sync: what was synced must be served at once,
     // and tags served on demand are checked against the main server on their next read.
-    gw.contentChanged();
+    await gw.contentChanged();
     gw.logger.info(`repository list replaced: ${entries.length} repositories${unlisted > 0 ? `, ${unlisted} unlisted (content kept until gc)` : ''}`);
     return { repositories: entries.length, unlisted };
   });
-  put('/user_repository_mapping', (body) => {
+  put('/user_repository_mapping', async (body) => {
     const mapping = parseUserRepositoryMapping(body);
-    gw.db.replaceUserMappings(mapping);
+    await gw.db.replaceUserMappings(mapping);
     return { users: mapping.size };
   });
-  put('/update_hosts', (body) => {
+  put('/update_hosts', async (body) => {
     const hosts = parseHosts(body);
-    gw.db.replaceHosts(hosts);
+    await gw.db.replaceHosts(hosts);
     return { hosts: hosts.length };
   });
-  put('/host_repository_mapping', (body) => {
+  put('/host_repository_mapping', async (body) => {
     const mapping = parseHostRepositoryMapping(body);
-    gw.db.replaceHostMappings(mapping);
+    await gw.db.replaceHostMappings(mapping);
     return { hosts: mapping.size };
   });
-  put('/update_host_repositories', (body) => {
+  put('/update_host_repositories', async (body) => {
     const mapping = parseHostRepositoryMapping(body);
-    for (const [uuid, entries] of mapping) gw.db.setHostRepositories(uuid, entries.filter((e) => e.authRequired).map((e) => e.name));
+    for (const [uuid, entries] of mapping) await gw.db.setHostRepositories(uuid, entries.filter((e) => e.authRequired).map((e) => e.name));
     return { hosts: mapping.size };
   });
   return router;

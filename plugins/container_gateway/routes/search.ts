@@ -45,6 +45,6 @@ export async function v1Search(gw: Gateway, req: Request, res: Response): Promis
     res.status(401).json({ errors: [{ code: 'UNAUTHORIZED', message: 'authentication required' }] });
     return;
   }
-  const names = n <= 0 ? [] : gw.db.visible(viewer, { limit: Math.min(n, 10_000), contains: q || undefined });
+  const names = n <= 0 ? [] : await gw.db.visible(viewer, { limit: Math.min(n, 10_000), contains: q || undefined });
   res.json({ num_results: names.length, query: q, results: names.map((name) => ({ description: '', name })) });
 }

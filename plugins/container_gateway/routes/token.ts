@@ -10,8 +10,8 @@ import { issueToken, type TokenResult } from '../auth/standalone.ts';
 import { RegistryError } from '../oci/errors.ts';
 import type { Gateway } from '../gateway.ts';
 
-export function ping(gw: Gateway, req: Request, res: Response): void {
-  const client = gw.client(req);
+export async function ping(gw: Gateway, req: Request, res: Response): Promise<void> {
+  const client = await gw.client(req);
   // Standalone mode: a certificate alone gets the challenge, so that a client with
   // credentials logs in (podman sends its certs.d certificate with every request
   // and asks for a token only when challenged); one without credentials gets the

@@ -57,14 +57,14 @@ export interface PurgeResult {
  * checked again; a commit that touched it meanwhile (or a reference that
  * appeared) puts it back. Counts removed blobs and their bytes.
  */
-export async function collectBlobs(layout: StoreLayout, isReferenced: (digest: string) => boolean, graceMs: number): Promise<{ removed: number; bytes: number }> {
+export async function collectBlobs(layout: StoreLayout, isReferenced: (digest: string) => boolean | Promise<boolean>, graceMs: number): Promise<{ removed: number; bytes: number }> {
   await mkdir(layout.uploadsDir, { recursive: true });
   await restoreTrash(layout);
   const cutoff = Date.now() - graceMs;
   let removed = 0;
   let bytes = 0;
   for await (const blob of layout.list()) {
-    if (blob.mtimeMs >= cutoff || isReferenced(blob.digest)) continue;
+    if (blob.mtimeMs >= cutoff || (await isReferenced(blob.digest))) continue;
     const hex = blob.digest.slice('sha256:'.length);
     const final = layout.blobPath(hex);
     const trash = join(layout.uploadsDir, `.gc-${hex}-${randomSuffix()}`);
@@ -83,7 +83,7 @@ export async function collectBlobs(layout: StoreLayout, isReferenced: (digest: s
     }
     let keep: boolean;
     try {
-      keep = st.mtimeMs >= cutoff || isReferenced(blob.digest);
+      keep = st.mtimeMs >= cutoff || (await isReferenced(blob.digest));
     } catch (err) {
       await untrash(trash, final);
       throw err;

@@ -221,7 +221,7 @@ export class BlobStore implements StoreLayout {
    * files idle for `uploadPurgeMs` (default 1 h) that no operation of this
    * process is on. Counts removed blobs and their bytes, and what was purged.
    */
-  async gc(isReferenced: (digest: string) => boolean, opts: { graceMs: number; uploadPurgeMs?: number }): Promise<{ removed: number; bytes: number; purged: PurgeResult }> {
+  async gc(isReferenced: (digest: string) => boolean | Promise<boolean>, opts: { graceMs: number; uploadPurgeMs?: number }): Promise<{ removed: number; bytes: number; purged: PurgeResult }> {
     const blobs = await collectBlobs(this, isReferenced, opts.graceMs);
     const purged = await this.purgeUploads(opts.uploadPurgeMs ?? DEFAULT_UPLOAD_PURGE_MS);
     return { ...blobs, purged };

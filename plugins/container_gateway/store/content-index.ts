@@ -1,10 +1,9 @@
-// What the embedded store knows in SQLite: which blobs each repository links,
+// What the embedded store knows in the database: which blobs each repository links,
 // manifests (exact bytes) with their children, subject and artifact type for
 // the referrers API, tags, and open upload sessions. Blob bytes live in
 // BlobStore; this index is what makes them visible to a repository.
 import { randomUUID } from 'node:crypto';
-import type Database from 'better-sqlite3';
-import { Statements } from '../db/statements.ts';
+import type { Sql, SqlQueries } from '../db/sql.ts';
 import type { ParsedManifest } from '../oci/manifest.ts';
 
 export interface StoredManifest {
@@ -43,18 +42,10 @@ export interface Referrer {
 }
 
 export class ContentIndex {
-  private readonly statements: Statements;
+  constructor(private readonly sql: Sql) {}
 
-  constructor(private readonly db: Database.Database) {
-    this.statements = new Statements(db);
-  }
-
-  private sql(text: string): Database.Statement {
-    return this.statements.get(text);
-  }
-
-  repositoryId(name: string): number | undefined {
-    return this.sql('SELECT id FROM repositories WHERE name = ?').pluck().get(name) as number | undefined;
+  repositoryId(name: string): Promise<number | undefined> {
+    return this.sql.value<number>('SELECT id FROM repositories WHERE name = ?', [name]);
   }
 
   /**
@@ -62,132 +53,179 @@ export class ContentIndex {
    * (a standalone user, by id). Made by an upload, it is `pending`: not listed
    * anywhere until its first manifest is stored.
    */
-  ensureRepository(name: string, owner: string | undefined, pending = false): number {
-    this.sql('INSERT INTO repositories (name, auth_required, owner_id, pending) VALUES (?, 1, (SELECT id FROM users WHERE name = ? AND password_hash IS NOT NULL), ?) ON CONFLICT(name) DO NOTHING')
-      .run(name, owner ?? null, pending ? 1 : 0);
-    return this.repositoryId(name)!;
+  async ensureRepository(name: string, owner: string | undefined, pending = false): Promise<number> {
+    await this.sql.run(
+      'INSERT INTO repositories (name, auth_required, owner_id, pending) VALUES (?, 1, (SELECT id FROM users WHERE name = ? AND password_hash IS NOT NULL), ?) ON CONFLICT(name) DO NOTHING',
+      [name, owner ?? null, pending ? 1 : 0],
+    );
+    return (await this.repositoryId(name))!;
   }
 
-  blobInRepository(repositoryId: number, digest: string): { size: number } | undefined {
-    return this.sql('SELECT b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest WHERE rb.repository_id = ? AND rb.digest = ?').get(repositoryId, digest) as { size: number } | undefined;
+  blobInRepository(repositoryId: number, digest: string): Promise<{ size: number } | undefined> {
+    return blobIn(this.sql, repositoryId, digest);
   }
 
   /** Any repository's link to the blob (for mounts without `from`). */
-  blobAnywhere(digest: string): { size: number } | undefined {
-    return this.sql('SELECT size FROM blobs WHERE digest = ?').get(digest) as { size: number } | undefined;
+  blobAnywhere(digest: string): Promise<{ size: number } | undefined> {
+    return this.sql.get<{ size: number }>('SELECT size FROM blobs WHERE digest = ?', [digest]);
   }
 
   /** Blobs stored and their bytes (the metrics' gauges, read at scrape time). */
-  totals(): { blobs: number; bytes: number } {
-    return this.sql('SELECT count(*) AS blobs, coalesce(sum(size), 0) AS bytes FROM blobs').get() as { blobs: number; bytes: number };
+  async totals(): Promise<{ blobs: number; bytes: number }> {
+    const row = await this.sql.get<{ blobs: number | bigint | string; bytes: number | bigint | string }>('SELECT count(*) AS blobs, coalesce(sum(size), 0) AS bytes FROM blobs');
+    return { blobs: Number(row!.blobs), bytes: Number(row!.bytes) };
   }
 
   /** Names of the repositories linking a blob (a mount without `from` needs one the client can read). */
-  repositoriesLinking(digest: string): string[] {
-    return this.sql('SELECT r.name FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id WHERE rb.digest = ?').pluck().all(digest) as string[];
+  repositoriesLinking(digest: string): Promise<string[]> {
+    return this.sql.column<string>('SELECT r.name FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id WHERE rb.digest = ?', [digest]);
   }
 
-  linkBlob(repositoryId: number, digest: string, size: number): void {
-    this.db.transaction(() => {
-      this.sql('INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT(digest) DO NOTHING').run(digest, size, Date.now());
-      this.sql('INSERT OR IGNORE INTO repository_blobs (repository_id, digest) VALUES (?, ?)').run(repositoryId, digest);
-    }).immediate();
+  linkBlob(repositoryId: number, digest: string, size: number): Promise<void> {
+    return this.sql.transaction(async (tx) => {
+      await tx.run('INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT(digest) DO NOTHING', [digest, size, Date.now()]);
+      await tx.run('INSERT INTO repository_blobs (repository_id, digest) VALUES (?, ?) ON CONFLICT DO NOTHING', [repositoryId, digest]);
+    });
   }
 
-  unlinkBlob(repositoryId: number, digest: string): boolean {
-    return this.sql('DELETE FROM repository_blobs WHERE repository_id = ? AND digest = ?').run(repositoryId, digest).changes > 0;
+  async unlinkBlob(repositoryId: number, digest: string): Promise<boolean> {
+    return (await this.sql.run('DELETE FROM repository_blobs WHERE repository_id = ? AND digest = ?', [repositoryId, digest])).changes > 0;
   }
 
   /** Is any repository linking this blob (or is it a known manifest child)? Used by GC. */
-  blobReferenced(digest: string): boolean {
+  async blobReferenced(digest: string): Promise<boolean> {
     return (
-      this.sql('SELECT 1 FROM repository_blobs WHERE digest = ? LIMIT 1').get(digest) !== undefined ||
-      this.sql('SELECT 1 FROM manifest_children WHERE digest = ? LIMIT 1').get(digest) !== undefined
+      (await this.sql.get('SELECT 1 FROM repository_blobs WHERE digest = ? LIMIT 1', [digest])) !== undefined ||
+      (await this.sql.get('SELECT 1 FROM manifest_children WHERE digest = ? LIMIT 1', [digest])) !== undefined
     );
   }
 
   /** Forget blobs no repository links any more; their files become collectable. */
-  forgetUnlinkedBlobs(): number {
-    return this.sql('DELETE FROM blobs WHERE digest NOT IN (SELECT digest FROM repository_blobs) AND digest NOT IN (SELECT digest FROM manifest_children)').run().changes;
+  async forgetUnlinkedBlobs(): Promise<number> {
+    return (await this.sql.run('DELETE FROM blobs WHERE digest NOT IN (SELECT digest FROM repository_blobs) AND digest NOT IN (SELECT digest FROM manifest_children)')).changes;
   }
 
-  startUpload(repositoryId: number): string {
+  async startUpload(repositoryId: number): Promise<string> {
     const uuid = randomUUID();
-    this.sql('INSERT INTO uploads (uuid, repository_id, created_at) VALUES (?, ?, ?)').run(uuid, repositoryId, Date.now());
+    await this.sql.run('INSERT INTO uploads (uuid, repository_id, created_at) VALUES (?, ?, ?)', [uuid, repositoryId, Date.now()]);
     return uuid;
   }
 
-  uploadRepository(uuid: string): number | undefined {
-    return this.sql('SELECT repository_id FROM uploads WHERE uuid = ?').pluck().get(uuid) as number | undefined;
+  uploadRepository(uuid: string): Promise<number | undefined> {
+    return this.sql.value<number>('SELECT repository_id FROM uploads WHERE uuid = ?', [uuid]);
   }
 
-  endUpload(uuid: string): void {
-    this.sql('DELETE FROM uploads WHERE uuid = ?').run(uuid);
+  async endUpload(uuid: string): Promise<void> {
+    await this.sql.run('DELETE FROM uploads WHERE uuid = ?', [uuid]);
   }
 
-  openUploads(): string[] {
-    return this.sql('SELECT uuid FROM uploads').pluck().all() as string[];
+  openUploads(): Promise<string[]> {
+    return this.sql.column<string>('SELECT uuid FROM uploads');
   }
 
   /** Missing children of a manifest about to be stored (blobs or manifests of this repository). */
-  missingChildren(repositoryId: number, blobs: string[], manifests: string[]): string[] {
-    const missing = blobs.filter((d) => !this.blobInRepository(repositoryId, d));
-    for (const d of manifests) if (!this.manifest(repositoryId, d)) missing.push(d);
-    return missing;
+  missingChildren(repositoryId: number, blobs: string[], manifests: string[]): Promise<string[]> {
+    return missingIn(this.sql, repositoryId, blobs, manifests);
   }
 
   /** Store a manifest (a digest already stored keeps its media type) and point `tag` at it. */
-  putManifest(repositoryId: number, m: ManifestRecord, tag?: string): void {
-    this.db.transaction(() => {
-      this.sql(
-        `INSERT INTO manifests (repository_id, digest, media_type, artifact_type, subject, annotations, content, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT(repository_id, digest) DO NOTHING`,
-      ).run(repositoryId, m.digest, m.mediaType, m.artifactType ?? null, m.subject ?? null, m.annotations ? JSON.stringify(m.annotations) : null, m.content, Date.now());
-      const child = this.sql('INSERT OR IGNORE INTO manifest_children (repository_id, manifest_digest, digest) VALUES (?, ?, ?)');
-      for (const d of m.children) child.run(repositoryId, m.digest, d);
-      // Its first manifest makes a repository started by an upload a listed one.
-      this.sql('UPDATE repositories SET pending = 0 WHERE id = ? AND pending = 1').run(repositoryId);
-      if (tag) this.sql('INSERT INTO tags (repository_id, name, digest) VALUES (?, ?, ?) ON CONFLICT(repository_id, name) DO UPDATE SET digest = excluded.digest').run(repositoryId, tag, m.digest);
-    }).immediate();
+  putManifest(repositoryId: number, m: ManifestRecord, tag?: string): Promise<void> {
+    return this.sql.transaction((tx) => insertManifest(tx, repositoryId, m, tag));
   }
 
-  manifest(repositoryId: number, digest: string): StoredManifest | undefined {
-    const row = this.sql('SELECT digest, media_type, content FROM manifests WHERE repository_id = ? AND digest = ?').get(repositoryId, digest) as { digest: string; media_type: string; content: Buffer } | undefined;
-    return row && { digest: row.digest, mediaType: row.media_type, content: row.content };
+  /**
+   * A client's manifest PUT, checked and stored in one transaction: refused
+   * when the digest is stored under another media type, or when children are
+   * missing from the repository (`blobs` and `manifests`: what it refers to).
+   */
+  putCheckedManifest(repositoryId: number, m: ManifestRecord, refs: { blobs: string[]; manifests: string[] }, tag?: string): Promise<{ storedAs: string } | { missing: string[] } | undefined> {
+    return this.sql.transaction(async (tx) => {
+      const stored = await manifestIn(tx, repositoryId, m.digest);
+      if (stored && stored.mediaType !== m.mediaType) return { storedAs: stored.mediaType };
+      const missing = await missingIn(tx, repositoryId, refs.blobs, refs.manifests);
+      if (missing.length > 0) return { missing };
+      await insertManifest(tx, repositoryId, m, tag);
+      return undefined;
+    });
   }
 
-  tagged(repositoryId: number, tag: string): StoredManifest | undefined {
-    const digest = this.sql('SELECT digest FROM tags WHERE repository_id = ? AND name = ?').pluck().get(repositoryId, tag) as string | undefined;
+  manifest(repositoryId: number, digest: string): Promise<StoredManifest | undefined> {
+    return manifestIn(this.sql, repositoryId, digest);
+  }
+
+  async tagged(repositoryId: number, tag: string): Promise<StoredManifest | undefined> {
+    const digest = await this.sql.value<string>('SELECT digest FROM tags WHERE repository_id = ? AND name = ?', [repositoryId, tag]);
     return digest === undefined ? undefined : this.manifest(repositoryId, digest);
   }
 
   /** Delete a manifest and every tag pointing at it. */
-  deleteManifest(repositoryId: number, digest: string): boolean {
-    return this.db.transaction(() => {
-      this.sql('DELETE FROM tags WHERE repository_id = ? AND digest = ?').run(repositoryId, digest);
-      return this.sql('DELETE FROM manifests WHERE repository_id = ? AND digest = ?').run(repositoryId, digest).changes > 0;
-    }).immediate();
+  deleteManifest(repositoryId: number, digest: string): Promise<boolean> {
+    return this.sql.transaction(async (tx) => {
+      await tx.run('DELETE FROM tags WHERE repository_id = ? AND digest = ?', [repositoryId, digest]);
+      return (await tx.run('DELETE FROM manifests WHERE repository_id = ? AND digest = ?', [repositoryId, digest])).changes > 0;
+    });
   }
 
-  deleteTag(repositoryId: number, tag: string): boolean {
-    return this.sql('DELETE FROM tags WHERE repository_id = ? AND name = ?').run(repositoryId, tag).changes > 0;
+  deleteTag(repositoryId: number, tag: string): Promise<boolean> {
+    return deleteTag(this.sql, repositoryId, tag);
   }
 
-  tags(repositoryId: number, last: string | undefined, limit: number): string[] {
-    return this.sql('SELECT name FROM tags WHERE repository_id = ? AND name > ? ORDER BY name LIMIT ?').pluck().all(repositoryId, last ?? '', limit) as string[];
+  tags(repositoryId: number, last: string | undefined, limit: number): Promise<string[]> {
+    return this.sql.column<string>('SELECT name FROM tags WHERE repository_id = ? AND name > ? ORDER BY name LIMIT ?', [repositoryId, last ?? '', limit]);
   }
 
-  referrers(repositoryId: number, subject: string, artifactType?: string): Referrer[] {
-    const rows = this.sql('SELECT digest, media_type, artifact_type, annotations, length(content) AS size FROM manifests WHERE repository_id = ? AND subject = ? ORDER BY digest').all(repositoryId, subject) as Array<{ digest: string; media_type: string; artifact_type: string | null; annotations: string | null; size: number }>;
+  async referrers(repositoryId: number, subject: string, artifactType?: string): Promise<Referrer[]> {
+    const rows = await this.sql.all<{ digest: string; media_type: string; artifact_type: string | null; annotations: string | null; size: number }>(
+      'SELECT digest, media_type, artifact_type, annotations, length(content) AS size FROM manifests WHERE repository_id = ? AND subject = ? ORDER BY digest',
+      [repositoryId, subject],
+    );
     return rows
       .filter((r) => artifactType === undefined || r.artifact_type === artifactType)
       .map((r) => ({
         mediaType: r.media_type,
         digest: r.digest,
-        size: r.size,
+        size: Number(r.size),
         ...(r.artifact_type ? { artifactType: r.artifact_type } : {}),
         ...(r.annotations ? { annotations: JSON.parse(r.annotations) as Record<string, string> } : {}),
       }));
   }
+}
+
+// Queries run on the connection or inside a transaction (store/tag-order.ts runs some in its own).
+
+async function missingIn(q: SqlQueries, repositoryId: number, blobs: string[], manifests: string[]): Promise<string[]> {
+  const missing: string[] = [];
+  for (const d of blobs) if (!(await blobIn(q, repositoryId, d))) missing.push(d);
+  for (const d of manifests) if (!(await manifestIn(q, repositoryId, d))) missing.push(d);
+  return missing;
+}
+
+async function insertManifest(tx: SqlQueries, repositoryId: number, m: ManifestRecord, tag?: string): Promise<void> {
+  await tx.run(
+    `INSERT INTO manifests (repository_id, digest, media_type, artifact_type, subject, annotations, content, created_at)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+     ON CONFLICT(repository_id, digest) DO NOTHING`,
+    [repositoryId, m.digest, m.mediaType, m.artifactType ?? null, m.subject ?? null, m.annotations ? JSON.stringify(m.annotations) : null, m.content, Date.now()],
+  );
+  for (const d of m.children) await tx.run('INSERT INTO manifest_children (repository_id, manifest_digest, digest) VALUES (?, ?, ?) ON CONFLICT DO NOTHING', [repositoryId, m.digest, d]);
+  // Its first manifest makes a repository started by an upload a listed one.
+  await tx.run('UPDATE repositories SET pending = 0 WHERE id = ? AND pending = 1', [repositoryId]);
+  if (tag) await setTag(tx, repositoryId, tag, m.digest);
+}
+
+async function blobIn(q: SqlQueries, repositoryId: number, digest: string): Promise<{ size: number } | undefined> {
+  return q.get<{ size: number }>('SELECT b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest WHERE rb.repository_id = ? AND rb.digest = ?', [repositoryId, digest]);
+}
+
+export async function manifestIn(q: SqlQueries, repositoryId: number, digest: string): Promise<StoredManifest | undefined> {
+  const row = await q.get<{ digest: string; media_type: string; content: Buffer }>('SELECT digest, media_type, content FROM manifests WHERE repository_id = ? AND digest = ?', [repositoryId, digest]);
+  return row && { digest: row.digest, mediaType: row.media_type, content: row.content };
+}
+
+export async function setTag(q: SqlQueries, repositoryId: number, tag: string, digest: string): Promise<void> {
+  await q.run('INSERT INTO tags (repository_id, name, digest) VALUES (?, ?, ?) ON CONFLICT(repository_id, name) DO UPDATE SET digest = excluded.digest', [repositoryId, tag, digest]);
+}
+
+export async function deleteTag(q: SqlQueries, repositoryId: number, tag: string): Promise<boolean> {
+  return (await q.run('DELETE FROM tags WHERE repository_id = ? AND name = ?', [repositoryId, tag])).changes > 0;
 }

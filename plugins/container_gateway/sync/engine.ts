@@ -33,7 +33,7 @@ export interface SyncJob {
   progress: SyncProgress;
   changed(): void;
   /** A repository's tags changed (e.g. to drop cached manifests). */
-  repositoryDone?(name: string): void;
+  repositoryDone?(name: string): Promise<void>;
   log: { info(msg: string): void; warn(msg: string): void };
   /** A failure that ends the run: stop the rest now (requests in flight, backoff waits). */
   abort(err: unknown): void;
@@ -57,9 +57,9 @@ function message(err: unknown): string {
 }
 
 /** Every tag of a repository in the index. */
-function localTags(store: LocalStore, repositoryId: number): string[] {
+async function localTags(store: LocalStore, repositoryId: number): Promise<string[]> {
   const out: string[] = [];
-  for (let page = store.index.tags(repositoryId, undefined, 1000); page.length > 0; page = store.index.tags(repositoryId, page[page.length - 1], 1000)) out.push(...page);
+  for (let page = await store.index.tags(repositoryId, undefined, 1000); page.length > 0; page = await store.index.tags(repositoryId, page[page.length - 1], 1000)) out.push(...page);
   return out;
 }
 
@@ -107,12 +107,15 @@ export async function runSync(job: SyncJob): Promise<SyncResult> {
       progress.blobs.total += stored;
       progress.blobs.done += stored;
       job.changed();
-      if (store.index.tagged(repositoryId, tag)?.digest !== digest) {
-        const m = store.index.manifest(repositoryId, digest as string)!;
-        const parsed = parseManifest(m.content, m.mediaType);
-        store.index.putManifest(repositoryId, { ...m, children: [...parsed.blobs, ...parsed.manifests] }, tag);
-      }
-      return;
+      if ((await store.index.tagged(repositoryId, tag))?.digest !== digest) {
+        const m = await store.index.manifest(repositoryId, digest as string);
+        // Deleted since it was found complete: fetched again below.
+        if (m) {
+          const parsed = parseManifest(m.content, m.mediaType);
+          await store.index.putManifest(repositoryId, { ...m, children: [...parsed.blobs, ...parsed.manifests] }, tag);
+          return;
+        }
+      } else return;
     }
     await mirror.manifest(fetch, name, repositoryId, tag, {
       concurrency: job.concurrency,
@@ -142,7 +145,7 @@ export async function runSync(job: SyncJob): Promise<SyncResult> {
     const tags = upstream.filter((t) => TAG.test(t));
     if (tags.length < upstream.length) job.log.warn(`sync: ${name}: ${upstream.length - tags.length} tags with invalid names skipped`);
     // A new repository is private until the main server says otherwise (repository_list).
-    const repositoryId = store.index.ensureRepository(name, undefined);
+    const repositoryId = await store.index.ensureRepository(name, undefined);
     progress.tags.total += tags.length;
     job.changed();
     const failed: string[] = [];
@@ -158,10 +161,10 @@ export async function runSync(job: SyncJob): Promise<SyncResult> {
       job.changed();
     });
     const keep = new Set(upstream);
-    const gone = localTags(store, repositoryId).filter((t) => !keep.has(t));
-    for (const t of gone) store.index.deleteTag(repositoryId, t);
+    const gone = (await localTags(store, repositoryId)).filter((t) => !keep.has(t));
+    for (const t of gone) await store.index.deleteTag(repositoryId, t);
     if (gone.length > 0) job.log.info(`sync: ${name}: ${gone.length} tags no longer on the main server removed`);
-    job.repositoryDone?.(name);
+    await job.repositoryDone?.(name);
     if (failed.length > 0) throw new MirrorError(`${failed.length} of ${tags.length} tags failed (${failed[0]}${failed.length > 1 ? ', ...' : ''})`);
   };
 

@@ -51,12 +51,12 @@ function isTag(reference: string): boolean {
 
 /** The blob is in the store: make sure the repository links it. */
 async function linkStored(store: LocalStore, repositoryId: number, digest: string): Promise<boolean> {
-  if (store.index.blobInRepository(repositoryId, digest) && (await store.blobs.stat(digest))) return true;
+  if ((await store.index.blobInRepository(repositoryId, digest)) && (await store.blobs.stat(digest))) return true;
   const st = await store.blobs.stat(digest);
   if (!st) return false;
   // Link first, then look again: a gc that judged the file unreferenced
   // before the link may have removed it meanwhile; then download it anew.
-  store.index.linkBlob(repositoryId, digest, st.size);
+  await store.index.linkBlob(repositoryId, digest, st.size);
   return (await store.blobs.stat(digest)) !== undefined;
 }
 
@@ -175,7 +175,7 @@ export class StoreMirror {
       bytes += n;
       opts.onBlob?.(n, n === 0);
     });
-    this.store.index.putManifest(repositoryId, manifestRecord(digest, body, parsed), byDigest ? undefined : reference);
+    await this.store.index.putManifest(repositoryId, manifestRecord(digest, body, parsed), byDigest ? undefined : reference);
     return { digest, blobs, bytes };
   }
 }
@@ -186,7 +186,7 @@ export class StoreMirror {
  * child manifests) refers to, or undefined when something is missing.
  */
 export async function manifestComplete(store: LocalStore, repositoryId: number, digest: string): Promise<number | undefined> {
-  const m = store.index.manifest(repositoryId, digest);
+  const m = await store.index.manifest(repositoryId, digest);
   if (!m) return undefined;
   let parsed;
   try {
@@ -196,7 +196,7 @@ export async function manifestComplete(store: LocalStore, repositoryId: number, 
   }
   let blobs = parsed.blobs.length;
   for (const d of parsed.blobs) {
-    if (!isSha256Digest(d) || !store.index.blobInRepository(repositoryId, d) || !(await store.blobs.stat(d))) return undefined;
+    if (!isSha256Digest(d) || !(await store.index.blobInRepository(repositoryId, d)) || !(await store.blobs.stat(d))) return undefined;
   }
   for (const d of parsed.manifests) {
     const n = await manifestComplete(store, repositoryId, d);

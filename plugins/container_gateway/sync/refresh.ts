@@ -6,7 +6,6 @@
 // again (HostUUID). Users' mappings need their own credentials: they stay as
 // Katello last sent them (PUT user_repository_mapping).
 import type { GatewayDb } from '../db/database.ts';
-import { Statements } from '../db/statements.ts';
 import { repositoriesOf, type KatelloClient } from '../upstream/katello.ts';
 import { mapLimit } from './pool.ts';
 
@@ -32,19 +31,19 @@ export async function refreshAccess(db: GatewayDb, katello: KatelloClient, mirro
     if (open) {
       for (const name of mirrored) {
         const isPublic = open.has(name);
-        db.setPublic(name, isPublic);
+        await db.setPublic(name, isPublic);
         if (isPublic) result.public++;
       }
     } else log.warn("sync: Katello's anonymous catalog is unavailable: repository visibility left as it was");
   } catch (err) {
     log.warn(`sync: Katello's anonymous catalog could not be read (${(err as Error).message}): repository visibility left as it was`);
   }
-  const hosts = new Statements(db.db).get('SELECT uuid FROM hosts ORDER BY uuid').pluck().all() as string[];
+  const hosts = await db.hosts();
   await mapLimit(hosts, concurrency, async (uuid) => {
     try {
       const reply = await katello.hostCatalog(uuid);
       if (reply.status !== 200) return;
-      db.setHostRepositories(uuid, repositoriesOf(reply));
+      await db.setHostRepositories(uuid, repositoriesOf(reply));
       result.hosts++;
     } catch (err) {
       log.warn(`sync: the catalog of host ${uuid} could not be fetched: ${(err as Error).message}`);

@@ -1,8 +1,7 @@
-// Sync runs in SQLite (table sync_runs), so every worker process sees the
+// Sync runs in the database (table sync_runs), so every worker process sees the
 // same state: at most one run is `running`; a running row whose process is
 // gone (SIGKILL) or that stopped reporting counts as `interrupted`.
-import type Database from 'better-sqlite3';
-import { Statements } from '../db/statements.ts';
+import type { Sql, SqlQueries } from '../db/sql.ts';
 import type { RetryNotice } from '../upstream/main-registry.ts';
 
 export type RunState = 'running' | 'succeeded' | 'failed' | 'interrupted';
@@ -67,8 +66,8 @@ function toRun(row: Row): SyncRun {
     id: row.id,
     state: row.state,
     repositories: row.repositories === null ? null : (JSON.parse(row.repositories) as string[]),
-    started_at: new Date(row.started_at).toISOString(),
-    ...(row.finished_at === null ? {} : { finished_at: new Date(row.finished_at).toISOString() }),
+    started_at: new Date(Number(row.started_at)).toISOString(),
+    ...(row.finished_at === null ? {} : { finished_at: new Date(Number(row.finished_at)).toISOString() }),
     progress,
     ...(row.error === null ? {} : { error: row.error }),
     ...(retrying && row.state === 'running' ? { retrying } : {}),
@@ -77,71 +76,63 @@ function toRun(row: Row): SyncRun {
 }
 
 export class SyncRuns {
-  private readonly statements: Statements;
-
   /** `ownRuns`: ids this process is running right now (a row with our pid but not listed is a previous life's). */
   constructor(
-    private readonly db: Database.Database,
+    private readonly sql: Sql,
     private readonly ownRuns: () => ReadonlySet<number>,
-  ) {
-    this.statements = new Statements(db);
-  }
-
-  private sql(text: string): Database.Statement {
-    return this.statements.get(text);
-  }
+  ) {}
 
   /** Mark running rows whose process is gone as interrupted. */
-  reap(now = Date.now()): void {
-    const rows = this.sql("SELECT id, pid, updated_at FROM sync_runs WHERE state = 'running'").all() as Array<Pick<Row, 'id' | 'pid' | 'updated_at'>>;
+  async reap(now = Date.now(), q: SqlQueries = this.sql): Promise<void> {
+    const rows = await q.all<Pick<Row, 'id' | 'pid' | 'updated_at'>>("SELECT id, pid, updated_at FROM sync_runs WHERE state = 'running'");
     for (const r of rows) {
-      const dead = r.pid === process.pid ? !this.ownRuns().has(r.id) : !pidAlive(r.pid) || now - r.updated_at > STALE_MS;
+      const dead = r.pid === process.pid ? !this.ownRuns().has(r.id) : !pidAlive(r.pid) || now - Number(r.updated_at) > STALE_MS;
       if (dead) {
-        this.sql("UPDATE sync_runs SET state = 'interrupted', finished_at = ?, error = ? WHERE id = ? AND state = 'running'").run(
+        await q.run("UPDATE sync_runs SET state = 'interrupted', finished_at = ?, error = ? WHERE id = ? AND state = 'running'", [
           now,
           'interrupted: the daemon process running it stopped (run the sync again to resume)',
           r.id,
-        );
+        ]);
       }
     }
   }
 
   /** A new running run, or the one already running. */
-  start(repositories: string[] | null, pid = process.pid): { run: SyncRun } | { running: SyncRun } {
-    return this.db.transaction(() => {
+  start(repositories: string[] | null, pid = process.pid): Promise<{ run: SyncRun } | { running: SyncRun }> {
+    return this.sql.transaction(async (tx) => {
       const now = Date.now();
-      this.reap(now);
-      const running = this.sql("SELECT * FROM sync_runs WHERE state = 'running'").get() as Row | undefined;
+      await this.reap(now, tx);
+      const running = await tx.get<Row>("SELECT * FROM sync_runs WHERE state = 'running'");
       if (running) return { running: toRun(running) };
-      const id = this.sql("INSERT INTO sync_runs (state, repositories, started_at, updated_at, progress, pid) VALUES ('running', ?, ?, ?, ?, ?)").run(
+      const row = await tx.get<Row>("INSERT INTO sync_runs (state, repositories, started_at, updated_at, progress, pid) VALUES ('running', ?, ?, ?, ?, ?) RETURNING *", [
         repositories === null ? null : JSON.stringify(repositories),
         now,
         now,
         JSON.stringify(emptyProgress()),
         pid,
-      ).lastInsertRowid;
-      return { run: this.get(Number(id))! };
-    }).immediate();
+      ]);
+      return { run: toRun(row!) };
+    });
   }
 
   /** Progress (and heartbeat) of a running run. */
-  update(id: number, progress: SyncProgress): void {
-    this.sql("UPDATE sync_runs SET progress = ?, updated_at = ? WHERE id = ? AND state = 'running'").run(JSON.stringify(progress), Date.now(), id);
+  async update(id: number, progress: SyncProgress): Promise<void> {
+    await this.sql.run("UPDATE sync_runs SET progress = ?, updated_at = ? WHERE id = ? AND state = 'running'", [JSON.stringify(progress), Date.now(), id]);
   }
 
-  finish(id: number, state: Exclude<RunState, 'running'>, progress: SyncProgress, error?: string): void {
+  async finish(id: number, state: Exclude<RunState, 'running'>, progress: SyncProgress, error?: string): Promise<void> {
     const now = Date.now();
     const { retrying: _, ...rest } = progress;
-    this.sql("UPDATE sync_runs SET state = ?, progress = ?, error = ?, finished_at = ?, updated_at = ? WHERE id = ? AND state = 'running'").run(state, JSON.stringify(rest), error ?? null, now, now, id);
+    await this.sql.run("UPDATE sync_runs SET state = ?, progress = ?, error = ?, finished_at = ?, updated_at = ? WHERE id = ? AND state = 'running'", [state, JSON.stringify(rest), error ?? null, now, now, id]);
   }
 
-  get(id: number): SyncRun | undefined {
-    const row = this.sql('SELECT * FROM sync_runs WHERE id = ?').get(id) as Row | undefined;
+  async get(id: number): Promise<SyncRun | undefined> {
+    const row = await this.sql.get<Row>('SELECT * FROM sync_runs WHERE id = ?', [id]);
     return row && toRun(row);
   }
 
-  latest(): SyncRun | undefined {
-    const row = this.sql('SELECT * FROM sync_runs ORDER BY id DESC LIMIT 1').get() as Row | undefined;
+  async latest(): Promise<SyncRun | undefined> {
+    const row = await this.sql.get<Row>('SELECT * FROM sync_runs ORDER BY id DESC LIMIT 1');
     return row && toRun(row);
   }
 }

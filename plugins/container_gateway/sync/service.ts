@@ -39,7 +39,7 @@ export interface SyncDependencies {
   settings: GatewaySettings;
   logger: Logger;
   /** A repository's tags changed (cached manifests must go). */
-  onRepositoryDone(name: string): void;
+  onRepositoryDone(name: string): Promise<void>;
   /** Told of every run's end (GET /metrics). */
   metrics?: GatewayMetrics;
 }
@@ -53,7 +53,7 @@ export class SyncService {
   private readonly active = new Map<number, Active>();
 
   constructor(private readonly deps: SyncDependencies) {
-    this.runs = new SyncRuns(deps.db.db, () => new Set(this.active.keys()));
+    this.runs = new SyncRuns(deps.db.sql, () => new Set(this.active.keys()));
   }
 
   /** Why this gateway cannot sync (a configuration matter), or undefined. */
@@ -64,30 +64,31 @@ export class SyncService {
   }
 
   /** Start a run unless one is running (in any worker). */
-  start(repositories: string[] | null): { run: SyncRun } | { running: SyncRun } {
-    const started = this.runs.start(repositories);
+  async start(repositories: string[] | null): Promise<{ run: SyncRun } | { running: SyncRun }> {
+    const started = await this.runs.start(repositories);
     if ('run' in started) this.execute(started.run);
     return started;
   }
 
-  get(id: number): SyncRun | undefined {
-    this.runs.reap();
+  async get(id: number): Promise<SyncRun | undefined> {
+    await this.runs.reap();
     return this.runs.get(id);
   }
 
-  latest(): SyncRun | undefined {
-    this.runs.reap();
+  async latest(): Promise<SyncRun | undefined> {
+    await this.runs.reap();
     return this.runs.latest();
   }
 
   /** Mark the runs of this process interrupted and end them (plugin stop). */
-  stop(): void {
-    for (const [id, a] of this.active) {
+  async stop(): Promise<void> {
+    const stopping = [...this.active];
+    for (const [, a] of stopping) {
       a.stopping = true;
       a.quiet();
       a.controller.abort();
-      this.runs.finish(id, 'interrupted', a.progress, 'interrupted: the daemon stopped (run the sync again to resume)');
     }
+    for (const [id, a] of stopping) await this.runs.finish(id, 'interrupted', a.progress, 'interrupted: the daemon stopped (run the sync again to resume)');
     this.active.clear();
   }
 
@@ -104,7 +105,7 @@ export class SyncService {
     this.active.set(run.id, a);
     const flush = () => {
       pending = undefined;
-      if (!a.stopping) this.runs.update(run.id, a.progress);
+      if (!a.stopping) this.runs.update(run.id, a.progress).catch((err: unknown) => logger.warn(`sync #${run.id}: progress not recorded: ${message(err)}`));
     };
     const changed = () => {
       if (pending) return;
@@ -154,12 +155,13 @@ export class SyncService {
         },
         (err: unknown) => ({ state: 'failed' as const, error: message(a.reason ?? err) }),
       )
-      .then(({ state, error }) => {
+      .then(async ({ state, error }) => {
         quiet();
         registry.close();
         if (a.stopping) return;
+        // Recorded before it leaves `active`: meanwhile a reap still sees it as this process's own.
+        await this.runs.finish(run.id, state, a.progress, error);
         this.active.delete(run.id);
-        this.runs.finish(run.id, state, a.progress, error);
         const p = a.progress;
         this.deps.metrics?.syncEnded(state, p.blobs.transferred, p.bytes);
         const summary = `${p.repositories.done}/${p.repositories.total} repositories, ${p.blobs.transferred} blobs (${p.bytes} bytes) downloaded${p.untagged?.length ? `, ${p.untagged.length} without tags on the main server (synced as empty)` : ''}`;
