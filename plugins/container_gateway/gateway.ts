@@ -18,8 +18,7 @@ import { SharedCounters, TagChecks } from './backends/on-demand-records.ts';
 import { OnDemandStats } from './backends/on-demand-stats.ts';
 import { PulpBackend } from './backends/pulp.ts';
 import { GatewayDb } from './db/database.ts';
-import { openDatabase } from './db/open.ts';
-import type { Sql } from './db/sql.ts';
+import { openDatabase, type OpenDatabase } from './db/open.ts';
 import { RegistryError } from './oci/errors.ts';
 import type { GatewaySettings } from './settings.ts';
 import type { KatelloClient } from './upstream/katello.ts';
@@ -66,13 +65,14 @@ export class Gateway {
 
   /** Open the database (migrated before anything is served), then build the parts over it; a failure closes it. */
   static async open(settings: GatewaySettings, ctx: PluginContext): Promise<Gateway> {
-    const sql = await openDatabase(settings);
+    const database = await openDatabase(settings, ctx.logger);
     try {
-      const gateway = new Gateway(settings, ctx, sql);
+      const gateway = new Gateway(settings, ctx, database);
       await gateway.onDemand?.counters.start();
+      ctx.logger.info(`database: ${database.description}`);
       return gateway;
     } catch (err) {
-      await sql.close();
+      await database.close();
       throw err;
     }
   }
@@ -80,8 +80,10 @@ export class Gateway {
   private constructor(
     readonly settings: GatewaySettings,
     readonly ctx: PluginContext,
-    private readonly sql: Sql,
+    /** The one database and the coordination of the processes that share it. */
+    readonly database: OpenDatabase,
   ) {
+    const sql = database.sql;
     this.logger = ctx.logger;
     this.db = new GatewayDb(sql);
     const store = settings.content_backend === 'local' ? { blobs: new BlobStore(settings.storage_path), index: new ContentIndex(sql) } : undefined;
@@ -151,7 +153,7 @@ export class Gateway {
     this.fetches?.close();
     this.reader?.close();
     this.main?.close();
-    await this.sql.close();
+    await this.database.close();
     this.metrics.close();
   }
 

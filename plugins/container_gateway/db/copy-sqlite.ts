@@ -44,7 +44,8 @@ export interface CopyReport {
 
 /** Why a copy was refused before anything was written (at start: the database was already moved, or another node copied it). */
 export class CopyRefused extends Error {
-  constructor(message: string) {
+  /** 'not-empty': the target already holds data (at start: it was moved before, or another node moved it). */
+  constructor(message: string, readonly reason: 'not-empty' | 'incompatible' = 'incompatible') {
     super(message);
     this.name = 'CopyRefused';
   }
@@ -79,7 +80,7 @@ export async function copySqliteToPostgres(sqlitePath: string, pg: PostgresSql):
       if (pgVersion !== POSTGRES_MIGRATIONS.length) throw new CopyRefused(`the PostgreSQL database is at schema version ${pgVersion ?? 0}, not ${POSTGRES_MIGRATIONS.length}`);
       for (const { table } of COPY_ORDER) {
         if ((await tx.value(`SELECT 1 FROM ${quote(table)} LIMIT 1`)) !== undefined) {
-          throw new CopyRefused(`the PostgreSQL database is not empty (table ${table} has rows): copy only into a new database`);
+          throw new CopyRefused(`the PostgreSQL database is not empty (table ${table} has rows): copy only into a new database`, 'not-empty');
         }
       }
       const tables: Record<string, number> = {};
