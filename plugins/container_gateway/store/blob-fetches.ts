@@ -101,7 +101,10 @@ export class BlobFetch implements GrowingBlob {
   private fh: FileHandle | undefined;
   /** Holders of `fh`: the writer and each reader on it; closed at 0. */
   private refs = 0;
+  /** Holders of `fh` among the readers. */
   private readonly followers = new Set<BlobFollower>();
+  /** Every reader not yet closed (destroyed with the error at a failure). */
+  private readonly readers = new Set<BlobFollower>();
   private readonly watchers = new Set<(landed: number) => void>();
   private wake = settled<void>();
   private body: http.IncomingMessage | undefined;
@@ -126,7 +129,12 @@ export class BlobFetch implements GrowingBlob {
    * that is wrong. A failure destroys the stream with the error.
    */
   read(range?: { start: number; end: number }): Readable {
-    return new BlobFollower(this, range);
+    const reader = new BlobFollower(this, range);
+    if (this.state === 'failed') return reader; // it errors on its first read
+    // Known from the start, not only once it holds the file: a reader fed from memory is cut at a failure too.
+    this.readers.add(reader);
+    reader.once('close', () => this.readers.delete(reader));
+    return reader;
   }
 
   /** Hear the bytes landed so far after each write; returns the unsubscribe. */
@@ -320,7 +328,7 @@ export class BlobFetch implements GrowingBlob {
     this.readyP.reject(err);
     this.doneP.reject(err);
     const error = err instanceof Error ? err : new Error(String(err));
-    for (const f of [...this.followers]) f.destroy(error);
+    for (const r of [...this.readers]) r.destroy(error);
     this.notify();
   }
 
