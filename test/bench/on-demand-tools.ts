@@ -3,7 +3,7 @@
 // a blob's commit in the embedded store, and 20 concurrent cold pulls whose
 // upstream traffic is counted by a relay in front of the main server.
 import http from 'node:http';
-import { existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { exec } from './measure.ts';
@@ -41,6 +41,14 @@ export async function skopeoPull(ref: string, dest: string, layer: { digest: str
   } finally {
     rmSync(dest, { recursive: true, force: true });
   }
+}
+
+/** The machine's busy and total CPU seconds so far, all cores (the first line of /proc/stat). */
+export function machineCpu(ticks: number): { busy: number; total: number } {
+  const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const total = fields.reduce((a, b) => a + b, 0);
+  // idle and iowait are the 4th and 5th.
+  return { busy: (total - fields[3]! - fields[4]!) / ticks, total: total / ticks };
 }
 
 export interface TimedGet {

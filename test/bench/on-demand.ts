@@ -29,7 +29,7 @@ import { KatelloDouble } from '../helpers/katello-double.ts';
 import { startRegistry, type RunningRegistry } from '../helpers/registry.ts';
 import { startGateway, type RunningGateway } from './gateway.ts';
 import { cpuDetailOf, fetchHashed, median, memoryOf, request, ticksPerSecond, type Row } from './measure.ts';
-import { concurrentColdPulls, skopeoPull, timedGet, waitForStored } from './on-demand-tools.ts';
+import { concurrentColdPulls, machineCpu, skopeoPull, timedGet, waitForStored } from './on-demand-tools.ts';
 import { formatProfile, summarizeProfile } from './profile.ts';
 
 export { timedGet, type TimedGet } from './on-demand-tools.ts';
@@ -66,8 +66,8 @@ export async function onDemandSection(o: OnDemandInput): Promise<{ rows: Row[]; 
   const gib = layer.size / 2 ** 30;
   const mib = (layer.size / 2 ** 20).toFixed(0);
   const ticks = await ticksPerSecond();
-  const direct = { ttfb: [] as number[], head: [] as number[], cold: [] as number[], warm: [] as number[], skopeoCpu: [] as number[] };
-  const proxy = { ttfb: [] as number[], head: [] as number[], cold: [] as number[], warm: [] as number[], skopeoCpu: [] as number[], cpuPerGiB: [] as number[], hwmMiB: [] as number[] };
+  const direct = { ttfb: [] as number[], head: [] as number[], cold: [] as number[], warm: [] as number[], skopeoCpu: [] as number[], registryCpu: [] as number[], machineBusy: [] as number[] };
+  const proxy = { ttfb: [] as number[], head: [] as number[], cold: [] as number[], warm: [] as number[], skopeoCpu: [] as number[], cpuPerGiB: [] as number[], hwmMiB: [] as number[], registryCpu: [] as number[], machineBusy: [] as number[] };
   const directRef = `${o.registry.host}/${o.repository}:${o.tag}`;
   const directUrl = `${o.registry.url}/v2/${o.repository}/blobs/${layer.digest}`;
   const v = await fetchHashed(directUrl, {});
@@ -104,10 +104,20 @@ export async function onDemandSection(o: OnDemandInput): Promise<{ rows: Row[]; 
       check(list.status === 200, `repository_list answered ${list.status}: ${list.text}`);
       return gw;
     };
+    const registryCpu = () => {
+      const c = cpuDetailOf(o.registry.proc.pid!, ticks);
+      return c ? c.user + c.sys : NaN;
+    };
+    /** A timed skopeo pull, with the registry's CPU seconds and the machine's busy cores (of all, everyone's) meanwhile. */
     const pull = async (ref: string, what: string) => {
+      const r0 = registryCpu();
+      const m0 = machineCpu(ticks);
       const p = await skopeoPull(ref, join(copies, `${what}-${Date.now()}`), layer);
-      o.progress(`${what}: ${p.seconds.toFixed(2)} s, ${(imageBytes / p.seconds / 1e6).toFixed(0)} MB/s, skopeo CPU ${p.cpuSeconds.toFixed(2)} s`);
-      return p;
+      const m1 = machineCpu(ticks);
+      const registry = registryCpu() - r0;
+      const busyCores = ((m1.busy - m0.busy) / (m1.total - m0.total)) * cpus().length;
+      o.progress(`${what}: ${p.seconds.toFixed(2)} s, ${(imageBytes / p.seconds / 1e6).toFixed(0)} MB/s, skopeo CPU ${p.cpuSeconds.toFixed(2)} s, registry CPU ${registry.toFixed(2)} s, machine busy ${busyCores.toFixed(2)} of ${cpus().length} cores`);
+      return { ...p, registry, busyCores };
     };
     let profile = '';
 
@@ -120,6 +130,8 @@ export async function onDemandSection(o: OnDemandInput): Promise<{ rows: Row[]; 
         const d = await pull(directRef, `run ${i} cold direct`);
         direct.cold.push(imageBytes / d.seconds / 1e6);
         direct.skopeoCpu.push(d.cpuSeconds);
+        direct.registryCpu.push(d.registry);
+        direct.machineBusy.push(d.busyCores);
       };
       if (i % 2 === 1) await coldDirect();
       const before = cpuDetailOf(gw.pid, ticks)!;
@@ -129,6 +141,8 @@ export async function onDemandSection(o: OnDemandInput): Promise<{ rows: Row[]; 
       const cpu = after.user + after.sys - before.user - before.sys;
       proxy.cold.push(imageBytes / p.seconds / 1e6);
       proxy.skopeoCpu.push(p.cpuSeconds);
+      proxy.registryCpu.push(p.registry);
+      proxy.machineBusy.push(p.busyCores);
       proxy.cpuPerGiB.push(cpu / gib);
       proxy.hwmMiB.push((memoryOf(gw.pid)?.hwmKb ?? 0) / 1024);
       o.progress(`run ${i} proxyd CPU for the cold pull: ${cpu.toFixed(2)} s (user ${(after.user - before.user).toFixed(2)}, sys ${(after.sys - before.sys).toFixed(2)}), ${(cpu / gib).toFixed(2)} s/GiB`);
@@ -189,12 +203,14 @@ export async function onDemandSection(o: OnDemandInput): Promise<{ rows: Row[]; 
       { metric: `${ON_DEMAND_TARGETS.concurrentClients} concurrent cold pulls: bytes fetched upstream / image size`, unit: 'x', gateway: upstreamRatio, target: `= ${ON_DEMAND_TARGETS.upstreamPerImageMax.toFixed(1)}`, pass: conc.upstreamBodyBytes === imageBytes },
       { metric: 'cold pull, proxyd CPU per GiB of layer (info)', unit: 's', gateway: median(proxy.cpuPerGiB) },
       { metric: 'cold pull, skopeo CPU (info)', unit: 's', direct: median(direct.skopeoCpu), gateway: median(proxy.skopeoCpu), ratio: median(proxy.skopeoCpu) / median(direct.skopeoCpu) },
+      { metric: 'cold pull, registry CPU (info)', unit: 's', direct: median(direct.registryCpu), gateway: median(proxy.registryCpu), ratio: median(proxy.registryCpu) / median(direct.registryCpu) },
+      { metric: `cold pull, busy cores of ${cpus().length}, every process of the machine (info)`, unit: 'cores', direct: median(direct.machineBusy), gateway: median(proxy.machineBusy) },
       { metric: 'cold pull, proxyd peak RSS (info)', unit: 'MiB', gateway: median(proxy.hwmMiB) },
       { metric: 'cold layer, time to response head (info)', unit: 'ms', direct: median(direct.head), gateway: median(proxy.head), ratio: median(proxy.head) / median(direct.head) },
     ];
     const notes = [
       `cold: skopeo copy --src-tls-verify=false docker://… dir:… (a fresh destination each time) of the whole image (${imageBytes} bytes), a fresh proxy with an empty store each run (download_policy: on_demand, workers: 1), alternating which side goes first; MB/s = image bytes / skopeo's wall time; the layer checked in the proxy's store after each run`,
-      `proxyd CPU: user + system seconds of the daemon (/proc/<pid>/stat) from before the cold pull to the layer's commit, per GiB of layer; skopeo CPU: its user + system seconds (the client's own cost, paid on either side)`,
+      `proxyd CPU: user + system seconds of the daemon (/proc/<pid>/stat) from before the cold pull to the layer's commit, per GiB of layer; skopeo CPU: its user + system seconds (the client's own cost, paid on either side); registry CPU: docker-registry's, during the pull; busy cores: of the whole machine (/proc/stat, other processes included) during the pull`,
       `warm: the same skopeo pull again from the proxy (now in its store) and from the registry, alternating`,
       `time to first byte: another fresh proxy, the manifest GET first (not timed), then the layer GET with node:http, body discarded; through the proxy ${extra >= 0 ? '+' : ''}${extra.toFixed(1)} ms vs direct (target: within ${ON_DEMAND_TARGETS.ttfbExtraMs} ms)`,
       `concurrent: ${ON_DEMAND_TARGETS.concurrentClients} node:http clients at once (manifest, then config and layers, sizes checked), one fresh proxy whose main server is reached through a relay counting response body bytes; ${conc.blobGets} blob GETs reached the registry for ${1 + o.layers.length} blobs`,
@@ -210,6 +226,8 @@ export async function onDemandSection(o: OnDemandInput): Promise<{ rows: Row[]; 
         warm_skopeo_mb_per_sec: { direct: direct.warm, proxy: proxy.warm, median_direct: warm.direct, median_proxy: warm.proxy, ratio: ratios.warm, target_min: ON_DEMAND_TARGETS.warmMin },
         proxyd_cpu_s_per_gib: proxy.cpuPerGiB,
         skopeo_cpu_s: { direct: direct.skopeoCpu, proxy: proxy.skopeoCpu },
+        registry_cpu_s: { direct: direct.registryCpu, proxy: proxy.registryCpu },
+        machine_busy_cores: { direct: direct.machineBusy, proxy: proxy.machineBusy },
         proxyd_peak_rss_mib: proxy.hwmMiB,
         ttfb_ms: { direct: direct.ttfb, proxy: proxy.ttfb, median_direct: ttfb.direct, median_proxy: ttfb.proxy, extra_ms: extra, target_extra_ms_max: ON_DEMAND_TARGETS.ttfbExtraMs },
         head_ms: { direct: direct.head, proxy: proxy.head },

@@ -42,7 +42,7 @@ export class BlobFetchError extends Error {
 }
 
 /** Bytes of upstream chunks a fetch keeps in memory for its readers (beyond what is not yet written). */
-export const WINDOW = 16 * 1024 * 1024;
+export const WINDOW = 8 * 1024 * 1024;
 
 /** Buffering of the tap between the upstream response and the file writer. */
 const TAP_BYTES = 1024 * 1024;
