@@ -253,6 +253,32 @@ for (const [what, script, isError] of failures) {
   });
 }
 
+t.test('a reader that stopped reading (its buffer full) is cut at once when the fetch fails', async (t) => {
+  const store = storeIn(t);
+  const body = content(8 * MiB, 9);
+  const g = gate();
+  const up = await upstream(t, async (_req, res) => {
+    res.writeHead(200, { 'Content-Length': body.length });
+    res.write(body.subarray(0, body.length / 2));
+    await g.wait;
+    res.destroy();
+  });
+  const fetches = new BlobFetches(store);
+  const { blob } = fetches.fetch(sha(body), up.open());
+  await blob.ready;
+  const r = blob.read();
+  let error: Error | undefined;
+  r.on('error', (e) => (error = e));
+  // Never consumed: the reader fills its own buffer from the bytes received, then waits for its consumer.
+  r.read(0);
+  await until(() => r.readableLength >= MiB);
+  g.open();
+  await t.rejects(blob.done);
+  await until(() => error !== undefined, 2000);
+  t.ok(error, 'the paused reader errors without being read');
+  t.equal(await store.stat(sha(body)), undefined, 'nothing stored');
+});
+
 t.test('upstream 404: ready rejects with the status, nothing stored', async (t) => {
   const store = storeIn(t);
   const up = await upstream(t, (_req, res) => void res.writeHead(404).end('{}'));

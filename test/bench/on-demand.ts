@@ -1,20 +1,26 @@
-// Section 4 of `npm run bench`: on-demand pull-through (issue #12). A gateway
-// in smart-proxy mode (foreman_url: the Katello double; main_registry_url: the
+// Section 4 of `npm run bench`: on-demand pull-through. A gateway in
+// smart-proxy mode (foreman_url: the Katello double; main_registry_url: the
 // benchmark's docker-registry; embedded store, download_policy: on_demand)
-// starts with an EMPTY store, and a client GETs the image's 1 GiB layer through
-// it: the proxy fetches it from the registry while it relays it. Measured in
-// one run, alternating sides, a fresh gateway and store for each cold run:
-// time to the first body byte of the cold layer through the proxy vs straight
-// from the registry (the target: within 50 ms), the whole cold download in
-// MB/s both ways, and then the same layer warm (now in the proxy's store) with
-// curl, proxy vs registry.
+// starts with an EMPTY store, and skopeo pulls the image (one 1 GiB layer)
+// through it: the proxy fetches each blob from the registry while it relays
+// it. Measured in one run, alternating sides, a fresh gateway and store for
+// each cold pull:
+// - cold: `skopeo copy docker://… dir:…` through the proxy vs straight from the
+//   registry (target: >= 0.9x), with proxyd's CPU seconds per GiB and skopeo's
+//   own CPU time (what the client costs on this machine whichever side);
+// - warm: the same pull again, now from the proxy's store, vs the registry
+//   (target: >= 1.0x);
+// - time to the first body byte of the cold layer (node:http GET, a fresh
+//   proxy), through the proxy vs straight (target: within 50 ms);
+// - 20 concurrent cold pulls through one fresh proxy whose main server is
+//   reached through a counting relay: body bytes fetched upstream / image size
+//   (target: 1.0, every blob fetched once).
 //
 // Runs inside `npm run bench` (after section 3), or alone, building its own
 // registry and image:
 //
-//   npm run build && tsx test/bench/on-demand.ts [--blob-mib N] [--runs N]
-import http from 'node:http';
-import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+//   npm run build && tsx test/bench/on-demand.ts [--blob-mib N] [--runs N] [--cpu-prof DIR]
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -22,21 +28,29 @@ import { buildImage, layoutManifest, pushImage } from '../helpers/images.ts';
 import { KatelloDouble } from '../helpers/katello-double.ts';
 import { startRegistry, type RunningRegistry } from '../helpers/registry.ts';
 import { startGateway, type RunningGateway } from './gateway.ts';
-import { curlDownload, fetchHashed, median, request, type Row } from './measure.ts';
+import { cpuDetailOf, fetchHashed, median, memoryOf, request, ticksPerSecond, type Row } from './measure.ts';
+import { concurrentColdPulls, machineCpu, skopeoPull, timedGet, waitForStored } from './on-demand-tools.ts';
+import { formatProfile, summarizeProfile } from './profile.ts';
 
-export const ON_DEMAND_TARGETS = { ttfbExtraMs: 50 };
+export { timedGet, type TimedGet } from './on-demand-tools.ts';
+
+export const ON_DEMAND_TARGETS = { ttfbExtraMs: 50, coldMin: 0.9, warmMin: 1.0, upstreamPerImageMax: 1.0, concurrentClients: 20 };
 
 export interface OnDemandInput {
   registry: RunningRegistry;
-  katello: KatelloDouble;
   repository: string;
   tag: string;
   manifestDigest: string;
   manifestType: string;
-  layer: { digest: string; size: number };
+  /** Size of the manifest's bytes (its part of the image size). */
+  manifestSize: number;
+  config: { digest: string; size: number };
+  layers: Array<{ digest: string; size: number }>;
   runs: number;
-  /** A directory for the gateways' databases and stores (removed by the caller). */
+  /** A directory for the gateways' databases and stores and skopeo's copies (removed by the caller). */
   dataDir: string;
+  /** When set, the cold-pull gateways run with `node --cpu-prof` writing here, and a summary is printed. */
+  cpuProfileDir?: string;
   progress(msg: string): void;
   /** Register a gateway for cleanup on failure. */
   adopt(gw: RunningGateway): void;
@@ -46,177 +60,215 @@ function check(cond: unknown, msg: string): asserts cond {
   if (!cond) throw new Error(msg);
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-export interface TimedGet {
-  status: number;
-  bytes: number;
-  /** From sending the request to the response head, and to the first body byte (ms). */
-  headMs: number;
-  firstByteMs: number;
-  seconds: number;
-}
-
-/** GET with node:http, body discarded: when the head and the first body byte arrived, and the whole. */
-export function timedGet(url: string, headers: Record<string, string> = {}): Promise<TimedGet> {
-  return new Promise((resolve, reject) => {
-    const t0 = process.hrtime.bigint();
-    const ms = () => Number(process.hrtime.bigint() - t0) / 1e6;
-    const req = http.get(url, { headers, agent: false }, (res) => {
-      const headMs = ms();
-      let firstByteMs = -1;
-      let bytes = 0;
-      res.on('data', (c: Buffer) => {
-        if (firstByteMs < 0) firstByteMs = ms();
-        bytes += c.length;
-      });
-      res.on('error', reject);
-      res.on('aborted', () => reject(new Error(`${url}: connection closed after ${bytes} bytes`)));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, bytes, headMs, firstByteMs, seconds: ms() / 1000 }));
-    });
-    req.setTimeout(300_000, () => req.destroy(new Error(`${url}: no progress in 300 s`)));
-    req.on('error', reject);
-  });
-}
-
-/** The layer's file in the embedded store, once committed (the relay may end just before the commit). */
-async function waitForStored(storage: string, layer: { digest: string; size: number }): Promise<boolean> {
-  const hex = layer.digest.slice(7);
-  const file = join(storage, 'blobs', 'sha256', hex.slice(0, 2), hex);
-  for (let i = 0; i < 300; i++) {
-    if (existsSync(file) && statSync(file).size === layer.size) return true;
-    await sleep(100);
-  }
-  return false;
-}
-
 export async function onDemandSection(o: OnDemandInput): Promise<{ rows: Row[]; notes: string[]; json: Record<string, unknown> }> {
-  const direct = { ttfb: [] as number[], head: [] as number[], mbps: [] as number[], warm: [] as number[] };
-  const proxy = { ttfb: [] as number[], head: [] as number[], mbps: [] as number[], warm: [] as number[] };
-  const directUrl = `${o.registry.url}/v2/${o.repository}/blobs/${o.layer.digest}`;
-  const mib = (o.layer.size / 2 ** 20).toFixed(0);
+  const layer = [...o.layers].sort((a, b) => b.size - a.size)[0]!;
+  const imageBytes = o.manifestSize + o.config.size + o.layers.reduce((n, l) => n + l.size, 0);
+  const gib = layer.size / 2 ** 30;
+  const mib = (layer.size / 2 ** 20).toFixed(0);
+  const ticks = await ticksPerSecond();
+  const direct = { ttfb: [] as number[], head: [] as number[], cold: [] as number[], warm: [] as number[], skopeoCpu: [] as number[], registryCpu: [] as number[], machineBusy: [] as number[] };
+  const proxy = { ttfb: [] as number[], head: [] as number[], cold: [] as number[], warm: [] as number[], skopeoCpu: [] as number[], cpuPerGiB: [] as number[], hwmMiB: [] as number[], registryCpu: [] as number[], machineBusy: [] as number[] };
+  const directRef = `${o.registry.host}/${o.repository}:${o.tag}`;
+  const directUrl = `${o.registry.url}/v2/${o.repository}/blobs/${layer.digest}`;
   const v = await fetchHashed(directUrl, {});
-  check(v.status === 200 && v.digest === o.layer.digest, `the registry's layer: ${v.status}, ${v.digest}`);
-
-  for (let i = 1; i <= o.runs; i++) {
-    // Straight from the registry (its file in the page cache, as it is for the proxy's upstream GET).
-    const d = await timedGet(directUrl);
-    check(d.status === 200 && d.bytes === o.layer.size, `direct layer GET (run ${i}): ${d.status}, ${d.bytes} bytes`);
-    direct.ttfb.push(d.firstByteMs);
-    direct.head.push(d.headMs);
-    direct.mbps.push(o.layer.size / d.seconds / 1e6);
-    o.progress(`run ${i} direct: first byte after ${d.firstByteMs.toFixed(1)} ms, ${(o.layer.size / d.seconds / 1e6).toFixed(0)} MB/s`);
-
-    // Through a fresh proxy with an empty store.
-    const dir = join(o.dataDir, `run-${i}`);
-    const storage = join(dir, 'storage');
-    const gw = await startGateway({
-      settings: { log_level: 'WARN', foreman_url: o.katello.url },
-      plugins: {
-        container_gateway: {
-          enabled: true,
-          content_backend: 'local',
-          main_registry_url: `${o.registry.url}/v2/`,
-          download_policy: 'on_demand',
-          sqlite_db_path: join(dir, 'gw.db'),
-          storage_path: storage,
-        },
-      },
-    });
-    o.adopt(gw);
-    const list = await request('PUT', `${gw.httpUrl}/container_gateway/repository_list`, { 'Content-Type': 'application/json' }, JSON.stringify({ repositories: [{ repository: o.repository, auth_required: false }] }));
-    check(list.status === 200, `repository_list answered ${list.status}: ${list.text}`);
-    // A client reads the manifest first (fetched on demand too, not timed here).
-    const m = await fetchHashed(`${gw.httpUrl}/v2/${o.repository}/manifests/${o.tag}`, { Accept: o.manifestType });
-    check(m.status === 200 && m.digest === o.manifestDigest, `manifest through the proxy (run ${i}): ${m.status}, ${m.digest}`);
-    const proxyUrl = `${gw.httpUrl}/v2/${o.repository}/blobs/${o.layer.digest}`;
-    const p = await timedGet(proxyUrl);
-    check(p.status === 200 && p.bytes === o.layer.size, `cold layer GET through the proxy (run ${i}): ${p.status}, ${p.bytes} bytes`);
-    proxy.ttfb.push(p.firstByteMs);
-    proxy.head.push(p.headMs);
-    proxy.mbps.push(o.layer.size / p.seconds / 1e6);
-    o.progress(`run ${i} proxy (cold, empty store): first byte after ${p.firstByteMs.toFixed(1)} ms, ${(o.layer.size / p.seconds / 1e6).toFixed(0)} MB/s`);
-    check(await waitForStored(storage, o.layer), `run ${i}: the proxy's store has no ${o.layer.size}-byte copy of the layer 30 s after the download`);
-
-    // Warm: the layer is in the proxy's store now. Verified once, then timed with curl both ways.
-    const w = await fetchHashed(proxyUrl, {});
-    check(w.status === 200 && w.digest === o.layer.digest, `warm layer GET through the proxy (run ${i}): ${w.status}, ${w.digest}`);
-    const wp = await curlDownload(proxyUrl, {}, 300_000);
-    const wd = await curlDownload(directUrl, {}, 300_000);
-    check(wp.status === 200 && wp.bytes === o.layer.size && wd.status === 200 && wd.bytes === o.layer.size, `warm curl (run ${i}): proxy ${wp.status}/${wp.bytes}, direct ${wd.status}/${wd.bytes}`);
-    proxy.warm.push(wp.mbPerSec);
-    direct.warm.push(wd.mbPerSec);
-    o.progress(`run ${i} warm (curl): proxy ${wp.mbPerSec.toFixed(0)} MB/s, direct ${wd.mbPerSec.toFixed(0)} MB/s`);
-    const code = await gw.stop();
-    if (code !== 0) o.progress(`proxyd (run ${i}) exited with code ${code}`);
-    rmSync(dir, { recursive: true, force: true });
+  check(v.status === 200 && v.digest === layer.digest, `the registry's layer: ${v.status}, ${v.digest}`);
+  const copies = join(o.dataDir, 'copies');
+  // The proxies' Katello: the repository is public, as the anonymous pulls measured here need.
+  const katello = new KatelloDouble({ users: {}, publicRepositories: [o.repository] });
+  await katello.start();
+  try {
+    return await measure();
+  } finally {
+    await katello.stop();
   }
 
-  const ttfbDirect = median(direct.ttfb);
-  const ttfbProxy = median(proxy.ttfb);
-  const extra = ttfbProxy - ttfbDirect;
-  const pass = extra <= ON_DEMAND_TARGETS.ttfbExtraMs;
-  const cold = { direct: median(direct.mbps), proxy: median(proxy.mbps) };
-  const warm = { direct: median(direct.warm), proxy: median(proxy.warm) };
-  const rows: Row[] = [
-    { metric: `cold ${mib} MiB layer, time to first byte, median of ${o.runs}`, unit: 'ms', direct: ttfbDirect, gateway: ttfbProxy, ratio: ttfbProxy / ttfbDirect, target: `<= direct + ${ON_DEMAND_TARGETS.ttfbExtraMs} ms`, pass },
-    { metric: 'cold layer, time to response head (info)', unit: 'ms', direct: median(direct.head), gateway: median(proxy.head), ratio: median(proxy.head) / median(direct.head) },
-    { metric: `cold ${mib} MiB layer, whole download (info)`, unit: 'MB/s', direct: cold.direct, gateway: cold.proxy, ratio: cold.proxy / cold.direct },
-    { metric: `warm ${mib} MiB layer, curl (info)`, unit: 'MB/s', direct: warm.direct, gateway: warm.proxy, ratio: warm.proxy / warm.direct },
-  ];
-  const notes = [
-    `cold: a fresh proxy with an empty store each run (download_policy: on_demand, workers: 1); the manifest GET first (not timed), then the layer GET with node:http, body discarded; first byte = the first body chunk; the layer checked in the proxy's store after each run`,
-    `time to first byte through the proxy: ${extra >= 0 ? '+' : ''}${extra.toFixed(1)} ms vs direct (target: within ${ON_DEMAND_TARGETS.ttfbExtraMs} ms)`,
-    `warm: the same layer from the proxy's store after the cold run, curl -o /dev/null, sha256 verified once per run`,
-  ];
-  return {
-    rows,
-    notes,
-    json: {
-      runs: o.runs,
-      bytes: o.layer.size,
-      ttfb_ms: { direct: direct.ttfb, proxy: proxy.ttfb, median_direct: ttfbDirect, median_proxy: ttfbProxy, extra_ms: extra, target_extra_ms_max: ON_DEMAND_TARGETS.ttfbExtraMs, pass },
-      head_ms: { direct: direct.head, proxy: proxy.head },
-      cold_mb_per_sec: { direct: direct.mbps, proxy: proxy.mbps, median_direct: cold.direct, median_proxy: cold.proxy, ratio: cold.proxy / cold.direct },
-      warm_mb_per_sec: { direct: direct.warm, proxy: proxy.warm, median_direct: warm.direct, median_proxy: warm.proxy, ratio: warm.proxy / warm.direct },
-    },
-  };
+  async function measure(): Promise<{ rows: Row[]; notes: string[]; json: Record<string, unknown> }> {
+
+    const freshProxy = async (dir: string, mainUrl = o.registry.url, nodeArgs?: string[]) => {
+      const gw = await startGateway({
+        settings: { log_level: 'WARN', foreman_url: katello.url },
+        plugins: {
+          container_gateway: {
+            enabled: true,
+            content_backend: 'local',
+            main_registry_url: `${mainUrl}/v2/`,
+            download_policy: 'on_demand',
+            sqlite_db_path: join(dir, 'gw.db'),
+            storage_path: join(dir, 'storage'),
+          },
+        },
+        ...(nodeArgs ? { nodeArgs } : {}),
+      });
+      o.adopt(gw);
+      const list = await request('PUT', `${gw.httpUrl}/container_gateway/repository_list`, { 'Content-Type': 'application/json' }, JSON.stringify({ repositories: [{ repository: o.repository, auth_required: false }] }));
+      check(list.status === 200, `repository_list answered ${list.status}: ${list.text}`);
+      return gw;
+    };
+    const registryCpu = () => {
+      const c = cpuDetailOf(o.registry.proc.pid!, ticks);
+      return c ? c.user + c.sys : NaN;
+    };
+    /** A timed skopeo pull, with the registry's CPU seconds and the machine's busy cores (of all, everyone's) meanwhile. */
+    const pull = async (ref: string, what: string) => {
+      const r0 = registryCpu();
+      const m0 = machineCpu(ticks);
+      const p = await skopeoPull(ref, join(copies, `${what}-${Date.now()}`), layer);
+      const m1 = machineCpu(ticks);
+      const registry = registryCpu() - r0;
+      const busyCores = ((m1.busy - m0.busy) / (m1.total - m0.total)) * cpus().length;
+      o.progress(`${what}: ${p.seconds.toFixed(2)} s, ${(imageBytes / p.seconds / 1e6).toFixed(0)} MB/s, skopeo CPU ${p.cpuSeconds.toFixed(2)} s, registry CPU ${registry.toFixed(2)} s, machine busy ${busyCores.toFixed(2)} of ${cpus().length} cores`);
+      return { ...p, registry, busyCores };
+    };
+    let profile = '';
+
+    for (let i = 1; i <= o.runs; i++) {
+      // Cold, alternating which side goes first. Straight from the registry, its files in the page cache as for the proxy's upstream GET.
+      const dir = join(o.dataDir, `run-${i}`);
+      const gw = await freshProxy(dir, o.registry.url, o.cpuProfileDir ? ['--cpu-prof', '--cpu-prof-dir', o.cpuProfileDir] : undefined);
+      const proxyRef = `${gw.httpUrl.replace('http://', '')}/${o.repository}:${o.tag}`;
+      const coldDirect = async () => {
+        const d = await pull(directRef, `run ${i} cold direct`);
+        direct.cold.push(imageBytes / d.seconds / 1e6);
+        direct.skopeoCpu.push(d.cpuSeconds);
+        direct.registryCpu.push(d.registry);
+        direct.machineBusy.push(d.busyCores);
+      };
+      if (i % 2 === 1) await coldDirect();
+      const before = cpuDetailOf(gw.pid, ticks)!;
+      const p = await pull(proxyRef, `run ${i} cold proxy`);
+      check(await waitForStored(join(dir, 'storage'), layer), `run ${i}: the proxy's store has no ${layer.size}-byte copy of the layer 30 s after the pull`);
+      const after = cpuDetailOf(gw.pid, ticks)!;
+      const cpu = after.user + after.sys - before.user - before.sys;
+      proxy.cold.push(imageBytes / p.seconds / 1e6);
+      proxy.skopeoCpu.push(p.cpuSeconds);
+      proxy.registryCpu.push(p.registry);
+      proxy.machineBusy.push(p.busyCores);
+      proxy.cpuPerGiB.push(cpu / gib);
+      proxy.hwmMiB.push((memoryOf(gw.pid)?.hwmKb ?? 0) / 1024);
+      o.progress(`run ${i} proxyd CPU for the cold pull: ${cpu.toFixed(2)} s (user ${(after.user - before.user).toFixed(2)}, sys ${(after.sys - before.sys).toFixed(2)}), ${(cpu / gib).toFixed(2)} s/GiB`);
+      if (i % 2 === 0) await coldDirect();
+
+      // Warm: the image is in the proxy's store now.
+      const warmProxy = async () => proxy.warm.push(imageBytes / (await pull(proxyRef, `run ${i} warm proxy`)).seconds / 1e6);
+      const warmDirect = async () => direct.warm.push(imageBytes / (await pull(directRef, `run ${i} warm direct`)).seconds / 1e6);
+      if (i % 2 === 1) await warmProxy().then(warmDirect);
+      else await warmDirect().then(warmProxy);
+      const code = await gw.stop();
+      if (code !== 0) o.progress(`proxyd (run ${i}) exited with code ${code}`);
+      if (o.cpuProfileDir && i === 1) profile = formatProfile(summarizeProfile(o.cpuProfileDir, process.cwd(), gw.pid)!);
+      rmSync(dir, { recursive: true, force: true });
+
+      // Time to first byte of the cold layer: node:http GET through another fresh proxy vs straight.
+      const d = await timedGet(directUrl);
+      check(d.status === 200 && d.bytes === layer.size, `direct layer GET (run ${i}): ${d.status}, ${d.bytes} bytes`);
+      direct.ttfb.push(d.firstByteMs);
+      direct.head.push(d.headMs);
+      const tdir = join(o.dataDir, `ttfb-${i}`);
+      const tgw = await freshProxy(tdir);
+      const m = await fetchHashed(`${tgw.httpUrl}/v2/${o.repository}/manifests/${o.tag}`, { Accept: o.manifestType });
+      check(m.status === 200 && m.digest === o.manifestDigest, `manifest through the proxy (run ${i}): ${m.status}, ${m.digest}`);
+      const t = await timedGet(`${tgw.httpUrl}/v2/${o.repository}/blobs/${layer.digest}`);
+      check(t.status === 200 && t.bytes === layer.size, `cold layer GET through the proxy (run ${i}): ${t.status}, ${t.bytes} bytes`);
+      proxy.ttfb.push(t.firstByteMs);
+      proxy.head.push(t.headMs);
+      o.progress(`run ${i} first byte of the cold layer: direct ${d.firstByteMs.toFixed(1)} ms, proxy ${t.firstByteMs.toFixed(1)} ms`);
+      check(await waitForStored(join(tdir, 'storage'), layer), `run ${i}: the proxy's store has no copy of the layer after the timed GET`);
+      await tgw.stop();
+      rmSync(tdir, { recursive: true, force: true });
+    }
+
+    // 20 concurrent cold pulls through one fresh proxy; its main server behind a counting relay.
+    const cdir = join(o.dataDir, 'concurrent');
+    const conc = await concurrentColdPulls({
+      registryUrl: o.registry.url,
+      clients: ON_DEMAND_TARGETS.concurrentClients,
+      startProxy: (mainUrl) => freshProxy(cdir, mainUrl),
+      repository: o.repository,
+      tag: o.tag,
+      manifestType: o.manifestType,
+    });
+    const upstreamRatio = conc.upstreamBodyBytes / imageBytes;
+    o.progress(`${ON_DEMAND_TARGETS.concurrentClients} concurrent cold pulls: ${conc.upstreamBodyBytes} body bytes from upstream for a ${imageBytes}-byte image (${upstreamRatio.toFixed(4)}), ${conc.seconds.toFixed(1)} s`);
+    rmSync(cdir, { recursive: true, force: true });
+
+    const ttfb = { direct: median(direct.ttfb), proxy: median(proxy.ttfb) };
+    const extra = ttfb.proxy - ttfb.direct;
+    const cold = { direct: median(direct.cold), proxy: median(proxy.cold) };
+    const warm = { direct: median(direct.warm), proxy: median(proxy.warm) };
+    const ratios = { cold: cold.proxy / cold.direct, warm: warm.proxy / warm.direct };
+    const rows: Row[] = [
+      { metric: `cold skopeo pull, ${mib} MiB layer, median of ${o.runs}`, unit: 'MB/s', direct: cold.direct, gateway: cold.proxy, ratio: ratios.cold, target: `>= ${ON_DEMAND_TARGETS.coldMin}x`, pass: ratios.cold >= ON_DEMAND_TARGETS.coldMin },
+      { metric: `warm skopeo pull, ${mib} MiB layer, median of ${o.runs}`, unit: 'MB/s', direct: warm.direct, gateway: warm.proxy, ratio: ratios.warm, target: `>= ${ON_DEMAND_TARGETS.warmMin}x`, pass: ratios.warm >= ON_DEMAND_TARGETS.warmMin },
+      { metric: `cold ${mib} MiB layer, time to first byte, median of ${o.runs}`, unit: 'ms', direct: ttfb.direct, gateway: ttfb.proxy, ratio: ttfb.proxy / ttfb.direct, target: `<= direct + ${ON_DEMAND_TARGETS.ttfbExtraMs} ms`, pass: extra <= ON_DEMAND_TARGETS.ttfbExtraMs },
+      { metric: `${ON_DEMAND_TARGETS.concurrentClients} concurrent cold pulls: bytes fetched upstream / image size`, unit: 'x', gateway: upstreamRatio, target: `= ${ON_DEMAND_TARGETS.upstreamPerImageMax.toFixed(1)}`, pass: conc.upstreamBodyBytes === imageBytes },
+      { metric: 'cold pull, proxyd CPU per GiB of layer (info)', unit: 's', gateway: median(proxy.cpuPerGiB) },
+      { metric: 'cold pull, skopeo CPU (info)', unit: 's', direct: median(direct.skopeoCpu), gateway: median(proxy.skopeoCpu), ratio: median(proxy.skopeoCpu) / median(direct.skopeoCpu) },
+      { metric: 'cold pull, registry CPU (info)', unit: 's', direct: median(direct.registryCpu), gateway: median(proxy.registryCpu), ratio: median(proxy.registryCpu) / median(direct.registryCpu) },
+      { metric: `cold pull, busy cores of ${cpus().length}, every process of the machine (info)`, unit: 'cores', direct: median(direct.machineBusy), gateway: median(proxy.machineBusy) },
+      { metric: 'cold pull, proxyd peak RSS (info)', unit: 'MiB', gateway: median(proxy.hwmMiB) },
+      { metric: 'cold layer, time to response head (info)', unit: 'ms', direct: median(direct.head), gateway: median(proxy.head), ratio: median(proxy.head) / median(direct.head) },
+    ];
+    const notes = [
+      `cold: skopeo copy --src-tls-verify=false docker://… dir:… (a fresh destination each time) of the whole image (${imageBytes} bytes), a fresh proxy with an empty store each run (download_policy: on_demand, workers: 1), alternating which side goes first; MB/s = image bytes / skopeo's wall time; the layer checked in the proxy's store after each run`,
+      `proxyd CPU: user + system seconds of the daemon (/proc/<pid>/stat) from before the cold pull to the layer's commit, per GiB of layer; skopeo CPU: its user + system seconds (the client's own cost, paid on either side); registry CPU: docker-registry's, during the pull; busy cores: of the whole machine (/proc/stat, other processes included) during the pull`,
+      `warm: the same skopeo pull again from the proxy (now in its store) and from the registry, alternating`,
+      `time to first byte: another fresh proxy, the manifest GET first (not timed), then the layer GET with node:http, body discarded; through the proxy ${extra >= 0 ? '+' : ''}${extra.toFixed(1)} ms vs direct (target: within ${ON_DEMAND_TARGETS.ttfbExtraMs} ms)`,
+      `concurrent: ${ON_DEMAND_TARGETS.concurrentClients} node:http clients at once (manifest, then config and layers, sizes checked), one fresh proxy whose main server is reached through a relay counting response body bytes; ${conc.blobGets} blob GETs reached the registry for ${1 + o.layers.length} blobs`,
+    ];
+    return {
+      rows,
+      notes: profile ? [...notes, '', profile] : notes,
+      json: {
+        runs: o.runs,
+        image_bytes: imageBytes,
+        layer_bytes: layer.size,
+        cold_skopeo_mb_per_sec: { direct: direct.cold, proxy: proxy.cold, median_direct: cold.direct, median_proxy: cold.proxy, ratio: ratios.cold, target_min: ON_DEMAND_TARGETS.coldMin },
+        warm_skopeo_mb_per_sec: { direct: direct.warm, proxy: proxy.warm, median_direct: warm.direct, median_proxy: warm.proxy, ratio: ratios.warm, target_min: ON_DEMAND_TARGETS.warmMin },
+        proxyd_cpu_s_per_gib: proxy.cpuPerGiB,
+        skopeo_cpu_s: { direct: direct.skopeoCpu, proxy: proxy.skopeoCpu },
+        registry_cpu_s: { direct: direct.registryCpu, proxy: proxy.registryCpu },
+        machine_busy_cores: { direct: direct.machineBusy, proxy: proxy.machineBusy },
+        proxyd_peak_rss_mib: proxy.hwmMiB,
+        ttfb_ms: { direct: direct.ttfb, proxy: proxy.ttfb, median_direct: ttfb.direct, median_proxy: ttfb.proxy, extra_ms: extra, target_extra_ms_max: ON_DEMAND_TARGETS.ttfbExtraMs },
+        head_ms: { direct: direct.head, proxy: proxy.head },
+        concurrent: { clients: ON_DEMAND_TARGETS.concurrentClients, upstream_body_bytes: conc.upstreamBodyBytes, image_bytes: imageBytes, ratio: upstreamRatio, blob_gets: conc.blobGets, seconds: conc.seconds },
+      },
+    };
+  }
 }
 
 // ---------------------------------------------------------------------------
-// Alone: tsx test/bench/on-demand.ts [--blob-mib N] [--runs N]
+// Alone: tsx test/bench/on-demand.ts [--blob-mib N] [--runs N] [--cpu-prof DIR]
 // ---------------------------------------------------------------------------
 
 async function alone(): Promise<void> {
-  const { values } = parseArgs({ options: { 'blob-mib': { type: 'string', default: '1024' }, runs: { type: 'string', default: '3' } } });
+  const { values } = parseArgs({ options: { 'blob-mib': { type: 'string', default: '1024' }, runs: { type: 'string', default: '3' }, 'cpu-prof': { type: 'string' } } });
   const blobBytes = Number(values['blob-mib']) * 2 ** 20;
   const runs = Number(values.runs);
   const started = Date.now();
   const progress = (msg: string) => process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(1).padStart(6)}s] ${msg}\n`);
   const gateways: RunningGateway[] = [];
   const work = mkdtempSync(join(tmpdir(), 'proxyd-bench-on-demand-'));
-  const katello = new KatelloDouble({ users: {} });
   let registry: RunningRegistry | undefined;
   try {
     progress(`machine: ${cpus().length} CPUs, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}, node ${process.version}`);
-    await katello.start();
     registry = await startRegistry();
     progress(`building an image with one ${values['blob-mib']} MiB layer of random bytes, pushing it to ${registry.host}...`);
     const img = await buildImage(work, { name: 'bench-app', tag: 'v1', files: { '/etc/bench.txt': 'proxyd benchmark\n' }, randomBytes: blobBytes, cmd: ['/bin/true'], timeoutMs: 600_000 });
     await pushImage(img.ref, `${registry.host}/bench/app:v1`, { timeoutMs: 600_000 });
     const local = layoutManifest(img.layout, 'v1');
-    const layer = [...local.manifest.layers].sort((a, b) => b.size - a.size)[0]!;
     const r = await onDemandSection({
-      registry, katello, repository: 'bench/app', tag: 'v1', manifestDigest: local.digest, manifestType: local.mediaType, layer, runs,
-      dataDir: join(work, 'data'), progress, adopt: (gw) => gateways.push(gw),
+      registry, repository: 'bench/app', tag: 'v1', manifestDigest: local.digest, manifestType: local.mediaType,
+      manifestSize: local.raw.length, config: local.manifest.config, layers: local.manifest.layers, runs,
+      dataDir: join(work, 'data'), ...(values['cpu-prof'] ? { cpuProfileDir: values['cpu-prof'] } : {}), progress, adopt: (gw) => gateways.push(gw),
     });
     const fmt = (x: number | undefined, d: number) => (x === undefined ? '-' : x.toFixed(d));
-    const lines = r.rows.map((row) => `${row.metric} (${row.unit}): direct ${fmt(row.direct, 1)}, proxy ${fmt(row.gateway, 1)}, ratio ${fmt(row.ratio, 2)}x${row.target ? `, target ${row.target}: ${row.pass ? 'PASS' : 'FAIL'}` : ''}`);
-    process.stdout.write(`\n== 4. on-demand pull-through, cold layer through the proxy vs straight from docker-registry\n${lines.join('\n')}\n${r.notes.join('\n')}\n${JSON.stringify(r.json)}\n`);
+    const lines = r.rows.map((row) => `${row.metric} (${row.unit}): direct ${fmt(row.direct, 2)}, proxy ${fmt(row.gateway, 2)}, ratio ${fmt(row.ratio, 2)}x${row.target ? `, target ${row.target}: ${row.pass ? 'PASS' : 'FAIL'}` : ''}`);
+    process.stdout.write(`\n== 4. on-demand pull-through vs straight from docker-registry\n${lines.join('\n')}\n${r.notes.join('\n')}\n${JSON.stringify(r.json)}\n`);
+    writeFileSync(join(tmpdir(), 'proxyd-bench-on-demand-last.json'), JSON.stringify(r.json, null, 2));
   } finally {
     for (const gw of gateways) await gw.stop();
     await registry?.stop();
-    await katello.stop();
     rmSync(work, { recursive: true, force: true });
   }
 }

@@ -441,12 +441,13 @@ async function main(): Promise<void> {
   // Section 4: on-demand pull-through from the same registry, a fresh proxy per cold run.
   const onDemand = await onDemandSection({
     registry,
-    katello,
     repository: REPO,
     tag: TAG,
     manifestDigest: local.digest,
     manifestType: local.mediaType,
-    layer,
+    manifestSize: local.raw.length,
+    config: local.manifest.config,
+    layers: local.manifest.layers,
     runs: opt.runs,
     dataDir: tempDir('proxyd-bench-on-demand-'),
     progress,

@@ -1,19 +1,28 @@
 // One upstream download per blob digest in this process, however many ask at
 // once (on-demand reads and sync alike). The bytes go to a temporary file of
-// the store as they arrive, and every requester reads that file as it grows
-// (blob-follow.ts): a late joiner gets what is already written at disk speed,
-// then follows. Memory stays bounded whatever the size: nothing but the
-// write pipeline's queue and each reader's own buffer is held. At the end the
-// store verifies the digest and places the file atomically (BlobStore.fill);
-// a failure stores nothing and destroys every reader with the error. A
-// reader going away never stops the download: the blob is kept for the
-// others and the next pull. Downloads run within a bound (the rest queue).
+// the store as they arrive, hashed in the same pass (BlobStore.fill), and
+// every requester reads them as they come (blob-follow.ts):
+// - the fetch keeps the upstream's own chunks of the last WINDOW bytes it
+//   received (no copies), and a reader within them is handed those: a client
+//   that keeps up never costs a read of the file;
+// - a reader behind the window (a late joiner, a Range far back, a slow
+//   client) reads the file by position, up to what has landed, then catches
+//   up with the window.
+// Invariants: the window always starts at or before the landed end of the
+// file (so any byte before the window can be read from the file), and holds
+// at most WINDOW bytes beyond what the write pipeline itself still holds;
+// nothing else is buffered whatever the size or the readers' speed (each
+// reader holds at most its own highWaterMark). The last byte is given to no
+// reader before the digest is verified and the file placed atomically; a
+// failure stores nothing and destroys every reader with the error. A reader
+// going away never stops the download: the blob is kept for the others and
+// the next pull. Downloads run within a bound (the rest queue).
 // Across processes nothing is shared: each has its own temporary file (a
 // random name), and the store's atomic placement makes a double download
 // harmless; a killed process leaves at most a temporary file the purge takes.
 import type http from 'node:http';
 import { open as openFile, type FileHandle } from 'node:fs/promises';
-import type { Readable } from 'node:stream';
+import { pipeline, Transform, type Readable, type TransformCallback } from 'node:stream';
 import type { BlobStore } from './blob-store.ts';
 import { BlobFollower, type GrowingBlob } from './blob-follow.ts';
 import { errno, hexOf } from './store-files.ts';
@@ -31,6 +40,12 @@ export class BlobFetchError extends Error {
     super(message);
   }
 }
+
+/** Bytes of upstream chunks a fetch keeps in memory for its readers (beyond what is not yet written). */
+export const WINDOW = 8 * 1024 * 1024;
+
+/** Buffering of the tap between the upstream response and the file writer. */
+const TAP_BYTES = 1024 * 1024;
 
 /** Upstream downloads at once, unless told otherwise. */
 export const DEFAULT_FETCH_LIMIT = 8;
@@ -74,6 +89,8 @@ export class BlobFetch implements GrowingBlob {
   size: number | undefined;
   /** Bytes the file holds from offset 0. */
   landed = 0;
+  /** Bytes received from upstream so far (landed or on their way to the file). */
+  received = 0;
   error: unknown;
   /** Resolves with the size (when known) once bytes are coming; rejects when the fetch could not start. */
   readonly ready: Promise<{ size: number | undefined }>;
@@ -84,10 +101,17 @@ export class BlobFetch implements GrowingBlob {
   private fh: FileHandle | undefined;
   /** Holders of `fh`: the writer and each reader on it; closed at 0. */
   private refs = 0;
+  /** Holders of `fh` among the readers. */
   private readonly followers = new Set<BlobFollower>();
+  /** Every reader not yet closed (destroyed with the error at a failure). */
+  private readonly readers = new Set<BlobFollower>();
   private readonly watchers = new Set<(landed: number) => void>();
   private wake = settled<void>();
   private body: http.IncomingMessage | undefined;
+  /** The latest upstream chunks, in order, contiguous, ending at `received` (see WINDOW). */
+  private window: Buffer[] = [];
+  /** Offset of window[0]'s first byte. */
+  private windowStart = 0;
   private aborted: Error | undefined;
 
   constructor(
@@ -105,7 +129,12 @@ export class BlobFetch implements GrowingBlob {
    * that is wrong. A failure destroys the stream with the error.
    */
   read(range?: { start: number; end: number }): Readable {
-    return new BlobFollower(this, range);
+    const reader = new BlobFollower(this, range);
+    if (this.state === 'failed') return reader; // it errors on its first read
+    // Known from the start, not only once it holds the file: a reader fed from memory is cut at a failure too.
+    this.readers.add(reader);
+    reader.once('close', () => this.readers.delete(reader));
+    return reader;
   }
 
   /** Hear the bytes landed so far after each write; returns the unsubscribe. */
@@ -118,7 +147,25 @@ export class BlobFetch implements GrowingBlob {
   available(): number {
     if (this.state === 'done') return this.landed;
     if (this.state !== 'running') return 0;
-    return this.size !== undefined ? Math.min(this.landed, this.size - 1) : this.landed;
+    return this.size !== undefined ? Math.min(this.received, this.size - 1) : this.received;
+  }
+
+  /**
+   * The received bytes from `position` on, as far as one upstream chunk goes
+   * (a view, not a copy), or undefined when `position` is before the window
+   * (then it is in the file: the window never starts after the landed end).
+   */
+  windowAt(position: number): Buffer | undefined {
+    if (position < this.windowStart || position >= this.received) return undefined;
+    // Readers are mostly near the end: search from there.
+    let end = this.received;
+    for (let i = this.window.length - 1; i >= 0; i--) {
+      const chunk = this.window[i]!;
+      const start = end - chunk.length;
+      if (position >= start) return position === start ? chunk : chunk.subarray(position - start);
+      end = start;
+    }
+    return undefined;
   }
 
   /** Resolves at the next change (bytes landed, done, failed). */
@@ -208,6 +255,16 @@ export class BlobFetch implements GrowingBlob {
       throw new BlobFetchError(`the upstream sends ${header} bytes of ${this.digest}, ${expected ?? 'a number'} expected`);
     }
     this.body = res;
+    // Every chunk passes through here on its way to the file: readers within the window get it from memory.
+    const tap = new Transform({
+      readableHighWaterMark: TAP_BYTES,
+      writableHighWaterMark: TAP_BYTES,
+      transform: (chunk: Buffer, _enc: BufferEncoding, done: TransformCallback) => {
+        this.take(chunk);
+        done(null, chunk);
+      },
+    });
+    pipeline(res, tap, () => undefined); // an upstream failure destroys the tap with it: fill() rethrows it
     const temp = await this.blobs.tempFile().catch((err: unknown) => {
       res.destroy();
       throw err;
@@ -217,14 +274,15 @@ export class BlobFetch implements GrowingBlob {
     this.size = expected ?? length;
     this.state = 'running';
     this.readyP.resolve({ size: this.size });
+    this.notify(); // chunks may have come while the file was being created
     try {
       const size = this.size;
-      const { size: got } = await this.blobs.fill(temp, this.digest, res, {
+      const { size: got } = await this.blobs.fill(temp, this.digest, tap, {
         ...(size !== undefined ? { size } : {}),
         onLanded: (n) => {
           this.landed = n;
+          this.trim();
           for (const w of this.watchers) w(n);
-          this.notify();
         },
       });
       this.size = got;
@@ -241,14 +299,36 @@ export class BlobFetch implements GrowingBlob {
     }
   }
 
+  /** A chunk from upstream, on its way to the file. */
+  private take(chunk: Buffer): void {
+    this.window.push(chunk);
+    this.received += chunk.length;
+    this.trim();
+    this.notify();
+  }
+
+  /** Drop the oldest chunks that have landed and fall out of the window. */
+  private trim(): void {
+    for (;;) {
+      const first = this.window[0];
+      if (!first) return;
+      const end = this.windowStart + first.length;
+      if (end > this.landed || this.received - end < WINDOW) return;
+      this.window.shift();
+      this.windowStart = end;
+    }
+  }
+
   private fail(err: unknown): void {
     if (this.state === 'done' || this.state === 'failed') return;
     this.state = 'failed';
     this.error = err;
+    this.window = [];
+    this.windowStart = this.received;
     this.readyP.reject(err);
     this.doneP.reject(err);
     const error = err instanceof Error ? err : new Error(String(err));
-    for (const f of [...this.followers]) f.destroy(error);
+    for (const r of [...this.readers]) r.destroy(error);
     this.notify();
   }
 

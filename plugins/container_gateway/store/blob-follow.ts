@@ -1,9 +1,11 @@
-// A reader of a blob that is still arriving (BlobFetch): it reads the shared
-// temporary file by position up to what has landed, then waits for more, so
-// a slow client never holds the download back nor makes it buffer in memory
-// (the file absorbs the difference; each reader holds at most its own
-// highWaterMark). It ends only once the fetch is verified, and is destroyed
-// with the fetch's error when it fails.
+// A reader of a blob that is still arriving (BlobFetch): it takes the bytes
+// from the fetch's window of recent upstream chunks while it keeps up (views
+// of them, nothing copied, nothing read back), and reads the shared temporary
+// file by position when it is behind the window, up to what has landed, then
+// waits for more. So a slow client never holds the download back nor makes it
+// buffer in memory (the file absorbs the difference; each reader holds at
+// most its own highWaterMark). It ends only once the fetch is verified, and
+// is destroyed with the fetch's error when it fails.
 import type { FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 
@@ -12,11 +14,13 @@ export interface GrowingBlob {
   readonly digest: string;
   readonly state: 'waiting' | 'running' | 'done' | 'failed';
   readonly error: unknown;
-  /** Bytes written once the fetch is done. */
+  /** Bytes the file holds from offset 0 (all of them once the fetch is done). */
   readonly landed: number;
   readonly size: number | undefined;
   /** Bytes that can be read now. */
   available(): number;
+  /** Received bytes from `position` on, from memory; undefined when they are to be read from the file. */
+  windowAt(position: number): Buffer | undefined;
   /** Resolves when more bytes landed or the state changed. */
   changed(): Promise<void>;
   /** The shared handle of the file being written, or undefined once it closed. */
@@ -26,7 +30,8 @@ export interface GrowingBlob {
   openPlaced(): Promise<FileHandle>;
 }
 
-const CHUNK = 256 * 1024;
+/** Bytes read from the file at once, and each reader's highWaterMark. */
+const CHUNK = 1024 * 1024;
 
 export class BlobFollower extends Readable {
   private position: number;
@@ -80,9 +85,17 @@ export class BlobFollower extends Readable {
           await f.changed();
           continue;
         }
+        const recent = f.windowAt(this.position);
+        if (recent) {
+          const n = Math.min(recent.length, available - this.position);
+          this.position += n;
+          if (!this.push(n < recent.length ? recent.subarray(0, n) : recent)) return;
+          continue;
+        }
         const fh = await this.handle();
         if (!fh) continue; // failed meanwhile: said at the top
-        const n = Math.min(CHUNK, available - this.position);
+        // Not in the window: it is in the file (the window never starts after the landed end).
+        const n = Math.min(CHUNK, available - this.position, f.landed - this.position);
         const buf = Buffer.allocUnsafe(n);
         const { bytesRead } = await fh.read(buf, 0, n, this.position);
         if (this.destroyed) return;
