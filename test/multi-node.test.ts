@@ -1,0 +1,231 @@
+// Several proxyd nodes sharing one database and one storage_path, behind the
+// HAProxy of extra/haproxy/proxyd.cfg (real HAProxy, real daemons, real
+// skopeo), as README's "Several proxies behind a load balancer" sets them up:
+// - a token one node issued is accepted by the other;
+// - an upload started on one node continues and completes on the other;
+// - a push through HAProxy is pullable from each node at once;
+// - one node killed (SIGKILL) while pushes and pulls stream through HAProxy:
+//   pulls go on (client retries allowed), no image whose push succeeded is
+//   lost, HAProxy marks the node down; restarted, it is marked up and serves;
+// - /readyz answers as HAProxy's check needs it (200 running, refused stopping);
+// - each node reports its node_name in `proxyctl status --json`.
+// The database is one parameter (`database` below): the same file runs on any
+// database the gateway can share between nodes.
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import http from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { RunningHaproxy } from './helpers/haproxy.ts';
+import { buildImage, layoutManifest, pullImage, pushImage, sha256, type BuiltImage } from './helpers/images.ts';
+import { makePki } from './helpers/pki.ts';
+import { PROXYCTL, run, type RunningProxyd } from './helpers/proxyd.ts';
+import { StandaloneGateway } from './helpers/standalone-gateway.ts';
+
+const work = mkdtempSync(join(tmpdir(), 'gw-multi-node-'));
+t.teardown(() => rmSync(work, { recursive: true, force: true }));
+const pki = makePki();
+
+/** Where the nodes keep their shared metadata: the gateway's database settings. */
+const database: Record<string, unknown> = { sqlite_db_path: join(work, 'shared.db') };
+const shared = { ...database, storage_path: join(work, 'storage') };
+
+/** A node: its own settings directory, the shared database and storage, its node_name. */
+async function startNode(name: string): Promise<StandaloneGateway> {
+  const dir = join(work, `node-${name}`);
+  return StandaloneGateway.start(dir, { pki, settings: { ...shared, node_name: name } });
+}
+
+const nodes: Readonly<Record<'A' | 'B', StandaloneGateway>> = { A: await startNode('A'), B: await startNode('B') };
+t.teardown(async () => {
+  for (const n of Object.values(nodes)) await n.stop();
+});
+const portOf = (url: string) => new URL(url).port;
+const haproxy = await RunningHaproxy.start({
+  ca: pki.ca,
+  nodes: (['A', 'B'] as const).map((n) => ({ name: n, address: `127.0.0.1:${portOf(nodes[n].proxyd.httpsUrl)}` })),
+});
+t.teardown(() => haproxy.stop());
+
+const { A, B } = nodes;
+await A.addUser('alice');
+const ALICE = 'alice:alice-pw';
+
+t.test('each node reports its node_name in proxyctl status', async (t) => {
+  for (const [name, node] of Object.entries(nodes)) {
+    const r = await run([PROXYCTL, 'status', '--json', '--settings', node.proxyd.settingsFile]);
+    t.equal(r.code, 0, r.stderr);
+    const gw = (JSON.parse(r.stdout) as { plugins: Array<{ name: string; details?: { node_name?: string } }> }).plugins.find((p) => p.name === 'container_gateway');
+    t.equal(gw?.details?.node_name, name, `node ${name} says it is ${name}`);
+    const text = await run([PROXYCTL, 'status', '--settings', node.proxyd.settingsFile]);
+    t.match(text.stdout, new RegExp(`^  node: ${name}$`, 'm'), 'and in the text under the plugin row');
+  }
+});
+
+t.test('a token issued by one node is accepted by the other', async (t) => {
+  const token = await A.tokenOf('alice', 'pull,push', 'alice/token-test');
+  const image = await B.pushImage('alice/token-test', token, 'v1');
+  for (const node of [A, B]) {
+    const got = await node.call('GET', `/v2/alice/token-test/manifests/v1`, { token, headers: { Accept: 'application/vnd.oci.image.manifest.v1+json' } });
+    t.equal(got.status, 200);
+    t.equal(sha256(got.body), image.digest, 'the manifest B stored, served by either');
+  }
+  const refused = await B.call('GET', '/v2/alice/token-test/tags/list', { token: randomBytes(32).toString('base64url') });
+  t.equal(refused.status, 401, 'a token no node issued is refused');
+});
+
+t.test('an upload started on one node continues and completes on the other', async (t) => {
+  const token = await A.tokenOf('alice', 'pull,push', 'alice/upload-test');
+  // Hex text: the test client sends and reads bodies as UTF-8 strings.
+  const first = randomBytes(128 * 1024).toString('hex');
+  const second = randomBytes(50 * 1024).toString('hex');
+  const last = randomBytes(500).toString('hex');
+  const whole = first + second + last;
+  const digest = sha256(whole);
+  const started = await A.call('POST', '/v2/alice/upload-test/blobs/uploads/', { token });
+  t.equal(started.status, 202);
+  const location = started.headers.location!;
+  const chunk = (node: StandaloneGateway, method: string, path: string, body: string, start: number) =>
+    node.call(method, path, { token, body, headers: { 'Content-Type': 'application/octet-stream', 'Content-Range': `${start}-${start + body.length - 1}` } });
+  const onA = await chunk(A, 'PATCH', location, first, 0);
+  t.equal(onA.status, 202, 'first chunk on A');
+  t.equal(onA.headers.range, `0-${first.length - 1}`);
+  const status = await B.call('GET', new URL(onA.headers.location!, B.base).pathname, { token });
+  t.equal(status.status, 204, 'B knows the upload');
+  t.equal(status.headers.range, `0-${first.length - 1}`, 'and how far it is');
+  const onB = await chunk(B, 'PATCH', onA.headers.location!, second, first.length);
+  t.equal(onB.status, 202, 'second chunk on B');
+  t.equal(onB.headers.range, `0-${first.length + second.length - 1}`);
+  const put = new URL(onB.headers.location!, B.base);
+  put.searchParams.set('digest', digest);
+  const done = await chunk(B, 'PUT', put.pathname + put.search, last, first.length + second.length);
+  t.equal(done.status, 201, `completed on B: ${done.body}`);
+  for (const [name, node] of Object.entries(nodes)) {
+    const got = await node.call('GET', `/v2/alice/upload-test/blobs/${digest}`, { token });
+    t.equal(got.status, 200, `node ${name} serves the blob`);
+    t.equal(sha256(got.body), digest, `node ${name}: the same bytes`);
+  }
+});
+
+/** Distinct images (a random layer each), built once, pushed by the tests below. */
+const images: BuiltImage[] = [];
+for (let i = 0; i < 6; i++) images.push(await buildImage(join(work, 'images'), { name: `img${i}`, files: { '/etc/motd': `image ${i}\n` }, randomBytes: 3 * 1024 * 1024 }));
+const skopeoCache = join(work, 'skopeo-cache');
+
+/** Pull `repo:tag` from `address` into a fresh layout; the manifest digest got. */
+async function pulledDigest(address: string, ref: string, args: string[] = []): Promise<string> {
+  const out = join(work, 'pulled', `${ref.replace(/[/:]/g, '_')}-${randomBytes(4).toString('hex')}`);
+  await pullImage(`${address}/${ref}`, `oci:${out}:x`, { creds: ALICE, args });
+  const got = layoutManifest(out, 'x').digest;
+  rmSync(out, { recursive: true, force: true });
+  return got;
+}
+
+const direct = (node: StandaloneGateway) => new URL(node.proxyd.httpsUrl).host;
+
+t.test('a push through HAProxy is pullable from each node at once', async (t) => {
+  const image = images[0]!;
+  await pushImage(image.ref, `${haproxy.address}/alice/balanced:v1`, { creds: ALICE });
+  const expected = layoutManifest(image.layout, image.tag).digest;
+  const [fromA, fromB] = await Promise.all([pulledDigest(direct(A), 'alice/balanced:v1'), pulledDigest(direct(B), 'alice/balanced:v1')]);
+  t.equal(fromA, expected, 'from A');
+  t.equal(fromB, expected, 'from B');
+});
+
+/** GET /readyz on a new connection: the status, or the connection error's code. */
+function readyz(node: RunningProxyd): Promise<number | string> {
+  return new Promise((resolve) => {
+    const req = http.get(`${node.httpUrl}/readyz`, { agent: false }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+  });
+}
+
+t.test('failover: a node killed while pushes and pulls stream through HAProxy', async (t) => {
+  const base = images[0]!;
+  const baseDigest = layoutManifest(base.layout, base.tag).digest;
+  t.equal(await readyz(A.proxyd), 200, 'A is ready');
+  const pushed: Array<{ tag: string; digest: string }> = [];
+  const pushFailures: string[] = [];
+  let pulls = 0;
+  let killed = false;
+  let pushing = true;
+  const retry = ['--retry-times', '5'];
+
+  const pushLoop = (async () => {
+    for (let i = 1; i < images.length; i++) {
+      const image = images[i]!;
+      const tag = `alice/failover:v${i}`;
+      try {
+        await pushImage(image.ref, `${haproxy.address}/${tag}`, { creds: ALICE, args: retry, cacheDir: skopeoCache });
+        pushed.push({ tag, digest: layoutManifest(image.layout, image.tag).digest });
+      } catch (err) {
+        pushFailures.push(`${tag}: ${(err as Error).message.split('\n').slice(-1)[0]}`);
+      }
+    }
+    pushing = false;
+  })();
+  const pullLoop = (async () => {
+    const failures: string[] = [];
+    while (pushing || !killed) {
+      try {
+        const got = await pulledDigest(haproxy.address, 'alice/balanced:v1', retry);
+        if (got !== baseDigest) failures.push(`pull ${pulls}: ${got}, not ${baseDigest}`);
+      } catch (err) {
+        failures.push(`pull ${pulls}: ${(err as Error).message}`);
+      }
+      pulls++;
+    }
+    return failures;
+  })();
+
+  // Kill A once both loops have had a request go through.
+  while (pulls < 1 || pushed.length < 1) await new Promise((r) => setTimeout(r, 100));
+  A.proxyd.proc.kill('SIGKILL');
+  await A.proxyd.exited;
+  killed = true;
+  const pullsAtKill = pulls;
+  await haproxy.waitFor({ A: 'DOWN', B: 'UP' }, 15_000);
+  t.pass('HAProxy marks the killed node down');
+
+  const [pullFailures] = await Promise.all([pullLoop, pushLoop]);
+  t.same(pullFailures, [], `every pull through HAProxy succeeded (${pulls} pulls, ${pulls - pullsAtKill} after the kill)`);
+  t.ok(pulls > pullsAtKill, 'pulls went on after the kill');
+  t.comment(`pushes: ${pushed.length} succeeded, ${pushFailures.length} failed ${JSON.stringify(pushFailures)}`);
+  t.ok(pushed.length >= images.length - 2, 'pushes went on after the kill (at most the one in flight failed)');
+  for (const p of pushed) {
+    t.equal(await pulledDigest(direct(B), p.tag), p.digest, `${p.tag}, pushed with success, is whole on B`);
+  }
+
+  // Restarted on the same ports: HAProxy finds it up again, and it serves.
+  await A.restart();
+  await haproxy.waitFor({ A: 'UP', B: 'UP' }, 15_000);
+  t.pass('HAProxy marks the restarted node up');
+  t.equal(await readyz(A.proxyd), 200, 'the restarted node is ready');
+  for (const p of pushed) {
+    t.equal(await pulledDigest(direct(A), p.tag), p.digest, `${p.tag} served by the restarted A`);
+  }
+});
+
+t.test('/readyz: 200 while running; a stopping node refuses the check and HAProxy marks it down', async (t) => {
+  const a = A;
+  t.equal(await readyz(a.proxyd), 200);
+  // An upload left open keeps A draining (stopping) for a while after SIGTERM.
+  const token = await a.tokenOf('alice', 'pull,push', 'alice/drain');
+  const started = await a.call('POST', '/v2/alice/drain/blobs/uploads/', { token });
+  t.equal(started.status, 202);
+  const slow = http.request(new URL(started.headers.location!, a.base), { method: 'PATCH', headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/octet-stream' }, agent: false });
+  slow.on('error', () => {});
+  slow.write(randomBytes(1024));
+  await new Promise((r) => setTimeout(r, 200));
+  const stopping = a.proxyd.stop('SIGTERM');
+  await a.proxyd.waitForLog(/stopping; no longer accepting connections/);
+  t.equal(await readyz(a.proxyd), 'ECONNREFUSED', 'the check of a stopping node is refused');
+  await haproxy.waitFor({ A: 'DOWN', B: 'UP' }, 15_000);
+  t.pass('HAProxy marks the stopping node down');
+  slow.end(randomBytes(1024));
+  await stopping;
+});
