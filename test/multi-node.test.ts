@@ -14,13 +14,14 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { RunningHaproxy } from './helpers/haproxy.ts';
 import { buildImage, layoutManifest, pullImage, pushImage, sha256, type BuiltImage } from './helpers/images.ts';
 import { makePki } from './helpers/pki.ts';
-import { PROXYCTL, run, type RunningProxyd } from './helpers/proxyd.ts';
+import { request } from './helpers/http.ts';
+import { PROXYCTL, run, startProxyd, type RunningProxyd } from './helpers/proxyd.ts';
 import { StandaloneGateway } from './helpers/standalone-gateway.ts';
 
 t.setTimeout(300_000);
@@ -62,6 +63,20 @@ t.test('each node reports its node_name in proxyctl status', async (t) => {
     const text = await run([PROXYCTL, 'status', '--settings', node.proxyd.settingsFile]);
     t.match(text.stdout, new RegExp(`^  node: ${name}$`, 'm'), 'and in the text under the plugin row');
   }
+});
+
+t.test('node_name: a bad value is refused naming file and key; the default is the hostname', async (t) => {
+  for (const bad of ['node a', 'x'.repeat(65), '', 'nöde', 42]) {
+    const p = await startProxyd({ fixtures: false, plugins: { container_gateway: { enabled: true, sqlite_db_path: join(work, 'refused.db'), storage_path: join(work, 'refused'), node_name: bad } } });
+    const entry = (await request(`${p.httpUrl}/v2/features`)).json().container_gateway as { state: string; message?: string };
+    await p.stop();
+    t.equal(entry.state, 'failed', `${JSON.stringify(bad)}: container_gateway failed`);
+    t.match(entry.message, `${join(p.dir, 'settings.d', 'container_gateway.yml')}: setting 'node_name' must be this node's name`, `${JSON.stringify(bad)}: file, key and what is allowed`);
+  }
+  const p = await startProxyd({ fixtures: false, plugins: { container_gateway: { enabled: true, sqlite_db_path: join(work, 'default.db'), storage_path: join(work, 'default') } } });
+  t.teardown(() => p.stop());
+  const status = JSON.parse((await run([PROXYCTL, 'status', '--json', '--settings', p.settingsFile])).stdout) as { plugins: Array<{ name: string; details?: { node_name?: string } }> };
+  t.equal(status.plugins.find((x) => x.name === 'container_gateway')?.details?.node_name, hostname(), 'unset: the hostname');
 });
 
 t.test('a token issued by one node is accepted by the other', async (t) => {
@@ -149,7 +164,7 @@ t.test('failover: a node killed while pushes and pulls stream through HAProxy', 
   const base = images[0]!;
   const baseDigest = layoutManifest(base.layout, base.tag).digest;
   t.equal(await readyz(A.proxyd), 200, 'A is ready');
-  const pushed: Array<{ tag: string; digest: string }> = [];
+  const pushed: Array<{ tag: string; digest: string; afterKill: boolean }> = [];
   const pushFailures: string[] = [];
   let pulls = 0;
   let killed = false;
@@ -162,7 +177,7 @@ t.test('failover: a node killed while pushes and pulls stream through HAProxy', 
       const tag = `alice/failover:v${i}`;
       try {
         await pushImage(image.ref, `${haproxy.address}/${tag}`, { creds: ALICE, args: retry });
-        pushed.push({ tag, digest: layoutManifest(image.layout, image.tag).digest });
+        pushed.push({ tag, digest: layoutManifest(image.layout, image.tag).digest, afterKill: killed });
       } catch (err) {
         pushFailures.push(`${tag}: ${(err as Error).message.split('\n').slice(-1)[0]}`);
       }
@@ -183,21 +198,26 @@ t.test('failover: a node killed while pushes and pulls stream through HAProxy', 
     return failures;
   })();
 
-  // Kill A once both loops have had a request go through (or ended: the assertions below say why).
+  // Kill A once both loops have had a request go through, at a moment HAProxy
+  // has client connections open to it (or once the loops ended: the assertions below say why).
   const deadline = Date.now() + 60_000;
   while ((pulls < 1 || (pushed.length < 1 && pushing)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  let openOnA = 0;
+  while (openOnA === 0 && pushing && Date.now() < deadline) openOnA = (await haproxy.servers()).A?.sessions ?? 0;
   A.proxyd.proc.kill('SIGKILL');
   await A.proxyd.exited;
   killed = true;
   const pullsAtKill = pulls;
   await haproxy.waitFor({ A: 'DOWN', B: 'UP' }, 15_000);
   t.pass('HAProxy marks the killed node down');
+  t.ok(openOnA > 0, `A was killed with ${openOnA} client connection(s) open through HAProxy`);
 
   const [pullFailures] = await Promise.all([pullLoop, pushLoop]);
   t.same(pullFailures, [], `every pull through HAProxy succeeded (${pulls} pulls, ${pulls - pullsAtKill} after the kill)`);
   t.ok(pulls > pullsAtKill, 'pulls went on after the kill');
   t.comment(`pushes: ${pushed.length} succeeded, ${pushFailures.length} failed ${JSON.stringify(pushFailures)}`);
-  t.ok(pushed.length >= images.length - 2, 'pushes went on after the kill (at most the one in flight failed)');
+  t.ok(pushed.length >= images.length - 2, 'at most the push in flight at the kill failed');
+  t.ok(pushed.some((p) => p.afterKill), 'pushes through HAProxy succeeded after the kill');
   for (const p of pushed) {
     t.equal(await pulledDigest(direct(B), p.tag), p.digest, `${p.tag}, pushed with success, is whole on B`);
   }

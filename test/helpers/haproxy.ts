@@ -111,16 +111,19 @@ export class RunningHaproxy {
 
   /** Each server's status as HAProxy's health checks see it (UP, DOWN, UP 1/2, ...), by name. */
   async states(): Promise<Record<string, ServerStatus>> {
+    return Object.fromEntries(Object.entries(await this.servers()).map(([name, s]) => [name, s.status]));
+  }
+
+  /** Each server's row of `show stat`: its status and its connections open now (scur), by name. */
+  async servers(): Promise<Record<string, { status: ServerStatus; sessions: number }>> {
     const csv = await this.command('show stat');
     const [header, ...rows] = csv.replace(/^# /, '').trim().split('\n');
     const cols = header!.split(',');
-    const px = cols.indexOf('pxname');
-    const sv = cols.indexOf('svname');
-    const st = cols.indexOf('status');
-    const out: Record<string, ServerStatus> = {};
+    const at = (f: string[], col: string) => f[cols.indexOf(col)] ?? '';
+    const out: Record<string, { status: ServerStatus; sessions: number }> = {};
     for (const row of rows) {
       const f = row.split(',');
-      if (f[px] === this.backend && f[sv] !== 'BACKEND') out[f[sv]!] = f[st]!;
+      if (at(f, 'pxname') === this.backend && at(f, 'svname') !== 'BACKEND') out[at(f, 'svname')] = { status: at(f, 'status'), sessions: Number(at(f, 'scur')) };
     }
     return out;
   }
