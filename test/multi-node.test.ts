@@ -12,19 +12,30 @@
 // The database is one parameter (`database` below): the same file runs on any
 // database the gateway can share between nodes.
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { RunningHaproxy } from './helpers/haproxy.ts';
+import { HAPROXY_EXAMPLE, RunningHaproxy } from './helpers/haproxy.ts';
 import { buildImage, layoutManifest, pullImage, pushImage, sha256, type BuiltImage } from './helpers/images.ts';
 import { makePki } from './helpers/pki.ts';
 import { request } from './helpers/http.ts';
-import { PROXYCTL, run, startProxyd, type RunningProxyd } from './helpers/proxyd.ts';
+import { PROXYCTL, ROOT, run, startProxyd, type RunningProxyd } from './helpers/proxyd.ts';
 import { StandaloneGateway } from './helpers/standalone-gateway.ts';
 
 t.setTimeout(300_000);
+/** GET /readyz on a new connection: the status, or the connection error's code. */
+function readyz(node: RunningProxyd): Promise<number | string> {
+  return new Promise((resolve) => {
+    const req = http.get(`${node.httpUrl}/readyz`, { agent: false }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+  });
+}
+
 const work = mkdtempSync(join(tmpdir(), 'gw-multi-node-'));
 t.teardown(() => rmSync(work, { recursive: true, force: true }));
 const pki = makePki();
@@ -54,6 +65,18 @@ const { A, B } = nodes;
 await A.addUser('alice');
 const ALICE = 'alice:alice-pw';
 
+t.test("README's HAProxy configuration is the shipped example's, without its comments", async (t) => {
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+  const block = /^```haproxy\n([\s\S]*?)^```$/m.exec(readme)?.[1];
+  const directives = readFileSync(HAPROXY_EXAMPLE, 'utf8')
+    .split('\n')
+    .filter((line) => !line.trim().startsWith('#'))
+    .join('\n')
+    .replace(/\n{3,}/g, '\n\n')
+    .trim();
+  t.equal(block?.trim(), directives);
+});
+
 t.test('each node reports its node_name in proxyctl status', async (t) => {
   for (const [name, node] of Object.entries(nodes)) {
     const r = await run([PROXYCTL, 'status', '--json', '--settings', node.proxyd.settingsFile]);
@@ -69,7 +92,9 @@ t.test('node_name: a bad value is refused naming file and key; the default is th
   for (const bad of ['node a', 'x'.repeat(65), '', 'nöde', 42]) {
     const p = await startProxyd({ fixtures: false, plugins: { container_gateway: { enabled: true, sqlite_db_path: join(work, 'refused.db'), storage_path: join(work, 'refused'), node_name: bad } } });
     const entry = (await request(`${p.httpUrl}/v2/features`)).json().container_gateway as { state: string; message?: string };
+    const ready = await readyz(p);
     await p.stop();
+    t.equal(ready, 503, `${JSON.stringify(bad)}: /readyz answers 503, so HAProxy sends no traffic there`);
     t.equal(entry.state, 'failed', `${JSON.stringify(bad)}: container_gateway failed`);
     t.match(entry.message, `${join(p.dir, 'settings.d', 'container_gateway.yml')}: setting 'node_name' must be this node's name`, `${JSON.stringify(bad)}: file, key and what is allowed`);
   }
@@ -148,17 +173,6 @@ t.test('a push through HAProxy is pullable from each node at once', async (t) =>
   t.equal(fromA, expected, 'from A');
   t.equal(fromB, expected, 'from B');
 });
-
-/** GET /readyz on a new connection: the status, or the connection error's code. */
-function readyz(node: RunningProxyd): Promise<number | string> {
-  return new Promise((resolve) => {
-    const req = http.get(`${node.httpUrl}/readyz`, { agent: false }, (res) => {
-      res.resume();
-      resolve(res.statusCode ?? 0);
-    });
-    req.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
-  });
-}
 
 t.test('failover: a node killed while pushes and pulls stream through HAProxy', async (t) => {
   const base = images[0]!;
