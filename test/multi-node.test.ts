@@ -11,12 +11,17 @@
 // - each node reports its node_name in `proxyctl status --json`.
 // The database is one parameter (`database` below): the same file runs on any
 // database the gateway can share between nodes.
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import t from 'tap';
+import { SharedCounters } from '../plugins/container_gateway/backends/on-demand-records.ts';
+import { OnDemandStats } from '../plugins/container_gateway/backends/on-demand-stats.ts';
+import { STALE_MS, SyncRuns } from '../plugins/container_gateway/sync/runs.ts';
 import { HAPROXY_EXAMPLE, RunningHaproxy } from './helpers/haproxy.ts';
 import { buildImage, layoutManifest, pullImage, pushImage, sha256, type BuiltImage } from './helpers/images.ts';
 import { makePki } from './helpers/pki.ts';
@@ -102,6 +107,35 @@ t.test('node_name: a bad value is refused naming file and key; the default is th
   t.teardown(() => p.stop());
   const status = JSON.parse((await run([PROXYCTL, 'status', '--json', '--settings', p.settingsFile])).stdout) as { plugins: Array<{ name: string; details?: { node_name?: string } }> };
   t.equal(status.plugins.find((x) => x.name === 'container_gateway')?.details?.node_name, hostname(), 'unset: the hostname');
+});
+
+t.test('shared state names the node: the same pid on two nodes (as in containers) is two processes', async (t) => {
+  const db = new Database(database.sqlite_db_path as string);
+  t.teardown(() => db.close());
+  const running = new Set<number>();
+  const onA = new SyncRuns(db, () => running, 'A');
+  const onB = new SyncRuns(db, () => new Set(), 'B');
+  const started = onA.start(['org/app'], process.pid);
+  if (!('run' in started)) throw new Error('a sync is running already');
+  running.add(started.run.id);
+  const seenByB = onB.start(null, process.pid);
+  t.same('running' in seenByB && seenByB.running.id, started.run.id, "B sees A's sync running: not taken for one of its own processes that is gone");
+  onB.reap(Date.now() + STALE_MS + 1);
+  t.equal(onB.get(started.run.id)?.state, 'interrupted', 'once A stops reporting, B takes it for dead');
+  const gone = spawnSync('true').pid!;
+  const ownDead = onB.start(null, gone);
+  if (!('run' in ownDead)) throw new Error('a sync is running still');
+  onB.reap();
+  t.equal(onB.get(ownDead.run.id)?.state, 'interrupted', "a run of B's own whose process is gone: at once");
+
+  const statsA = Object.assign(new OnDemandStats(), { hits: 3 });
+  const countersA = new SharedCounters(db, statsA, 'A');
+  countersA.flush();
+  const countersB = new SharedCounters(db, new OnDemandStats(), 'B');
+  t.equal(countersA.totals().hits, 3, "B starting (same pid) leaves A's counts alone");
+  t.equal(countersB.totals().hits, 0, 'and counts its own');
+  countersA.close();
+  countersB.close();
 });
 
 t.test('a token issued by one node is accepted by the other', async (t) => {

@@ -92,7 +92,7 @@ export class Gateway {
       const stats = new OnDemandStats(metrics);
       const checks = new TagChecks(db.db);
       this.reader = this.main.proxyReader({ retries: 0 });
-      this.onDemand = { counters: new SharedCounters(db.db, stats), checks };
+      this.onDemand = { counters: new SharedCounters(db.db, stats, settings.node_name), checks };
       inner = new OnDemandBackend(inner, {
         store,
         db: db.db,

@@ -49,10 +49,11 @@ export interface OnDemandTotals {
 }
 
 /**
- * Counts of this daemon run, across its workers. A run is named by the
- * primary's pid (a single process is its own primary): a worker restarted
- * after a crash keeps adding to the same run, and rows of earlier runs are
- * deleted when a process of a new run starts.
+ * Counts of this daemon run, across its workers. A run is named by its node
+ * (node_name: several nodes may share the database) and the primary's pid (a
+ * single process is its own primary): a worker restarted after a crash keeps
+ * adding to the same run, and this node's rows of earlier runs are deleted
+ * when a process of a new run starts.
  */
 export class SharedCounters {
   private readonly statements: Statements;
@@ -64,12 +65,13 @@ export class SharedCounters {
   constructor(
     db: Database.Database,
     private readonly stats: OnDemandStats,
+    private readonly node: string,
   ) {
     this.statements = new Statements(db);
     db.transaction(() => {
-      this.statements.get('DELETE FROM on_demand_counters WHERE daemon != ?').run(this.daemon);
+      this.statements.get('DELETE FROM on_demand_counters WHERE node = ? AND daemon != ?').run(this.node, this.daemon);
       // A single process reusing an old pid starts from nothing too.
-      this.statements.get('DELETE FROM on_demand_counters WHERE worker = ?').run(this.worker);
+      this.statements.get('DELETE FROM on_demand_counters WHERE node = ? AND worker = ?').run(this.node, this.worker);
     }).immediate();
     this.timer = setInterval(() => this.flush(), FLUSH_MS);
     this.timer.unref();
@@ -82,10 +84,10 @@ export class SharedCounters {
     if (d.hits === 0 && d.misses === 0 && d.bytes === 0) return;
     this.statements
       .get(
-        `INSERT INTO on_demand_counters (daemon, worker, hits, misses, bytes_fetched) VALUES (?, ?, ?, ?, ?)
-         ON CONFLICT(daemon, worker) DO UPDATE SET hits = hits + excluded.hits, misses = misses + excluded.misses, bytes_fetched = bytes_fetched + excluded.bytes_fetched`,
+        `INSERT INTO on_demand_counters (node, daemon, worker, hits, misses, bytes_fetched) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT(node, daemon, worker) DO UPDATE SET hits = hits + excluded.hits, misses = misses + excluded.misses, bytes_fetched = bytes_fetched + excluded.bytes_fetched`,
       )
-      .run(this.daemon, this.worker, d.hits, d.misses, d.bytes);
+      .run(this.node, this.daemon, this.worker, d.hits, d.misses, d.bytes);
     this.flushed.hits = s.hits;
     this.flushed.misses = s.misses;
     this.flushed.bytesFetched = s.bytesFetched;
@@ -95,8 +97,8 @@ export class SharedCounters {
   totals(): OnDemandTotals {
     this.flush();
     const row = this.statements
-      .get('SELECT COALESCE(SUM(hits), 0) AS hits, COALESCE(SUM(misses), 0) AS misses, COALESCE(SUM(bytes_fetched), 0) AS bytes_fetched, COUNT(*) AS workers FROM on_demand_counters WHERE daemon = ?')
-      .get(this.daemon) as OnDemandTotals;
+      .get('SELECT COALESCE(SUM(hits), 0) AS hits, COALESCE(SUM(misses), 0) AS misses, COALESCE(SUM(bytes_fetched), 0) AS bytes_fetched, COUNT(*) AS workers FROM on_demand_counters WHERE node = ? AND daemon = ?')
+      .get(this.node, this.daemon) as OnDemandTotals;
     return row;
   }
 

@@ -1,6 +1,8 @@
 // Sync runs in SQLite (table sync_runs), so every worker process sees the
 // same state: at most one run is `running`; a running row whose process is
-// gone (SIGKILL) or that stopped reporting counts as `interrupted`.
+// gone (SIGKILL) or that stopped reporting counts as `interrupted`. A row
+// names its node too: where several share the database, only the node that
+// runs a sync can ask whether its process lives; the others go by its reports.
 import type Database from 'better-sqlite3';
 import { Statements } from '../db/statements.ts';
 import type { RetryNotice } from '../upstream/main-registry.ts';
@@ -43,6 +45,8 @@ interface Row {
   progress: string;
   error: string | null;
   pid: number;
+  /** node_name of the node running it ('' in rows from before nodes were named: this node's). */
+  node: string;
 }
 
 /** A running run that has not reported for this long is taken for dead (its pid may be reused). */
@@ -79,10 +83,11 @@ function toRun(row: Row): SyncRun {
 export class SyncRuns {
   private readonly statements: Statements;
 
-  /** `ownRuns`: ids this process is running right now (a row with our pid but not listed is a previous life's). */
+  /** `ownRuns`: ids this process is running right now (a row with our node and pid but not listed is a previous life's). */
   constructor(
     private readonly db: Database.Database,
     private readonly ownRuns: () => ReadonlySet<number>,
+    private readonly node: string,
   ) {
     this.statements = new Statements(db);
   }
@@ -91,11 +96,13 @@ export class SyncRuns {
     return this.statements.get(text);
   }
 
-  /** Mark running rows whose process is gone as interrupted. */
+  /** Mark running rows whose process is gone as interrupted (another node's: when it stopped reporting). */
   reap(now = Date.now()): void {
-    const rows = this.sql("SELECT id, pid, updated_at FROM sync_runs WHERE state = 'running'").all() as Array<Pick<Row, 'id' | 'pid' | 'updated_at'>>;
+    const rows = this.sql("SELECT id, pid, node, updated_at FROM sync_runs WHERE state = 'running'").all() as Array<Pick<Row, 'id' | 'pid' | 'node' | 'updated_at'>>;
     for (const r of rows) {
-      const dead = r.pid === process.pid ? !this.ownRuns().has(r.id) : !pidAlive(r.pid) || now - r.updated_at > STALE_MS;
+      const stale = now - r.updated_at > STALE_MS;
+      const here = r.node === this.node || r.node === '';
+      const dead = !here ? stale : r.pid === process.pid ? !this.ownRuns().has(r.id) : !pidAlive(r.pid) || stale;
       if (dead) {
         this.sql("UPDATE sync_runs SET state = 'interrupted', finished_at = ?, error = ? WHERE id = ? AND state = 'running'").run(
           now,
@@ -113,12 +120,13 @@ export class SyncRuns {
       this.reap(now);
       const running = this.sql("SELECT * FROM sync_runs WHERE state = 'running'").get() as Row | undefined;
       if (running) return { running: toRun(running) };
-      const id = this.sql("INSERT INTO sync_runs (state, repositories, started_at, updated_at, progress, pid) VALUES ('running', ?, ?, ?, ?, ?)").run(
+      const id = this.sql("INSERT INTO sync_runs (state, repositories, started_at, updated_at, progress, pid, node) VALUES ('running', ?, ?, ?, ?, ?, ?)").run(
         repositories === null ? null : JSON.stringify(repositories),
         now,
         now,
         JSON.stringify(emptyProgress()),
         pid,
+        this.node,
       ).lastInsertRowid;
       return { run: this.get(Number(id))! };
     }).immediate();
