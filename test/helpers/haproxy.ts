@@ -3,7 +3,7 @@
 // addresses and paths substituted, so that the example is what the tests
 // exercise: its timeouts, balance, retries and health checks. Stopped by PID.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -141,12 +141,14 @@ export class RunningHaproxy {
     }
   }
 
-  /** Stop the process (by its PID) and wait for it to exit. */
+  /** Stop the process (by its PID), wait for it to exit, remove its config and socket. */
   async stop(): Promise<void> {
-    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
-    const exited = new Promise((r) => this.proc.once('exit', r));
-    this.proc.kill('SIGTERM');
-    await exited;
+    if (this.proc.exitCode === null && this.proc.signalCode === null) {
+      const exited = new Promise((r) => this.proc.once('exit', r));
+      this.proc.kill('SIGTERM');
+      await exited;
+    }
+    rmSync(this.dir, { recursive: true, force: true });
   }
 }
 
