@@ -246,12 +246,16 @@ t.test('failover: a node killed while pushes and pulls stream through HAProxy', 
     return failures;
   })();
 
-  // Kill A once both loops have had a request go through, at a moment HAProxy
-  // has client connections open to it (or once the loops ended: the assertions below say why).
+  // Kill A once both loops have had a request go through (or the pushes ended:
+  // the assertions below say why), at a moment HAProxy has client connections open to it.
   const deadline = Date.now() + 60_000;
   while ((pulls < 1 || (pushed.length < 1 && pushing)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
   let openOnA = 0;
-  while (openOnA === 0 && pushing && Date.now() < deadline) openOnA = (await haproxy.servers()).A?.sessions ?? 0;
+  // (The pull loop runs until the kill, so there is traffic to catch.)
+  while (openOnA === 0 && Date.now() < deadline) {
+    openOnA = (await haproxy.servers()).A?.sessions ?? 0;
+    if (openOnA === 0) await new Promise((r) => setTimeout(r, 10));
+  }
   A.proxyd.proc.kill('SIGKILL');
   await A.proxyd.exited;
   killed = true;

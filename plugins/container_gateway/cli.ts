@@ -5,8 +5,9 @@
 // the gateway's admin API; what it answers decides the exit code: 1 refused or
 // not found (the daemon's message on stderr), 2 daemon unreachable or failing
 // (5xx), 64 usage (a bad name, an empty password, passwords that differ), 130
-// interrupted at the password prompt. `proxyctl status` shows the node name, the on-demand
-// counters and the last sync under the plugin's row (the `status` export).
+// interrupted at the password prompt. `proxyctl status` shows the on-demand
+// counters, the last sync and the node's name under the plugin's row (the
+// `status` export).
 import type { PluginCli } from '../../lib/plugins/api.ts';
 import { registerRepos } from './cli/repos.ts';
 import { registerStore } from './cli/store.ts';
