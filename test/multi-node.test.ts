@@ -21,6 +21,7 @@ import Database from 'better-sqlite3';
 import t from 'tap';
 import { SharedCounters } from '../plugins/container_gateway/backends/on-demand-records.ts';
 import { OnDemandStats } from '../plugins/container_gateway/backends/on-demand-stats.ts';
+import { UploadNotes } from '../plugins/container_gateway/store/upload-notes.ts';
 import { STALE_MS, SyncRuns } from '../plugins/container_gateway/sync/runs.ts';
 import { HAPROXY_EXAMPLE, RunningHaproxy } from './helpers/haproxy.ts';
 import { buildImage, layoutManifest, pullImage, pushImage, sha256, type BuiltImage } from './helpers/images.ts';
@@ -136,6 +137,16 @@ t.test('shared state names the node: the same pid on two nodes (as in containers
   t.equal(countersB.totals().hits, 0, 'and counts its own');
   countersA.close();
   countersB.close();
+});
+
+t.test("two nodes writing one upload's note at once never share a temporary file", async (t) => {
+  const dir = join(work, 'notes');
+  mkdirSync(dir);
+  const [onA, onB] = [new UploadNotes(dir), new UploadNotes(dir)];
+  const uuid = '0b6f7c1e-2222-4c3d-8e9f-00112233aabb';
+  const writes = await Promise.allSettled(Array.from({ length: 100 }, (_, i) => (i % 2 ? onA : onB).write(uuid, { durable: i })));
+  t.same(writes.filter((w) => w.status === 'rejected').map((w) => String((w as PromiseRejectedResult).reason)), [], 'every write succeeded');
+  t.ok((await onB.read(uuid))?.durable !== undefined, 'the note is whole');
 });
 
 t.test('a token issued by one node is accepted by the other', async (t) => {
