@@ -7,8 +7,11 @@
 // - one node killed (SIGKILL) while pushes and pulls stream through HAProxy:
 //   pulls go on (client retries allowed), no image whose push succeeded is
 //   lost, HAProxy marks the node down; restarted, it is marked up and serves;
-// - /readyz answers as HAProxy's check needs it (200 running, refused stopping);
-// - each node reports its node_name in `proxyctl status --json`.
+// - /readyz answers as HAProxy's check needs it (200 running, 503 failed,
+//   refused stopping);
+// - each node reports its node_name in `proxyctl status --json`, and shared
+//   state names the node (sync runs, on-demand counters); two nodes never
+//   share a temporary file of an upload's note.
 // The database is one parameter (`database` below): the same file runs on any
 // database the gateway can share between nodes.
 import { spawnSync } from 'node:child_process';
