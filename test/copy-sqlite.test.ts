@@ -57,13 +57,13 @@ function fill(db: Database.Database): void {
     INSERT INTO repository_blobs VALUES (3, 'sha256:aa'), (12, 'sha256:bb');
     INSERT INTO tags VALUES (3, 'latest', 'sha256:m1');
     INSERT INTO uploads VALUES ('u-1', 3, ${NOW});
-    INSERT INTO sync_runs (id, state, repositories, started_at, finished_at, updated_at, progress, error, pid) VALUES (4, 'failed', '["a"]', ${NOW}, ${NOW + 1}, ${NOW + 1}, '{}', 'boom', 4242);
+    INSERT INTO sync_runs (id, state, repositories, started_at, finished_at, updated_at, progress, error, pid, node) VALUES (4, 'failed', '["a"]', ${NOW}, ${NOW + 1}, ${NOW + 1}, '{}', 'boom', 4242, 'node-a');
     INSERT INTO user_namespaces VALUES (1, 'alice');
     INSERT INTO tag_order VALUES (3, 'latest', 2, 1, 'sha256:m1');
     INSERT INTO login_failures VALUES ('user:bob', 3, ${NOW});
     INSERT INTO login_cache VALUES ('bob', 'scrypt$y', ${NOW});
     INSERT INTO tag_checks VALUES (12, 'latest', ${NOW});
-    INSERT INTO on_demand_counters VALUES (100, 1, 5, 2, 123456789012);
+    INSERT INTO on_demand_counters VALUES ('node-a', 100, 1, 5, 2, 123456789012);
   `);
   db.prepare('INSERT INTO manifests VALUES (3, ?, ?, NULL, NULL, NULL, ?, ?)').run('sha256:m1', 'application/vnd.oci.image.manifest.v1+json', MANIFEST, NOW);
   db.prepare('INSERT INTO manifests VALUES (3, ?, ?, ?, ?, ?, ?, ?)').run('sha256:m2', 'application/vnd.oci.image.index.v1+json', 'application/x-sig', 'sha256:m1', '{"a":"b"}', MANIFEST, NOW);

@@ -6,9 +6,9 @@
 // not found (the daemon's message on stderr), 2 daemon unreachable or failing
 // (5xx), 64 usage (a bad name, an empty password, passwords that differ), 130
 // interrupted at the password prompt. `proxyctl status` shows the on-demand
-// counters and the last sync under the plugin's row (the `status` export).
-// `proxyctl db migrate` alone works without the daemon: it copies an SQLite
-// database into PostgreSQL directly (cli/db.ts).
+// counters, the last sync and the node's name under the plugin's row (the
+// `status` export). `proxyctl db migrate` alone works without the daemon: it
+// copies an SQLite database into PostgreSQL directly (cli/db.ts).
 import type { PluginCli } from '../../lib/plugins/api.ts';
 import { registerDb } from './cli/db.ts';
 import { registerRepos } from './cli/repos.ts';

@@ -111,7 +111,7 @@ export class Gateway {
       const stats = new OnDemandStats(metrics);
       const checks = new TagChecks(sql);
       this.reader = this.main.proxyReader({ retries: 0 });
-      this.onDemand = { counters: new SharedCounters(sql, stats), checks };
+      this.onDemand = { counters: new SharedCounters(sql, stats, settings.node_name), checks };
       inner = new OnDemandBackend(inner, {
         store,
         tagOrder: new TagOrder(sql),

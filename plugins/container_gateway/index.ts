@@ -1,6 +1,7 @@
 // The container gateway: the registry that podman, skopeo and docker talk to
 // on a smart proxy. Pulls are served from the content backend with access
 // decided from a SQLite cache that Katello keeps current.
+import { hostname } from 'node:os';
 import { definePlugin, type Logger } from '../../lib/plugins/api.ts';
 import { DbConnectionError, parseDbConnection } from './db/connection.ts';
 import { setUpGateway, type GatewayParts } from './parts.ts';
@@ -44,6 +45,7 @@ export default definePlugin<GatewaySettings & Record<string, unknown>, GatewayPa
       pulp_client_ssl_ca: ctx.settings.pulp_client_ssl_ca ?? g.foreman_ssl_ca,
       pulp_client_ssl_cert: ctx.settings.pulp_client_ssl_cert ?? g.foreman_ssl_cert,
       pulp_client_ssl_key: ctx.settings.pulp_client_ssl_key ?? g.foreman_ssl_key,
+      node_name: ctx.settings.node_name ?? defaultNodeName(),
     });
     if (!g.foreman_url && settings.content_backend === 'pulp') ctx.logger.warn('foreman_url is unset: logins (/v2/token) and host lookups are unavailable');
     if (!g.foreman_url) ctx.logger.info('standalone mode: users, tokens and repositories are managed here (proxyctl users, proxyctl repos)');
@@ -71,4 +73,10 @@ function downloadPolicy(asked: DownloadPolicy | undefined, backend: 'pulp' | 'lo
     return 'immediate';
   }
   return asked ?? (smartProxy ? 'on_demand' : 'immediate');
+}
+
+/** The machine's hostname, in the form node_name allows (its first label if it is longer than that). */
+function defaultNodeName(): string {
+  const name = hostname().replace(/[^A-Za-z0-9._-]/g, '-');
+  return (name.length > 64 ? name.split('.')[0]!.slice(0, 64) : name) || 'localhost';
 }

@@ -7,6 +7,7 @@ import { Gateway } from './gateway.ts';
 import { adminRouter } from './routes/admin.ts';
 import { grantsAdminRouter } from './routes/admin-grants.ts';
 import { flatpakIndexRouter } from './routes/flatpak-index.ts';
+import { nodeAdminRouter } from './routes/admin-node.ts';
 import { onDemandAdminRouter } from './routes/admin-on-demand.ts';
 import { storeAdminRouter } from './routes/admin-store.ts';
 import { syncAdminRouter } from './routes/admin-sync.ts';
@@ -60,6 +61,7 @@ async function build(ctx: PluginContext, settings: GatewaySettings, closers: Clo
     (s) => s.stop(),
   );
   ctx.router.use(syncAdminRouter(ctx.auth.trustedClient, syncs));
+  ctx.router.use(nodeAdminRouter(ctx.auth.trustedClient, settings.node_name));
   ctx.router.use(onDemandAdminRouter(ctx.auth.trustedClient, settings.download_policy, () => gateway.onDemand?.counters.totals()));
   const db = gateway.db;
   ctx.router.use(

@@ -61,6 +61,8 @@ export interface GatewaySettings {
   readonly manifest_check_interval: number;
   /** Upstream blob fetches of on-demand serving at once. */
   readonly on_demand_concurrency: number;
+  /** This node's name where several share one database and storage (default: the machine's hostname). */
+  readonly node_name: string;
 }
 
 export type DownloadPolicy = 'immediate' | 'on_demand' | 'streamed';
@@ -110,5 +112,6 @@ export const SETTINGS_SCHEMA: Record<string, PropertySchema> = {
   download_policy: { enum: ['immediate', 'on_demand', 'streamed'], description: 'immediate (sync and push only), on_demand (fetch a miss from the main server and keep it) or streamed (relay it, keep nothing)' },
   manifest_check_interval: { type: 'number', minimum: 0, default: 300, description: 'seconds (0 or more) a tag is served from the store before the main server is asked again (0: on every read)' },
   on_demand_concurrency: { type: 'integer', minimum: 1, maximum: 256, default: 8, description: 'a number of blob fetches from the main server at once (1 to 256)' },
+  node_name: { type: 'string', pattern: '^[A-Za-z0-9._-]{1,64}$', description: "this node's name: 1 to 64 of A-Z a-z 0-9 . _ - (default: the machine's hostname)" },
   pulpcore_api_endpoint: { type: 'string', pattern: '^(unix:/.+|https?://.+)$', default: 'unix:/run/pulpcore-api.sock', description: "'unix:/path/to.sock' or an http(s) URL" },
 };

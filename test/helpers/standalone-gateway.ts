@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { request, type Reply } from './http.ts';
 import type { CertPair, TestPki } from './pki.ts';
-import { startProxyd, type RunningProxyd } from './proxyd.ts';
+import { launch, PROXYD, startProxyd, type RunningProxyd } from './proxyd.ts';
 
 export const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 export const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
@@ -75,7 +75,7 @@ export class StandaloneGateway {
   readonly base: string;
 
   private constructor(
-    readonly proxyd: RunningProxyd,
+    public proxyd: RunningProxyd,
     readonly dbPath: string,
     readonly storage: string,
     private readonly pki: TestPki | undefined,
@@ -97,6 +97,14 @@ export class StandaloneGateway {
 
   stop(): Promise<number | null> {
     return this.proxyd.stop();
+  }
+
+  /** Start the daemon again (after it stopped or was killed) with the same settings and ports. */
+  async restart(): Promise<void> {
+    const old = this.proxyd;
+    await old.stop();
+    const port = (url: string) => Number(new URL(url).port);
+    this.proxyd = await launch([PROXYD, '--settings', old.settingsFile], { dir: old.dir, settingsFile: old.settingsFile, httpPort: port(old.httpUrl), httpsPort: port(old.httpsUrl) });
   }
 
   /** The challenge of this gateway's HTTP listener. */

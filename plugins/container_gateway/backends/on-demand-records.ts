@@ -43,10 +43,11 @@ export interface OnDemandTotals {
 }
 
 /**
- * Counts of this daemon run, across its workers. A run is named by the
- * primary's pid (a single process is its own primary): a worker restarted
- * after a crash keeps adding to the same run, and rows of earlier runs are
- * deleted when a process of a new run starts.
+ * Counts of this daemon run, across its workers. A run is named by its node
+ * (node_name: several nodes may share the database) and the primary's pid (a
+ * single process is its own primary): a worker restarted after a crash keeps
+ * adding to the same run, and this node's rows of earlier runs are deleted
+ * when a process of a new run starts.
  */
 export class SharedCounters {
   private readonly daemon = cluster.isWorker ? process.ppid : process.pid;
@@ -57,14 +58,15 @@ export class SharedCounters {
   constructor(
     private readonly sql: Sql,
     private readonly stats: OnDemandStats,
+    private readonly node: string,
   ) {}
 
   /** Drop the rows of earlier runs, then flush every second. */
   async start(): Promise<void> {
     await this.sql.transaction(async (tx) => {
-      await tx.run('DELETE FROM on_demand_counters WHERE daemon != ?', [this.daemon]);
+      await tx.run('DELETE FROM on_demand_counters WHERE node = ? AND daemon != ?', [this.node, this.daemon]);
       // A single process reusing an old pid starts from nothing too.
-      await tx.run('DELETE FROM on_demand_counters WHERE worker = ?', [this.worker]);
+      await tx.run('DELETE FROM on_demand_counters WHERE node = ? AND worker = ?', [this.node, this.worker]);
     });
     // A failed flush keeps its counts for the next one.
     this.timer = setInterval(() => void this.flush().catch(() => undefined), FLUSH_MS);
@@ -82,10 +84,10 @@ export class SharedCounters {
     this.flushed.bytesFetched += d.bytes;
     try {
       await this.sql.run(
-        `INSERT INTO on_demand_counters (daemon, worker, hits, misses, bytes_fetched) VALUES (?, ?, ?, ?, ?)
-         ON CONFLICT(daemon, worker) DO UPDATE SET hits = on_demand_counters.hits + excluded.hits, misses = on_demand_counters.misses + excluded.misses,
+        `INSERT INTO on_demand_counters (node, daemon, worker, hits, misses, bytes_fetched) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT(node, daemon, worker) DO UPDATE SET hits = on_demand_counters.hits + excluded.hits, misses = on_demand_counters.misses + excluded.misses,
            bytes_fetched = on_demand_counters.bytes_fetched + excluded.bytes_fetched`,
-        [this.daemon, this.worker, d.hits, d.misses, d.bytes],
+        [this.node, this.daemon, this.worker, d.hits, d.misses, d.bytes],
       );
     } catch (err) {
       this.flushed.hits -= d.hits;
@@ -99,8 +101,8 @@ export class SharedCounters {
   async totals(): Promise<OnDemandTotals> {
     await this.flush();
     const row = await this.sql.get<Record<keyof OnDemandTotals, number | string>>(
-      'SELECT COALESCE(SUM(hits), 0) AS hits, COALESCE(SUM(misses), 0) AS misses, COALESCE(SUM(bytes_fetched), 0) AS bytes_fetched, COUNT(*) AS workers FROM on_demand_counters WHERE daemon = ?',
-      [this.daemon],
+      'SELECT COALESCE(SUM(hits), 0) AS hits, COALESCE(SUM(misses), 0) AS misses, COALESCE(SUM(bytes_fetched), 0) AS bytes_fetched, COUNT(*) AS workers FROM on_demand_counters WHERE node = ? AND daemon = ?',
+      [this.node, this.daemon],
     );
     return { hits: Number(row!.hits), misses: Number(row!.misses), bytes_fetched: Number(row!.bytes_fetched), workers: Number(row!.workers) };
   }

@@ -1,5 +1,5 @@
 // `proxyctl sync` (mirroring from the main server, followed with --wait) and
-// the `status` hook: on-demand counters and the last sync under the plugin's row.
+// the `status` hook: the last sync, on-demand counters and the node's name under the plugin's row.
 import type { Command } from 'commander';
 import { CliExit, type DaemonTarget, type PluginCli, type PluginStatusHook } from '../../../lib/plugins/api.ts';
 import { progressLine, statusLine, summary, type RunView } from '../sync/render.ts';
@@ -78,10 +78,10 @@ function onDemandLine(v: OnDemandView): string | undefined {
 /**
  * `proxyctl status`: under container_gateway's row, the on-demand counters
  * (where the policy fetches from the main server) and the last sync (where
- * one ran); each left out where the daemon has none.
+ * one ran), each left out where the daemon has none, then the node's name.
  */
 export const status: PluginStatusHook = async (target) => {
-  const [sync, onDemand] = await Promise.all([target.http.get(SYNC), target.http.get(`${ADMIN}/on_demand`)]);
+  const [node, sync, onDemand] = await Promise.all([target.http.get(`${ADMIN}/node`), target.http.get(SYNC), target.http.get(`${ADMIN}/on_demand`)]);
   const lines: string[] = [];
   const data: Record<string, unknown> = {};
   if (sync.status === 200) {
@@ -94,6 +94,13 @@ export const status: PluginStatusHook = async (target) => {
     data.on_demand = view;
     const line = onDemandLine(view);
     if (line) lines.push(line);
+  }
+  if (node.status === 200) {
+    const name = (node.data as { node_name?: unknown }).node_name;
+    if (typeof name === 'string') {
+      data.node_name = name;
+      lines.push(`node: ${name}`);
+    }
   }
   return lines.length > 0 || Object.keys(data).length > 0 ? { lines, data } : undefined;
 };

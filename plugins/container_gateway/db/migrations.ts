@@ -137,4 +137,18 @@ export const MIGRATIONS: readonly string[] = [
      bytes_fetched INTEGER NOT NULL DEFAULT 0,
      PRIMARY KEY (daemon, worker)
    ) WITHOUT ROWID;`,
+  // Several nodes may share the database: a process is named by its node and
+  // its pid (pids repeat across machines, and in containers). Counters start
+  // from nothing at every daemon start anyway: the old table is simply replaced.
+  `ALTER TABLE sync_runs ADD COLUMN node TEXT NOT NULL DEFAULT '';
+   DROP TABLE on_demand_counters;
+   CREATE TABLE on_demand_counters (
+     node TEXT NOT NULL,
+     daemon INTEGER NOT NULL,
+     worker INTEGER NOT NULL,
+     hits INTEGER NOT NULL DEFAULT 0,
+     misses INTEGER NOT NULL DEFAULT 0,
+     bytes_fetched INTEGER NOT NULL DEFAULT 0,
+     PRIMARY KEY (node, daemon, worker)
+   ) WITHOUT ROWID;`,
 ];

@@ -142,10 +142,22 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
      bytes_fetched BIGINT NOT NULL DEFAULT 0,
      PRIMARY KEY (daemon, worker)
    );`,
+  // SQLite migration 9: a process is named by its node and its pid.
+  `ALTER TABLE sync_runs ADD COLUMN node TEXT NOT NULL DEFAULT '';
+   DROP TABLE on_demand_counters;
+   CREATE TABLE on_demand_counters (
+     node TEXT NOT NULL,
+     daemon BIGINT NOT NULL,
+     worker BIGINT NOT NULL,
+     hits BIGINT NOT NULL DEFAULT 0,
+     misses BIGINT NOT NULL DEFAULT 0,
+     bytes_fetched BIGINT NOT NULL DEFAULT 0,
+     PRIMARY KEY (node, daemon, worker)
+   );`,
 ];
 
 /** The SQLite migration count the PostgreSQL schema above equals (db/copy-sqlite.ts copies from that version only). */
-export const SQLITE_SCHEMA_VERSION = 8;
+export const SQLITE_SCHEMA_VERSION = 9;
 
 /** Held (per transaction) by whichever node is migrating. */
 const MIGRATION_LOCK = advisoryLockKey('container_gateway schema migrations');

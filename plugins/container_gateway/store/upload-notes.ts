@@ -10,13 +10,14 @@
 // without a note (created, nothing appended yet, or a note that did not
 // survive) counts 0 bytes: the client sends everything again.
 //
-// Notes are replaced atomically (temporary file, rename; one temporary name
-// per session, as operations on a session run one at a time); a note lost or
-// older than the file only ever lowers the count, never raises it.
+// Notes are replaced atomically (temporary file, rename; a temporary name of
+// its own for each write, as processes of other workers or nodes may write a
+// session's note at the same time); a note lost or older than the file only
+// ever lowers the count, never raises it.
 import type fs from 'node:fs';
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { unlinkQuiet } from './store-files.ts';
+import { randomSuffix, unlinkQuiet } from './store-files.ts';
 
 export type FileId = Pick<fs.BigIntStats, 'dev' | 'ino' | 'birthtimeNs' | 'size' | 'mtimeNs'>;
 
@@ -30,8 +31,11 @@ export function sameFile(a: FileId, b: FileId): boolean {
 
 /** `<uuid>.state`: the note of an upload session. */
 export const NOTE_NAME = /^[0-9a-f-]{36}\.state$/;
-/** `.state-<uuid>.tmp`: a note being written (left over only by a crash; removed with its session). */
-export const NOTE_TMP = /^\.state-[0-9a-f-]{36}\.tmp$/;
+/**
+ * `.state-<uuid>.<random>.tmp` (and `.state-<uuid>.tmp` of earlier versions): a
+ * note being written, left over only by a crash; gc removes it once old.
+ */
+export const NOTE_TMP = /^\.state-[0-9a-f-]{36}(\.[0-9a-f]{16})?\.tmp$/;
 
 export interface UploadNote {
   durable: number;
@@ -96,13 +100,13 @@ export class UploadNotes {
     return whole && note?.hex ? { size, hex: note.hex } : { size };
   }
 
-  /** The note, and a temporary one a crash may have left. */
+  /** The note, and the temporary one an earlier version may have left (newer ones go with gc). */
   async remove(uuid: string): Promise<void> {
     await unlinkQuiet(this.path(uuid));
-    await unlinkQuiet(this.tmpPath(uuid));
+    await unlinkQuiet(join(this.uploadsDir, `.state-${uuid}.tmp`));
   }
 
   private tmpPath(uuid: string): string {
-    return join(this.uploadsDir, `.state-${uuid}.tmp`);
+    return join(this.uploadsDir, `.state-${uuid}.${randomSuffix()}.tmp`);
   }
 }

@@ -1,6 +1,8 @@
 // Sync runs in the database (table sync_runs), so every worker process sees the
 // same state: at most one run is `running`; a running row whose process is
-// gone (SIGKILL) or that stopped reporting counts as `interrupted`.
+// gone (SIGKILL) or that stopped reporting counts as `interrupted`. A row
+// names its node too: where several share the database, only the node that
+// runs a sync can ask whether its process lives; the others go by its reports.
 import type { Sql, SqlQueries } from '../db/sql.ts';
 import type { RetryNotice } from '../upstream/main-registry.ts';
 
@@ -42,6 +44,8 @@ interface Row {
   progress: string;
   error: string | null;
   pid: number;
+  /** node_name of the node running it ('' in rows from before nodes were named: this node's). */
+  node: string;
 }
 
 /** A running run that has not reported for this long is taken for dead (its pid may be reused). */
@@ -76,17 +80,20 @@ function toRun(row: Row): SyncRun {
 }
 
 export class SyncRuns {
-  /** `ownRuns`: ids this process is running right now (a row with our pid but not listed is a previous life's). */
+  /** `ownRuns`: ids this process is running right now (a row with our node and pid but not listed is a previous life's). */
   constructor(
     private readonly sql: Sql,
     private readonly ownRuns: () => ReadonlySet<number>,
+    private readonly node: string,
   ) {}
 
-  /** Mark running rows whose process is gone as interrupted. */
+  /** Mark running rows whose process is gone as interrupted (another node's: when it stopped reporting). */
   async reap(now = Date.now(), q: SqlQueries = this.sql): Promise<void> {
-    const rows = await q.all<Pick<Row, 'id' | 'pid' | 'updated_at'>>("SELECT id, pid, updated_at FROM sync_runs WHERE state = 'running'");
+    const rows = await q.all<Pick<Row, 'id' | 'pid' | 'node' | 'updated_at'>>("SELECT id, pid, node, updated_at FROM sync_runs WHERE state = 'running'");
     for (const r of rows) {
-      const dead = r.pid === process.pid ? !this.ownRuns().has(r.id) : !pidAlive(r.pid) || now - Number(r.updated_at) > STALE_MS;
+      const stale = now - Number(r.updated_at) > STALE_MS;
+      const here = r.node === this.node || r.node === '';
+      const dead = !here ? stale : r.pid === process.pid ? !this.ownRuns().has(r.id) : !pidAlive(r.pid) || stale;
       if (dead) {
         await q.run("UPDATE sync_runs SET state = 'interrupted', finished_at = ?, error = ? WHERE id = ? AND state = 'running'", [
           now,
@@ -104,12 +111,13 @@ export class SyncRuns {
       await this.reap(now, tx);
       const running = await tx.get<Row>("SELECT * FROM sync_runs WHERE state = 'running'");
       if (running) return { running: toRun(running) };
-      const row = await tx.get<Row>("INSERT INTO sync_runs (state, repositories, started_at, updated_at, progress, pid) VALUES ('running', ?, ?, ?, ?, ?) RETURNING *", [
+      const row = await tx.get<Row>("INSERT INTO sync_runs (state, repositories, started_at, updated_at, progress, pid, node) VALUES ('running', ?, ?, ?, ?, ?, ?) RETURNING *", [
         repositories === null ? null : JSON.stringify(repositories),
         now,
         now,
         JSON.stringify(emptyProgress()),
         pid,
+        this.node,
       ]);
       return { run: toRun(row!) };
     });

@@ -53,7 +53,7 @@ export class SyncService {
   private readonly active = new Map<number, Active>();
 
   constructor(private readonly deps: SyncDependencies) {
-    this.runs = new SyncRuns(deps.db.sql, () => new Set(this.active.keys()));
+    this.runs = new SyncRuns(deps.db.sql, () => new Set(this.active.keys()), deps.settings.node_name);
   }
 
   /** Why this gateway cannot sync (a configuration matter), or undefined. */
