@@ -4,6 +4,12 @@
 // embedded store or Pulp; in smart-proxy mode wrapped to forward writes, and
 // with the embedded store and download_policy on_demand or streamed, wrapped
 // first to fetch what the store lacks (Forwarding(OnDemand(Embedded))).
+//
+// The manifest cache is the one thing a process keeps in memory that a change
+// made through another process sharing the database would leave stale (users,
+// tokens, logins, host and repository lists, tag checks are read from the
+// database each time). So every clearing of it is sent to the others too, on
+// one notification channel, and each listens from start to stop.
 import type { Request, Response } from 'express';
 import type { Logger, PluginContext } from '../../lib/plugins/api.ts';
 import { AccessLayer } from './access/access-layer.ts';
@@ -35,6 +41,11 @@ import { StoreMirror } from './sync/mirror.ts';
 
 export type { LocalStore };
 
+/** Where a process says it emptied its manifest cache: the payload is a repository name, or EVERY_REPOSITORY. */
+export const CONTENT_CHANGES = 'container_gateway_content';
+/** Not a repository name (the grammar has no '*'). */
+export const EVERY_REPOSITORY = '*';
+
 export class Gateway {
   readonly db: GatewayDb;
   /** The main server (smart-proxy mode): where pushes go, syncs read and logins are decided. */
@@ -62,12 +73,18 @@ export class Gateway {
   readonly metrics: GatewayMetrics;
   /** The main server as this proxy's account for on-demand reads: one client, its tokens reused, never retried. */
   private readonly reader: MainRegistry | undefined;
+  /** Stops listening for the other processes' cache clearings. */
+  private unlisten: (() => Promise<void>) | undefined;
 
   /** Open the database (migrated before anything is served), then build the parts over it; a failure closes it. */
   static async open(settings: GatewaySettings, ctx: PluginContext): Promise<Gateway> {
     const database = await openDatabase(settings, ctx.logger);
     try {
       const gateway = new Gateway(settings, ctx, database);
+      gateway.unlisten = await database.cluster.listen(CONTENT_CHANGES, {
+        onPayload: (payload) => gateway.manifests.clear(payload === EVERY_REPOSITORY ? undefined : payload),
+        onMissed: () => gateway.manifests.clear(),
+      });
       await gateway.onDemand?.counters.start();
       ctx.logger.info(`database: ${database.description}`);
       return gateway;
@@ -124,7 +141,7 @@ export class Gateway {
         logger: ctx.logger,
       });
     }
-    const clearManifests = () => this.manifests.clear();
+    const clearManifests = (name: string) => this.clearManifests(name);
     // Smart-proxy mode: writes go to the main server, and what it stored is kept here too.
     this.content = this.main
       ? new ForwardingBackend(inner, { main: this.main, local: this.mirror, db, settings, clearManifests, origin: (req) => this.origin(req) })
@@ -143,11 +160,18 @@ export class Gateway {
 
   /** Katello's repository_list or a sync changed what the main server has: the next tag read asks it (of `name` only, when given). */
   async contentChanged(name?: string): Promise<void> {
-    this.manifests.clear();
+    await this.clearManifests(name);
     await this.onDemand?.checks.invalidate(name);
   }
 
+  /** Empty the manifest cache (of `name` only, when given) here and in every process sharing the database. */
+  async clearManifests(name?: string): Promise<void> {
+    this.manifests.clear(name);
+    await this.database.cluster.notify(CONTENT_CHANGES, name ?? EVERY_REPOSITORY);
+  }
+
   async close(): Promise<void> {
+    await this.unlisten?.();
     await this.content.close?.();
     await this.onDemand?.counters.close();
     this.fetches?.close();

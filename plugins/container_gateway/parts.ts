@@ -51,7 +51,7 @@ async function build(ctx: PluginContext, settings: GatewaySettings, closers: Clo
   if (!gateway.standalone) ctx.router.use(managementRouter(gateway));
   if (store) {
     ctx.router.use(
-      storeAdminRouter(ctx.auth.trustedClient, { store: () => store, reclaimUnlisted: () => gateway.db.reclaimUnlisted() }, settings.gc_grace_period * 1000, settings.upload_purge_age * 1000),
+      storeAdminRouter(ctx.auth.trustedClient, { store: () => store, reclaimUnlisted: () => gateway.db.reclaimUnlisted(), exclusively: (key, fn) => gateway.database.cluster.withAdvisoryLock(key, fn), node: settings.node_name }, settings.gc_grace_period * 1000, settings.upload_purge_age * 1000),
     );
   }
   const syncs = closers.add(

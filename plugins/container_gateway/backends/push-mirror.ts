@@ -28,8 +28,8 @@ export interface PushMirrorDependencies {
   main: MainServer;
   db: GatewayDb;
   settings: GatewaySettings;
-  /** Manifests cached from the main server are stale once a push changed a tag. */
-  clearManifests(): void;
+  /** Manifests cached from the main server are stale once a push changed a tag (of `name`), on every node. */
+  clearManifests(name: string): Promise<void>;
 }
 
 export interface UploadTee {
@@ -193,7 +193,7 @@ export class PushMirror {
       const digest = sha256Digest(body);
       await store.index.putManifest(repositoryId, manifestRecord(digest, body, parsed));
       if (!isDigest) await this.tagAsTheMainServer(repositoryId, name, reference, digest);
-      this.deps.clearManifests();
+      await this.deps.clearManifests(name);
     } catch (err) {
       this.warn(`${name}:${reference} pushed to the main server but not stored here (the next sync will)`, err);
     }
@@ -224,7 +224,7 @@ export class PushMirror {
     if (id === undefined) return;
     if (isDigest) await this.store!.index.deleteManifest(id, reference);
     else await this.store!.index.deleteTag(id, reference);
-    this.deps.clearManifests();
+    await this.deps.clearManifests(name);
   }
 
   /** Reads from the main server as the pusher (who can read what they just pushed). */

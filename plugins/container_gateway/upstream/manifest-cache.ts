@@ -3,7 +3,9 @@
 // still decided per request before the cache is consulted. Entries live for
 // manifest_cache_ttl seconds, the whole cache is bounded in bytes, concurrent
 // misses for one key share one fetch, and Katello's repository_list call (sent
-// after every capsule sync) empties it so synced tags are fresh at once.
+// after every capsule sync) empties it so synced tags are fresh at once. Each
+// process has its own; the gateway tells the others sharing its database
+// when it empties its own (gateway.ts).
 
 export interface CachedManifest {
   body: Buffer;
@@ -67,9 +69,15 @@ export class ManifestCache {
     this.entries.delete(key);
   }
 
-  clear(): void {
-    this.entries.clear();
-    this.bytes = 0;
+  /** Drop the entries of repository `name`, or every entry. */
+  clear(name?: string): void {
+    if (name === undefined) {
+      this.entries.clear();
+      this.bytes = 0;
+      return;
+    }
+    const prefix = `${name}\u0000`; // as key() begins
+    for (const k of [...this.entries.keys()]) if (k.startsWith(prefix)) this.delete(k);
   }
 
   /** Run `work` once for concurrent callers of the same key. */
