@@ -32,7 +32,7 @@ import type { MainRegistry } from './upstream/main-registry.ts';
 import { MainServer } from './upstream/main-server.ts';
 import { ManifestCache } from './upstream/manifest-cache.ts';
 import { BlobFetches } from './store/blob-fetches.ts';
-import { BlobStore } from './store/blob-store.ts';
+import { BlobStore, type UploadLock } from './store/blob-store.ts';
 import { ContentIndex } from './store/content-index.ts';
 import { TagOrder } from './store/tag-order.ts';
 import type { LocalStore } from './store/local-store.ts';
@@ -103,7 +103,9 @@ export class Gateway {
     const sql = database.sql;
     this.logger = ctx.logger;
     this.db = new GatewayDb(sql);
-    const store = settings.content_backend === 'local' ? { blobs: new BlobStore(settings.storage_path), index: new ContentIndex(sql) } : undefined;
+    // An upload is written by one node at a time: the others answer it is busy (backends/embedded-uploads.ts).
+    const uploadLock: UploadLock = (uuid, fn) => database.cluster.withSharedConnectionLock(`container_gateway upload ${uuid}`, fn);
+    const store = settings.content_backend === 'local' ? { blobs: new BlobStore(settings.storage_path, { uploadLock }), index: new ContentIndex(sql) } : undefined;
     const metrics = (this.metrics = new GatewayMetrics(ctx.metrics, store ? 'store' : 'pulp', store ? () => store.index.totals() : undefined));
     this.logins = new LoginGuard(sql, settings, ctx.logger, metrics);
     this.manifests = new ManifestCache(settings.manifest_cache_ttl * 1000, 32 * 1024 * 1024, (hit) => metrics.manifestLookup(hit));

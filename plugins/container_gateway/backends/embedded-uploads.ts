@@ -2,10 +2,16 @@
 // cross-repository mount; chunks in order only (416 otherwise). Bytes go to a
 // temporary file, are verified against the digest, then renamed: never a
 // partial blob.
+//
+// An upload another node is writing right now (a second request on the same
+// session at once, e.g. a retry through the load balancer) is answered as
+// distribution answers a chunk it cannot take at its place: 416 RANGE_INVALID,
+// with the Range held so far; the client asks where to resume (GET) and goes
+// on from there, and nothing of the other request's write is disturbed.
 import type { Request, Response } from 'express';
 import { RegistryError } from '../oci/errors.ts';
 import type { LocalStore } from '../store/local-store.ts';
-import { DigestMismatchError, SizeMismatchError, UploadRangeError } from '../store/blob-store.ts';
+import { DigestMismatchError, SizeMismatchError, UploadBusyError, UploadRangeError } from '../store/blob-store.ts';
 import { checkDigest, isSha256Digest } from '../oci/grammar.ts';
 
 function uploadHeaders(req: Request, res: Response, name: string, uuid: string, size: number): void {
@@ -112,8 +118,15 @@ async function appendChunk(store: LocalStore, req: Request, res: Response, name:
       uploadHeaders(req, res, name, uuid, err.size);
       throw new RegistryError('RANGE_INVALID', `the chunk must start at ${err.size}`, { expectedStart: err.size });
     }
-    throw err;
+    return busy(store, req, res, name, uuid, err);
   }
+}
+
+/** Another request holds the upload: 416 with what it holds so far (see the header); any other error is rethrown. */
+async function busy(store: LocalStore, req: Request, res: Response, name: string, uuid: string, err: unknown): Promise<never> {
+  if (!(err instanceof UploadBusyError)) throw err;
+  uploadHeaders(req, res, name, uuid, (await store.blobs.uploadSize(uuid).catch(() => undefined)) ?? 0);
+  throw new RegistryError('RANGE_INVALID', 'another request is writing to this upload: ask where it stands (GET) and resume from there', { uuid });
 }
 
 export async function finishUpload(store: LocalStore, req: Request, res: Response, name: string, repositoryId: number, uuid: string): Promise<void> {
@@ -127,6 +140,7 @@ export async function finishUpload(store: LocalStore, req: Request, res: Respons
     const { size } = await store.blobs.commit(uuid, digest);
     await store.index.linkBlob(repositoryId, digest, size);
   } catch (err) {
+    if (err instanceof UploadBusyError) return busy(store, req, res, name, uuid, err);
     // A failed verification ends the session: the client starts over.
     await store.index.endUpload(uuid);
     await store.blobs.cancel(uuid).catch(() => undefined);
@@ -146,7 +160,11 @@ export async function uploadStatus(store: LocalStore, req: Request, res: Respons
 
 export async function cancelUpload(store: LocalStore, res: Response, repositoryId: number, uuid: string): Promise<void> {
   await session(store, repositoryId, uuid);
+  // The file first: an upload another node is writing stays whole (and known).
+  await store.blobs.cancel(uuid).catch((err: unknown) => {
+    if (err instanceof UploadBusyError) throw new RegistryError('RANGE_INVALID', 'another request is writing to this upload: cancel it once that has ended', { uuid });
+    throw err;
+  });
   await store.index.endUpload(uuid);
-  await store.blobs.cancel(uuid);
   res.status(204).end();
 }

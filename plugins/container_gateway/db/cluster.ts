@@ -24,6 +24,12 @@ export interface Cluster {
    * it: then answers `{locked: false}` at once, without waiting or running `fn`.
    */
   withAdvisoryLock<T>(key: string, fn: () => Promise<T>): Promise<LockResult<T>>;
+  /**
+   * The same, for locks a process holds many of at once, briefly (one per
+   * upload being written): they all share one connection of their own
+   * instead of taking one pooled connection each.
+   */
+  withSharedConnectionLock<T>(key: string, fn: () => Promise<T>): Promise<LockResult<T>>;
   /** Calls the listener for each message on `channel` until the returned function is called. */
   listen(channel: string, listener: NotificationListener): Promise<() => Promise<void>>;
   /** Sends `payload` (at most 7999 bytes) to every listener of `channel` on every node. */
@@ -44,6 +50,10 @@ export class LocalCluster implements Cluster {
     } finally {
       this.held.delete(key);
     }
+  }
+
+  withSharedConnectionLock<T>(key: string, fn: () => Promise<T>): Promise<LockResult<T>> {
+    return this.withAdvisoryLock(key, fn);
   }
 
   async listen(channel: string, listener: NotificationListener): Promise<() => Promise<void>> {

@@ -3,7 +3,8 @@
 // that a change on one node reaches the caches of all. Listening needs a
 // connection of its own that stays open (a pooled one is handed to others);
 // when it drops, it is opened again and every listener is told that messages
-// may have been missed meanwhile.
+// may have been missed meanwhile. The many brief locks of uploads share one
+// more connection of their own (session locks: any number per session).
 import { createHash } from 'node:crypto';
 import pg from 'pg';
 import type { Cluster, LockResult, NotificationListener } from './cluster.ts';
@@ -31,6 +32,8 @@ export class PostgresCluster implements Cluster {
   private reconnectTimer: NodeJS.Timeout | undefined;
   private reconnectDelay = RECONNECT_FIRST_MS;
   private closed = false;
+  /** The connection holding this process's withSharedConnectionLock locks. */
+  private locking: Promise<pg.Client> | undefined;
 
   constructor(
     private readonly pool: ConnectionSource,
@@ -66,6 +69,52 @@ export class PostgresCluster implements Cluster {
     } finally {
       client.release(unusable);
     }
+  }
+
+  /**
+   * pg_try_advisory_lock on the one locking connection of this process. Two
+   * holders in this process of the same key would both get it (session locks
+   * nest): callers hold a key once per process (the store's in-process lock).
+   * If that connection drops, its locks are released; it is opened again on
+   * the next call.
+   */
+  async withSharedConnectionLock<T>(key: string, fn: () => Promise<T>): Promise<LockResult<T>> {
+    const lockKey = advisoryLockKey(key);
+    const client = await this.lockingConnection();
+    const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1::bigint) AS locked', [lockKey]);
+    if (!rows[0]?.locked) return { locked: false };
+    try {
+      return { locked: true, value: await fn() };
+    } finally {
+      await client.query('SELECT pg_advisory_unlock($1::bigint)', [lockKey]).catch(async (err: Error) => {
+        // Never leave a lock held: ending the session releases it (and this process's others).
+        this.onError?.(err);
+        await client.end().catch(() => undefined);
+      });
+    }
+  }
+
+  private lockingConnection(): Promise<pg.Client> {
+    if (this.closed) return Promise.reject(new Error('PostgreSQL locks: closed'));
+    if (this.locking) return this.locking;
+    const client = new pg.Client(this.config);
+    const forget = () => {
+      if (this.locking === opening) this.locking = undefined;
+    };
+    client.on('error', (err) => {
+      forget();
+      this.onError?.(err);
+    });
+    client.on('end', forget);
+    const opening: Promise<pg.Client> = client.connect().then(
+      () => client,
+      (err: Error) => {
+        forget();
+        throw err;
+      },
+    );
+    this.locking = opening;
+    return opening;
   }
 
   async listen(channel: string, listener: NotificationListener): Promise<() => Promise<void>> {
@@ -109,6 +158,9 @@ export class PostgresCluster implements Cluster {
     const client = this.listening ?? (await this.connecting?.catch(() => undefined));
     this.listening = undefined;
     await client?.end().catch(() => undefined);
+    const locking = await this.locking?.catch(() => undefined);
+    this.locking = undefined;
+    await locking?.end().catch(() => undefined);
   }
 
   /** The listening connection, opened (and listening on every channel) when there is none. */

@@ -37,6 +37,14 @@ export class UploadExistsError extends BlobStoreError {
   }
 }
 
+/** Another process (a node sharing the storage) is writing, committing or dropping this upload right now. */
+export class UploadBusyError extends BlobStoreError {
+  override readonly name: string = 'UploadBusyError';
+  constructor(readonly uuid: string) {
+    super(`upload ${uuid} is being written by another request`);
+  }
+}
+
 /** An append whose `start` is not the upload's current size; `size` is that size (for a 416 and its Range). */
 export class UploadRangeError extends BlobStoreError {
   override readonly name: string = 'UploadRangeError';

@@ -6,6 +6,7 @@
 import type fs from 'node:fs';
 import { mkdir, open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { UploadBusyError } from './blob-errors.ts';
 import { NOTE_NAME, NOTE_TMP } from './upload-notes.ts';
 import { errno, randomSuffix, unlinkQuiet } from './store-files.ts';
 import { UPLOAD_ID } from './upload-sessions.ts';
@@ -37,7 +38,7 @@ export interface StoreLayout {
   sessionBusy(uuid: string): boolean;
   /** A one-shot temporary file of this process (an ingest still streaming). */
   tempBusy(name: string): boolean;
-  /** Run `fn` with no other operation of this process on the session. */
+  /** Run `fn` with no other operation on the session (UploadBusyError: another process has one). */
   exclusive<T>(uuid: string, fn: () => Promise<T>): Promise<T>;
   /** The session is gone: drop what this process remembers of it. */
   forget(uuid: string): void;
@@ -185,15 +186,21 @@ export async function purgeUploads(layout: StoreLayout, olderThanMs: number): Pr
       continue;
     }
     if (UPLOAD_ID.test(name)) {
-      const removed = await layout.exclusive(name, async () => {
-        const st = await mtimeOf(path);
-        if (st === undefined || st.mtimeMs >= Date.now() - olderThanMs) return undefined;
-        await unlinkQuiet(path);
-        await unlinkQuiet(join(layout.uploadsDir, `${name}.state`));
-        await unlinkQuiet(join(layout.uploadsDir, `.state-${name}.tmp`));
-        layout.forget(name);
-        return st.size;
-      });
+      const removed = await layout
+        .exclusive(name, async () => {
+          const st = await mtimeOf(path);
+          if (st === undefined || st.mtimeMs >= Date.now() - olderThanMs) return undefined;
+          await unlinkQuiet(path);
+          await unlinkQuiet(join(layout.uploadsDir, `${name}.state`));
+          await unlinkQuiet(join(layout.uploadsDir, `.state-${name}.tmp`));
+          layout.forget(name);
+          return st.size;
+        })
+        // Another process is on it right now: not abandoned.
+        .catch((err: unknown) => {
+          if (err instanceof UploadBusyError) return undefined;
+          throw err;
+        });
       if (removed === undefined) continue;
       result.uploads++;
       result.bytes += removed;

@@ -20,7 +20,7 @@ import type { Readable } from 'node:stream';
 import { collectBlobs, purgeUploads, staleTemps, verifyBlobs, type BlobInfo, type PurgeResult, type StoreLayout, type VerifyResult } from './blob-gc.ts';
 import { DigestMismatchError, SizeMismatchError } from './blob-errors.ts';
 import { errno, fsyncDir, hexOf, MiB, seal, unlinkQuiet } from './store-files.ts';
-import { UPLOAD_ID, UploadSessions } from './upload-sessions.ts';
+import { UPLOAD_ID, UploadSessions, type UploadLock } from './upload-sessions.ts';
 import { writeBody } from './write-pipeline.ts';
 
 export * from './blob-errors.ts';
@@ -32,6 +32,7 @@ export interface TempFile {
   fh: FileHandle;
 }
 export type { BlobInfo, PurgeResult, VerifyResult } from './blob-gc.ts';
+export type { UploadLock } from './upload-sessions.ts';
 
 const HEX64 = /^[0-9a-f]{64}$/;
 /** Upload sessions and temporary files idle this long are abandoned, unless said otherwise. */
@@ -44,10 +45,14 @@ export class BlobStore implements StoreLayout {
   /** One-shot temporary files (ingests) this process is writing. */
   private readonly temps = new Set<string>();
 
-  constructor(readonly root: string) {
+  /** `uploadLock`: makes each upload's operations exclusive across the processes sharing `root` (see UploadSessions). */
+  constructor(
+    readonly root: string,
+    opts: { uploadLock?: UploadLock } = {},
+  ) {
     this.blobsDir = join(root, 'blobs');
     this.uploadsDir = join(root, 'uploads');
-    this.sessions = new UploadSessions(this.uploadsDir, (tmp, hex) => this.place(tmp, hex));
+    this.sessions = new UploadSessions(this.uploadsDir, (tmp, hex) => this.place(tmp, hex), opts.uploadLock);
   }
 
   /** Final path of a blob. Only `sha256:<64 lowercase hex>` digests are accepted. */

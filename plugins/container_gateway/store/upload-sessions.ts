@@ -3,12 +3,19 @@
 // a note beside it saying how much of it is in order and on disk
 // (upload-notes.ts), then committed into a blob: claimed (renamed away),
 // verified against its digest, and placed by the store.
+//
+// Operations on one session run one at a time: queued within this process,
+// and, across processes that share the storage (nodes behind a load
+// balancer), under a lock the gateway passes in (an advisory lock of the
+// shared database). An operation that finds the session locked by another
+// process fails at once (UploadBusyError): waiting would hold a request, and
+// a database connection, for as long as the other's body takes to arrive.
 import { createHash, type Hash } from 'node:crypto';
 import type fs from 'node:fs';
 import { mkdir, open, rename, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { BlobStoreError, BodyTooLargeError, DigestMismatchError, InvalidUploadIdError, SizeMismatchError, UploadExistsError, UploadRangeError, UploadUnknownError } from './blob-errors.ts';
+import { BlobStoreError, BodyTooLargeError, UploadBusyError, DigestMismatchError, InvalidUploadIdError, SizeMismatchError, UploadExistsError, UploadRangeError, UploadUnknownError } from './blob-errors.ts';
 import { errno, hexOf, randomSuffix, seal, unlinkQuiet } from './store-files.ts';
 import { fileId, sameFile, UploadNotes, type FileId } from './upload-notes.ts';
 import { hashHandle, writeBody } from './write-pipeline.ts';
@@ -16,6 +23,12 @@ import { hashHandle, writeBody } from './write-pipeline.ts';
 export const UPLOAD_ID = /^[0-9a-f-]{36}$/;
 /** At most this many in-memory upload hashes are kept (oldest dropped first). */
 const MAX_HASH_STATES = 4096;
+
+/**
+ * Runs `fn` holding the lock of upload `uuid` across the processes sharing
+ * the storage, unless another holds it: then `{locked: false}` at once.
+ */
+export type UploadLock = <T>(uuid: string, fn: () => Promise<T>) => Promise<{ readonly locked: true; readonly value: T } | { readonly locked: false }>;
 
 /**
  * The in-memory sha256 of an upload, valid only for the file it was computed
@@ -32,10 +45,11 @@ export class UploadSessions {
   /** Operations on one upload run one at a time within this process. */
   private readonly locks = new Map<string, Promise<unknown>>();
 
-  /** `place`: move a verified, fsynced temporary file to the blob `hex`. */
+  /** `place`: move a verified, fsynced temporary file to the blob `hex`; `lock`: see UploadLock (none: this process only). */
   constructor(
     private readonly uploadsDir: string,
     private readonly place: (tmp: string, hex: string) => Promise<void>,
+    private readonly lock?: UploadLock,
   ) {
     this.notes = new UploadNotes(uploadsDir);
   }
@@ -228,10 +242,15 @@ export class UploadSessions {
     this.hashes.delete(uuid);
   }
 
-  /** Run `fn` after every earlier operation on `key` in this process has settled. */
+  /**
+   * Run `fn` after every earlier operation on `key` in this process has
+   * settled, holding the upload's lock across processes (UploadBusyError when
+   * another process holds it).
+   */
   async exclusive<T>(key: string, fn: () => Promise<T>): Promise<T> {
     const previous = this.locks.get(key) ?? Promise.resolve();
-    const run = previous.then(fn, fn);
+    const guarded = this.lock ? () => this.acrossProcesses(key, fn) : fn;
+    const run = previous.then(guarded, guarded);
     const tail = run.catch(() => undefined);
     this.locks.set(key, tail);
     try {
@@ -239,6 +258,12 @@ export class UploadSessions {
     } finally {
       if (this.locks.get(key) === tail) this.locks.delete(key);
     }
+  }
+
+  private async acrossProcesses<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const held = await this.lock!(key, fn);
+    if (!held.locked) throw new UploadBusyError(key);
+    return held.value;
   }
 
   private uploadPath(uuid: string): string {
