@@ -111,15 +111,24 @@ export class SyncRuns {
       await this.reap(now, tx);
       const running = await tx.get<Row>("SELECT * FROM sync_runs WHERE state = 'running'");
       if (running) return { running: toRun(running) };
-      const row = await tx.get<Row>("INSERT INTO sync_runs (state, repositories, started_at, updated_at, progress, pid, node) VALUES ('running', ?, ?, ?, ?, ?, ?) RETURNING *", [
-        repositories === null ? null : JSON.stringify(repositories),
-        now,
-        now,
-        JSON.stringify(emptyProgress()),
-        pid,
-        this.node,
-      ]);
-      return { run: toRun(row!) };
+      // Two nodes starting at the same instant (PostgreSQL, read committed) both
+      // find none running; the unique index lets one insert, the other inserts
+      // nothing once the first commits, and reads the run that won.
+      const row = await tx.get<Row>(
+        "INSERT INTO sync_runs (state, repositories, started_at, updated_at, progress, pid, node) VALUES ('running', ?, ?, ?, ?, ?, ?) ON CONFLICT (state) WHERE state = 'running' DO NOTHING RETURNING *",
+        [
+          repositories === null ? null : JSON.stringify(repositories),
+          now,
+          now,
+          JSON.stringify(emptyProgress()),
+          pid,
+          this.node,
+        ],
+      );
+      if (row) return { run: toRun(row) };
+      const winner = await tx.get<Row>("SELECT * FROM sync_runs WHERE state = 'running'");
+      if (winner) return { running: toRun(winner) };
+      throw new Error('a sync run was started and ended elsewhere while this one was starting: start it again');
     });
   }
 
