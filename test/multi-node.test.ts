@@ -12,8 +12,9 @@
 // - each node reports its node_name in `proxyctl status --json`, and shared
 //   state names the node (sync runs, on-demand counters); two nodes never
 //   share a temporary file of an upload's note.
-// The database is one parameter (`database` below): the same file runs on any
-// database the gateway can share between nodes.
+// The nodes share one database of a private PostgreSQL cluster (real
+// PostgreSQL, as several machines would); what the nodes coordinate through it
+// (caches, locks, one upload at a time) is in multi-node-coordination.test.ts.
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -23,12 +24,13 @@ import { join } from 'node:path';
 import t from 'tap';
 import { SharedCounters } from '../plugins/container_gateway/backends/on-demand-records.ts';
 import { OnDemandStats } from '../plugins/container_gateway/backends/on-demand-stats.ts';
-import { SqliteSql } from '../plugins/container_gateway/db/sqlite-sql.ts';
+import { openPostgres, parseDbConnection } from '../plugins/container_gateway/db/connection.ts';
 import { UploadNotes } from '../plugins/container_gateway/store/upload-notes.ts';
 import { STALE_MS, SyncRuns } from '../plugins/container_gateway/sync/runs.ts';
 import { HAPROXY_EXAMPLE, RunningHaproxy } from './helpers/haproxy.ts';
 import { buildImage, layoutManifest, pullImage, pushImage, sha256, type BuiltImage } from './helpers/images.ts';
 import { makePki } from './helpers/pki.ts';
+import { startPostgres } from './helpers/postgres.ts';
 import { request } from './helpers/http.ts';
 import { PROXYCTL, ROOT, run, startProxyd, type RunningProxyd } from './helpers/proxyd.ts';
 import { StandaloneGateway } from './helpers/standalone-gateway.ts';
@@ -49,8 +51,9 @@ const work = mkdtempSync(join(tmpdir(), 'gw-multi-node-'));
 t.teardown(() => rmSync(work, { recursive: true, force: true }));
 const pki = makePki();
 
-/** Where the nodes keep their shared metadata: the gateway's database settings. */
-const database: Record<string, unknown> = { sqlite_db_path: join(work, 'shared.db') };
+/** Where the nodes keep their shared metadata: one PostgreSQL database. */
+const postgres = await startPostgres(t);
+const database = { db_connection_string: await postgres.createDatabase('nodes') };
 const shared = { ...database, storage_path: join(work, 'storage') };
 
 /** A node: its own settings directory, the shared database and storage, its node_name. */
@@ -114,7 +117,9 @@ t.test('node_name: a bad value is refused naming file and key; the default is th
 });
 
 t.test('shared state names the node: the same pid on two nodes (as in containers) is two processes', async (t) => {
-  const db = new SqliteSql(database.sqlite_db_path as string, 5000);
+  const conn = parseDbConnection(database.db_connection_string, join(work, 'unused.db'));
+  if (conn.kind !== 'postgres') throw new Error('the nodes share a PostgreSQL database');
+  const db = await openPostgres(conn, { maxConnections: 2, poolTimeoutMs: 5000 });
   t.teardown(() => db.close());
   const running = new Set<number>();
   const onA = new SyncRuns(db, () => running, 'A');
