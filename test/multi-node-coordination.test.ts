@@ -246,7 +246,7 @@ t.test("smart-proxy mode: Katello's management calls on A take effect on B at on
       https: true,
       http: false,
       fixtures: false,
-      settings: { ssl_certificate: pki.server.cert, ssl_private_key: pki.server.key, ssl_ca_file: pki.ca, trusted_hosts: ['foreman.example.com'], foreman_url: katello.url, log_level: 'WARN' },
+      settings: { ssl_certificate: pki.server.cert, ssl_private_key: pki.server.key, ssl_ca_file: pki.ca, trusted_hosts: ['foreman.example.com'], foreman_url: katello.url, log_level: 'INFO' },
       plugins: {
         container_gateway: { enabled: true, pulp_endpoint: registry.url, pulp_registry_path: '/v2/', db_connection_string, sqlite_db_path: join(work, `unused-${name}.db`), node_name: name, manifest_cache_ttl: 600 },
       },
