@@ -4,8 +4,8 @@
 // partial blob.
 //
 // An upload another node is writing right now (a second request on the same
-// session at once, e.g. a retry through the load balancer) is answered as
-// distribution answers a chunk it cannot take at its place: 416 RANGE_INVALID,
+// session at once, e.g. a retry through the load balancer) is answered as a
+// chunk the upload cannot take at its place (out of order): 416 RANGE_INVALID,
 // with the Range held so far; the client asks where to resume (GET) and goes
 // on from there, and nothing of the other request's write is disturbed.
 import type { Request, Response } from 'express';
