@@ -8,14 +8,15 @@
 // and, across processes that share the storage (nodes behind a load
 // balancer), under a lock the gateway passes in (an advisory lock of the
 // shared database). An operation that finds the session locked by another
-// process fails at once (UploadBusyError): waiting would hold a request, and
-// a database connection, for as long as the other's body takes to arrive.
+// process fails at once (UploadBusyError): waiting would hold the request,
+// and the database session the locks are taken on, for as long as the
+// other's body takes to arrive.
 import { createHash, type Hash } from 'node:crypto';
 import type fs from 'node:fs';
 import { mkdir, open, rename, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { BlobStoreError, BodyTooLargeError, UploadBusyError, DigestMismatchError, InvalidUploadIdError, SizeMismatchError, UploadExistsError, UploadRangeError, UploadUnknownError } from './blob-errors.ts';
+import { BlobStoreError, BodyTooLargeError, DigestMismatchError, InvalidUploadIdError, SizeMismatchError, UploadBusyError, UploadExistsError, UploadRangeError, UploadUnknownError } from './blob-errors.ts';
 import { errno, hexOf, randomSuffix, seal, unlinkQuiet } from './store-files.ts';
 import { fileId, sameFile, UploadNotes, type FileId } from './upload-notes.ts';
 import { hashHandle, writeBody } from './write-pipeline.ts';
