@@ -9,6 +9,7 @@ import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { freePort } from './proxyd.ts';
+import { POSTGRES_ENV } from './test-database.ts';
 
 export interface PostgresCluster {
   readonly port: number;
@@ -92,4 +93,18 @@ export async function startPostgres(t: Teardown): Promise<PostgresCluster> {
       return `postgresql://postgres@127.0.0.1:${port}/${encodeURIComponent(name)}`;
     },
   };
+}
+
+/**
+ * Starts this file's private cluster and points every gateway the helpers
+ * start at it, each on a database of its own (the test/postgres/ wrappers,
+ * before they import the suite they run).
+ */
+export async function usePostgres(t: Teardown): Promise<PostgresCluster> {
+  const cluster = await startPostgres(t);
+  process.env[POSTGRES_ENV] = `postgresql://postgres@127.0.0.1:${cluster.port}/postgres`;
+  t.teardown(() => {
+    delete process.env[POSTGRES_ENV];
+  });
+  return cluster;
 }

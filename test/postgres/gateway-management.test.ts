@@ -1,0 +1,6 @@
+// The gateway-management suite on PostgreSQL: every gateway it starts on a database of its own in this file's private cluster.
+import t from 'tap';
+import { usePostgres } from '../helpers/postgres.ts';
+
+await usePostgres(t);
+await import('../gateway-management.test.ts');
