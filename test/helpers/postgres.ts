@@ -108,3 +108,32 @@ export async function usePostgres(t: Teardown): Promise<PostgresCluster> {
   });
   return cluster;
 }
+
+/**
+ * A last test of a test/postgres/ wrapper: the suite's gateways really stored
+ * their rows in this cluster (a database of the gateway schema holding users
+ * or repositories), not in SQLite files beside it.
+ */
+export async function gatewayDatabasesIn(cluster: PostgresCluster): Promise<{ name: string; rows: number }[]> {
+  const admin = new pg.Client({ host: '127.0.0.1', port: cluster.port, user: 'postgres', database: 'postgres' });
+  await admin.connect();
+  let names: string[];
+  try {
+    names = (await admin.query("SELECT datname FROM pg_database WHERE datname LIKE 'gw\\_%' ORDER BY datname")).rows.map((r: { datname: string }) => r.datname);
+  } finally {
+    await admin.end();
+  }
+  const out: { name: string; rows: number }[] = [];
+  for (const name of names) {
+    const db = new pg.Client({ host: '127.0.0.1', port: cluster.port, user: 'postgres', database: name });
+    await db.connect();
+    try {
+      const migrated = (await db.query("SELECT to_regclass('schema_migrations') IS NOT NULL AS yes")).rows[0].yes as boolean;
+      const rows = migrated ? Number((await db.query('SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM repositories) AS n')).rows[0].n) : 0;
+      out.push({ name, rows });
+    } finally {
+      await db.end();
+    }
+  }
+  return out;
+}
