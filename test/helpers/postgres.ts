@@ -25,6 +25,14 @@ interface Teardown {
   teardown(fn: () => void | Promise<void>): void;
 }
 
+/**
+ * How test databases are created: with a natural-language default collation,
+ * as a distribution's server usually has (the cluster itself is initialised
+ * with the C locale), so that anything sorted or compared without byte order
+ * lists differently here than on SQLite, and a test sees it.
+ */
+export const NATURAL_COLLATION = "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'";
+
 /** The newest installed server's bin directory. */
 function postgresBin(): string {
   const root = '/usr/lib/postgresql';
@@ -86,7 +94,7 @@ export async function startPostgres(t: Teardown): Promise<PostgresCluster> {
       const admin = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres' });
       await admin.connect();
       try {
-        await admin.query(`CREATE DATABASE "${name.replace(/"/g, '""')}"`);
+        await admin.query(`CREATE DATABASE "${name.replace(/"/g, '""')}" ${NATURAL_COLLATION}`);
       } finally {
         await admin.end();
       }

@@ -14,6 +14,7 @@ import { createHash } from 'node:crypto';
 import { resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import pg from 'pg';
+import { NATURAL_COLLATION } from './postgres.ts';
 
 export const POSTGRES_ENV = 'PROXYD_TEST_POSTGRES';
 
@@ -53,7 +54,7 @@ export async function gatewayDatabaseSettings(sqlitePath: string): Promise<{ db_
   await admin.connect();
   try {
     const exists = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
-    if (exists.rowCount === 0) await admin.query(`CREATE DATABASE "${name}"`);
+    if (exists.rowCount === 0) await admin.query(`CREATE DATABASE "${name}" ${NATURAL_COLLATION}`);
   } finally {
     await admin.end();
   }

@@ -1,5 +1,5 @@
 // `proxyctl status` under container_gateway's row: what cli/sync.ts reports
-// (the last sync, on-demand counters) and the database line: its kind and
+// (the last sync, on-demand counters), then the database line: its kind and
 // place, whether it answers, and on PostgreSQL the pool of the worker asked.
 import type { DaemonTarget, PluginStatusHook } from '../../../lib/plugins/api.ts';
 import { status as syncStatus } from './sync.ts';
@@ -30,5 +30,5 @@ async function databaseStatus(target: DaemonTarget): Promise<{ line: string; vie
 export const status: PluginStatusHook = async (target) => {
   const [others, database] = await Promise.all([syncStatus(target).catch(() => undefined), databaseStatus(target).catch(() => undefined)]);
   if (!database) return others;
-  return { lines: [database.line, ...(others?.lines ?? [])], data: { database: database.view, ...others?.data } };
+  return { lines: [...(others?.lines ?? []), database.line], data: { ...others?.data, database: database.view } };
 };
