@@ -84,12 +84,12 @@ export class StandaloneGateway {
   }
 
   /** Start one in `dir` (gw.db, storage/); HTTPS too when given a PKI. */
-  static async start(dir: string, opts: { pki?: TestPki; settings?: Record<string, unknown>; logLevel?: string } = {}): Promise<StandaloneGateway> {
+  static async start(dir: string, opts: { pki?: TestPki; settings?: Record<string, unknown>; logLevel?: string; global?: Record<string, unknown> } = {}): Promise<StandaloneGateway> {
     const pki = opts.pki;
     const proxyd = await startProxyd({
       fixtures: false,
       https: pki !== undefined,
-      settings: { log_level: opts.logLevel ?? 'WARN', ...(pki ? { ssl_certificate: pki.server.cert, ssl_private_key: pki.server.key, ssl_ca_file: pki.ca } : {}) },
+      settings: { log_level: opts.logLevel ?? 'WARN', ...opts.global, ...(pki ? { ssl_certificate: pki.server.cert, ssl_private_key: pki.server.key, ssl_ca_file: pki.ca } : {}) },
       plugins: { container_gateway: { enabled: true, sqlite_db_path: join(dir, 'gw.db'), storage_path: join(dir, 'storage'), ...opts.settings } },
     });
     return new StandaloneGateway(proxyd, join(dir, 'gw.db'), join(dir, 'storage'), pki);
