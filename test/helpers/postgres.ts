@@ -19,6 +19,8 @@ export interface PostgresCluster {
   createDatabase(name: string): Promise<string>;
   /** Stops the server (done by teardown too; safe to call twice). */
   stop(): void;
+  /** Starts it again after stop(), on the same port and data. */
+  start(): void;
 }
 
 interface Teardown {
@@ -84,12 +86,17 @@ export async function startPostgres(t: Teardown): Promise<PostgresCluster> {
   });
   // fsync off: the cluster lives as long as the test file; crash safety is not under test.
   const options = `-p ${port} -k ${socketDir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200`;
-  running = true;
-  runPg(join(bin, 'pg_ctl'), ['-D', data, '-w', '-l', join(data, 'server.log'), '-o', options, 'start']);
+  const start = () => {
+    if (running) return;
+    running = true;
+    runPg(join(bin, 'pg_ctl'), ['-D', data, '-w', '-l', join(data, 'server.log'), '-o', options, 'start']);
+  };
+  start();
   return {
     port,
     socketDir,
     stop,
+    start,
     async createDatabase(name: string) {
       const admin = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres' });
       await admin.connect();

@@ -45,6 +45,9 @@ export interface OpenDatabase {
   close(): Promise<void>;
 }
 
+/** How long `proxyctl status` and /readyz wait for the database: long enough for a loaded server, short enough for a probe. */
+export const PING_TIMEOUT_MS = 2000;
+
 export type Reachability = { reachable: true; latency_ms: number } | { reachable: false; error: string };
 
 /** `SELECT 1` on `sql`, answered within `timeoutMs` or reported unreachable (the query itself is left to end on its own). */

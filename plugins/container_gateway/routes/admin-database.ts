@@ -5,10 +5,7 @@
 // request: each worker has a pool of its own.
 import express, { type RequestHandler, type Router } from 'express';
 import { jsonErrors } from '../../../lib/plugins/api.ts';
-import type { OpenDatabase } from '../db/open.ts';
-
-/** Long enough for a loaded server, short enough for a status command or a probe. */
-export const PING_TIMEOUT_MS = 2000;
+import { PING_TIMEOUT_MS, type OpenDatabase } from '../db/open.ts';
 
 export function databaseAdminRouter(trustedClient: RequestHandler, database: OpenDatabase): Router {
   const router = express.Router();
