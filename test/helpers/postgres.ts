@@ -9,7 +9,7 @@ import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { freePort } from './proxyd.ts';
-import { POSTGRES_ENV } from './test-database.ts';
+import { NATURAL_COLLATION, POSTGRES_ENV } from './test-database.ts';
 
 export interface PostgresCluster {
   readonly port: number;
@@ -26,14 +26,6 @@ export interface PostgresCluster {
 interface Teardown {
   teardown(fn: () => void | Promise<void>): void;
 }
-
-/**
- * How test databases are created: with a natural-language default collation,
- * as a distribution's server usually has (the cluster itself is initialised
- * with the C locale), so that anything sorted or compared without byte order
- * lists differently here than on SQLite, and a test sees it.
- */
-export const NATURAL_COLLATION = "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'";
 
 /** The newest installed server's bin directory. */
 function postgresBin(): string {

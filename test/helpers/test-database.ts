@@ -14,9 +14,16 @@ import { createHash } from 'node:crypto';
 import { resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import pg from 'pg';
-import { NATURAL_COLLATION } from './postgres.ts';
 
 export const POSTGRES_ENV = 'PROXYD_TEST_POSTGRES';
+
+/**
+ * How test databases are created: with a natural-language default collation,
+ * as a distribution's server usually has (the cluster itself is initialised
+ * with the C locale), so that anything sorted or compared without byte order
+ * lists differently here than on SQLite, and a test sees it.
+ */
+export const NATURAL_COLLATION = "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'";
 
 /** The PostgreSQL server the gateways of this process use, or undefined (SQLite). */
 export function testPostgres(): string | undefined {
@@ -61,11 +68,6 @@ export async function gatewayDatabaseSettings(sqlitePath: string): Promise<{ db_
   const u = new URL(url);
   u.pathname = `/${name}`;
   return { db_connection_string: u.toString() };
-}
-
-/** Where a gateway keeps its rows, said for messages: its SQLite file or its PostgreSQL database. */
-export function gatewayDatabaseOf(sqlitePath: string): string {
-  return testPostgres() === undefined ? sqlitePath : `postgresql database ${databaseName(sqlitePath)}`;
 }
 
 export interface GatewayRows {
