@@ -90,7 +90,13 @@ export async function gatewayRows(sqlitePath: string): Promise<GatewayRows> {
   if (url === undefined) {
     const db = new Database(sqlitePath, { fileMustExist: true, timeout: 5000 });
     return {
-      all: async <T>(sql: string, params: unknown[] = []) => db.prepare(sql).all(...params) as T[],
+      all: async <T>(sql: string, params: unknown[] = []) => {
+        // A write answers no rows (as pg does), rather than an error.
+        const statement = db.prepare(sql);
+        if (statement.reader) return statement.all(...params) as T[];
+        statement.run(...params);
+        return [];
+      },
       run: async (sql: string, params: unknown[] = []) => db.prepare(sql).run(...params).changes,
       close: async () => void db.close(),
     };
