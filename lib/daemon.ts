@@ -56,7 +56,7 @@ export class Daemon {
     const ignored = ignoredSettingsDirectory(global);
     if (ignored) logging.logger.info(`plugin settings are read from ${global.settings_directory}; ${ignored} beside the settings file is not used (set settings_directory: settings.d in ${global.source}, or pass --settings-dir ${ignored})`);
     let manager: PluginManager | undefined;
-    const view: DaemonView = { version: VERSION, logBuffer: logging.buffer, plugins: () => manager?.statuses() ?? [] };
+    const view: DaemonView = { version: VERSION, logBuffer: logging.buffer, plugins: () => manager?.statuses() ?? [], unready: async () => (manager ? manager.unready() : {}) };
     const auth = { trustedClient: trustedClient(global), identity: clientIdentity };
     const metrics = new DaemonMetrics();
     if (inCluster()) joinClusterMetrics(metrics.registry);

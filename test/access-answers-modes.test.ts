@@ -10,13 +10,13 @@
 import { cpSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import t from 'tap';
 import { request, type Reply } from './helpers/http.ts';
 import { buildImage, layoutManifest, pushImage, skopeo } from './helpers/images.ts';
 import { KatelloDouble } from './helpers/katello-double.ts';
 import { makePki } from './helpers/pki.ts';
 import { startProxyd, type RunningProxyd } from './helpers/proxyd.ts';
+import { gatewayRows } from './helpers/test-database.ts';
 import { startRegistry } from './helpers/registry.ts';
 
 type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
@@ -51,12 +51,11 @@ async function gateway(name: string, settings: Record<string, unknown>, plugin: 
   if (settings.foreman_url === undefined) {
     // Standalone mode has no Katello management routes (they answer 404): the rows are written as
     // Katello's repository_list would have written them.
-    const conn = new Database(db);
+    const conn = await gatewayRows(db);
     try {
-      const insert = conn.prepare('INSERT INTO repositories (name, auth_required) VALUES (?, ?)');
-      for (const r of repositories) insert.run(r.repository, r.auth_required ? 1 : 0);
+      for (const r of repositories) await conn.run('INSERT INTO repositories (name, auth_required) VALUES (?, ?)', [r.repository, r.auth_required ? 1 : 0]);
     } finally {
-      conn.close();
+      await conn.close();
     }
     return { proxyd, db };
   }
@@ -70,12 +69,14 @@ async function gateway(name: string, settings: Record<string, unknown>, plugin: 
   return { proxyd, db };
 }
 
-function snapshot(db: string): unknown {
-  const conn = new Database(db, { readonly: true });
+async function snapshot(db: string): Promise<unknown> {
+  const conn = await gatewayRows(db);
   try {
-    return ['repositories', 'repositories_users', 'hosts_repositories', 'users'].map((table) => conn.prepare(`SELECT * FROM ${table} ORDER BY 1, 2`).all());
+    const tables = [];
+    for (const table of ['repositories', 'repositories_users', 'hosts_repositories', 'users']) tables.push(await conn.all(`SELECT * FROM ${table} ORDER BY 1, 2`));
+    return tables;
   } finally {
-    conn.close();
+    await conn.close();
   }
 }
 
@@ -122,9 +123,9 @@ const NO_CREDENTIALS = [
 
 t.test('smart-proxy mode, embedded store: 401 without credentials, 404 for a user or host without access', async (t) => {
   const { proxyd, db } = await gateway('smart-local', { foreman_url: foremanUrl }, { content_backend: 'local', storage_path: join(work, 'smart-local-storage') });
-  const before = snapshot(db);
+  const before = await snapshot(db);
   for (const [who, opts] of NO_CREDENTIALS) await expectRefused(t, proxyd.httpUrl, who, opts, 401);
-  t.same(snapshot(db), before, 'the anonymous requests changed nothing');
+  t.same(await snapshot(db), before, 'the anonymous requests changed nothing');
 
   const login = await request(`${proxyd.httpUrl}/v2/token?account=bob&scope=repository:org/prod/priv:pull`, { headers: { Authorization: `Basic ${Buffer.from('bob:bobpw').toString('base64')}` } });
   t.equal(login.status, 200, login.body);
@@ -138,20 +139,20 @@ t.test('smart-proxy mode, embedded store: 401 without credentials, 404 for a use
   t.same(answer(both), { status: 404, code: 'NAME_UNKNOWN', challenge: `Bearer realm="${proxyd.httpsUrl}/v2/token",service="${new URL(proxyd.httpsUrl).host}",scope="repository:org/prod/priv:pull"` }, "the mapped host's certificate with bob's token: bob, who may not read it");
   const hostAnon = await request(`${proxyd.httpsUrl}/v2/org/prod/priv/manifests/v1`, { ca: pki.ca, client: pki.client(HOST_UUID), headers: { Authorization: 'Bearer unauthenticated' } });
   t.same(answer(hostAnon), { status: 404, code: 'MANIFEST_UNKNOWN' }, 'with the anonymous token the certificate still identifies the host');
-  const afterLogin = snapshot(db);
+  const afterLogin = await snapshot(db);
   await expectRefused(t, proxyd.httpUrl, 'bob (logged in, no access)', bob, 404);
   await expectRefused(t, proxyd.httpsUrl, 'a content host without the repository', { client: pki.client(OTHER_HOST) }, 404);
   const anonPublic = await request(`${proxyd.httpUrl}/v2/org/prod/app/tags/list`);
   t.same([anonPublic.status, anonPublic.json()], [200, { name: 'org/prod/app', tags: [] }], 'a public repository answers anonymous clients');
 
-  t.same(snapshot(db), afterLogin, 'the refused requests changed nothing');
+  t.same(await snapshot(db), afterLogin, 'the refused requests changed nothing');
 });
 
 t.test('standalone mode, pulp backend: 401 without credentials, 404 for a user without access', async (t) => {
   const { proxyd, db } = await gateway('standalone-pulp', {}, { pulp_endpoint: registry.url, pulp_registry_path: '/v2/' });
   const added = await request(`${proxyd.httpUrl}/container_gateway/admin/users`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'alice', password: 'alice-pw' }) });
   t.equal(added.status, 201, added.body);
-  const before = snapshot(db);
+  const before = await snapshot(db);
   for (const [who, opts] of NO_CREDENTIALS) await expectRefused(t, proxyd.httpUrl, who, opts, 401);
 
   const login = await request(`${proxyd.httpUrl}/v2/token?scope=repository:org/prod/priv:pull`, { headers: { Authorization: `Basic ${Buffer.from('alice:alice-pw').toString('base64')}` } });
@@ -162,19 +163,19 @@ t.test('standalone mode, pulp backend: 401 without credentials, 404 for a user w
   t.equal(pub.status, 404, 'a public repository passes the access check and reaches the backend');
   t.equal(answer(pub).code, 'NAME_UNKNOWN', "the backend's own answer: it has no such repository");
   t.notOk(pub.headers['www-authenticate'], 'without a challenge: the gateway did not refuse it');
-  t.same(snapshot(db), before, 'the refused requests changed nothing');
+  t.same(await snapshot(db), before, 'the refused requests changed nothing');
 
   // A content host mapped to the private repository, with no credentials: the standalone ping
   // challenges its certificate, skopeo takes the anonymous token, and the certificate still reads.
   const img = await buildImage(work, { name: 'priv', files: { '/etc/priv.txt': 'for the host\n' } });
   await pushImage(img.ref, `${registry.host}/org/prod/priv:v1`);
   // Written as Katello's update_host_repositories would (standalone mode has no management routes).
-  const conn = new Database(db);
+  const conn = await gatewayRows(db);
   try {
-    const host = conn.prepare('INSERT INTO hosts (uuid) VALUES (?)').run(HOST_UUID).lastInsertRowid;
-    conn.prepare("INSERT INTO hosts_repositories (host_id, repository_id) SELECT ?, id FROM repositories WHERE name = 'org/prod/priv'").run(host);
+    const [host] = await conn.all<{ id: number }>('INSERT INTO hosts (uuid) VALUES (?) RETURNING id', [HOST_UUID]);
+    await conn.run("INSERT INTO hosts_repositories (host_id, repository_id) SELECT ?, id FROM repositories WHERE name = 'org/prod/priv'", [host!.id]);
   } finally {
-    conn.close();
+    await conn.close();
   }
   const certDir = join(work, 'host-certs.d');
   mkdirSync(certDir, { recursive: true });

@@ -48,7 +48,7 @@ function attempts(name: string, digest: string, manifest: string): Array<[string
 }
 
 t.test('no credentials: a private and an unknown repository both answer 401 with a challenge naming the repository and the action', async (t) => {
-  const before = gw.snapshot();
+  const before = await gw.snapshot();
   for (const token of [undefined, 'unauthenticated']) {
     const who = token ? 'the unauthenticated token' : 'no Authorization';
     const privateOnes = attempts('alice/private', secret.layer.digest, secret.manifest);
@@ -68,13 +68,13 @@ t.test('no credentials: a private and an unknown repository both answer 401 with
   const retry = await gw.call('GET', '/v2/alice/private/manifests/v1', { token, headers: { Accept: OCI_MANIFEST } });
   t.equal(retry.status, 200, 'the login the challenge asked for reads the manifest');
   t.equal(retry.body, secret.manifest);
-  t.same(gw.snapshot(), before, 'nothing was stored or changed by the refused requests');
+  t.same(await gw.snapshot(), before, 'nothing was stored or changed by the refused requests');
 });
 
 t.test('a logged-in user without access: 404 NAME_UNKNOWN for a private and an unknown repository alike, reads and writes', async (t) => {
   // bob asks for everything on both names: the token grants him nothing there.
   const bobToken = await gw.tokenOf('bob', 'pull,push,delete', 'alice/private', 'alice/absent');
-  const before = gw.snapshot();
+  const before = await gw.snapshot();
   const privateOnes = attempts('alice/private', secret.layer.digest, secret.manifest);
   const unknownOnes = attempts('alice/absent', secret.layer.digest, secret.manifest);
   for (let i = 0; i < privateOnes.length; i++) {
@@ -85,7 +85,7 @@ t.test('a logged-in user without access: 404 NAME_UNKNOWN for a private and an u
     t.same(answer(unknown), { ...answer(priv), challenge: gw.challenge(`repository:alice/absent:${action}`) }, 'the same answer for an unknown repository');
     if (method !== 'HEAD') t.same(priv.json(), { errors: [{ code: 'NAME_UNKNOWN', message: 'Repository name unknown', detail: { name: 'alice/private' } }] });
   }
-  t.same(gw.snapshot(), before, 'nothing was stored or changed by bob');
+  t.same(await gw.snapshot(), before, 'nothing was stored or changed by bob');
   const mine = await gw.call('GET', '/v2/alice/private/manifests/v1', { token: aliceToken, headers: { Accept: OCI_MANIFEST } });
   t.equal(mine.body, secret.manifest, "alice's manifest is what it was");
 });
@@ -114,10 +114,10 @@ t.test('a verified client certificate with a login: the login pushes; the certif
   const back = await gw.call('GET', '/v2/alice/with-cert/manifests/v1', { token, tls: cert, headers: { Accept: OCI_MANIFEST } });
   t.equal(back.status, 200, 'read back over the same certificate and token');
   t.equal(back.body, pushed.manifest);
-  t.equal(gw.repositoryRow('alice/with-cert')?.owner, 'alice', 'owned by the user who logged in, not by the host');
+  t.equal((await gw.repositoryRow('alice/with-cert'))?.owner, 'alice', 'owned by the user who logged in, not by the host');
 
   // The certificate alone: a content host, which neither reads private repositories nor pushes here.
-  const before = gw.snapshot();
+  const before = await gw.snapshot();
   const read = await gw.call('GET', '/v2/alice/with-cert/manifests/v1', { tls: cert });
   t.same(answer(read), { status: 404, code: 'NAME_UNKNOWN', challenge: challengeAt(gw.proxyd.httpsUrl, 'repository:alice/with-cert:pull') }, 'a host without access: 404');
   const push = await gw.call('POST', '/v2/alice/with-cert/blobs/uploads/', { tls: cert });
@@ -129,7 +129,7 @@ t.test('a verified client certificate with a login: the login pushes; the certif
   const forged = await gw.call('GET', '/v2/alice/with-cert/manifests/v1', { tls: cert, token: 'not-a-token-we-issued' });
   t.equal(forged.status, 401);
   t.equal(ociCode(forged), 'UNAUTHORIZED');
-  t.same(gw.snapshot(), before, 'nothing changed');
+  t.same(await gw.snapshot(), before, 'nothing changed');
 });
 
 t.test('skopeo with a CA-signed certificate in its cert dir pushes with its login (HTTPS)', async (t) => {
@@ -146,5 +146,5 @@ t.test('skopeo with a CA-signed certificate in its cert dir pushes with its logi
   const inspect = await skopeo(['inspect', '--cert-dir', certDir, '--creds', 'alice:alice-pw', `docker://${gwTls}/alice/skopeo-cert:v1`]);
   t.equal(inspect.code, 0, inspect.stderr);
   t.equal(JSON.parse(inspect.stdout || '{}').Digest, layoutManifest(img.layout).digest, 'the pushed manifest is served');
-  t.equal(gw.repositoryRow('alice/skopeo-cert')?.owner, 'alice');
+  t.equal((await gw.repositoryRow('alice/skopeo-cert'))?.owner, 'alice');
 });

@@ -11,7 +11,6 @@ import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import t from 'tap';
 import { request, type Reply } from './helpers/http.ts';
 import { buildImage, layoutBlobs, layoutManifest, pushImage, type BuiltImage } from './helpers/images.ts';
@@ -20,6 +19,7 @@ import { startMainServer } from './helpers/main-server.ts';
 import { PROXYCTL, run as runProgram, startProxyd } from './helpers/proxyd.ts';
 import { startRegistry } from './helpers/registry.ts';
 import { databaseRows, storeFiles } from './helpers/state.ts';
+import { queryGateway } from './helpers/test-database.ts';
 
 type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
 
@@ -72,14 +72,10 @@ function missing(image: BuiltImage, storage: string): string[] {
 }
 
 /** `user|host repository` of every access row. */
-function accessRows(file: string): string[] {
-  const db = new Database(file, { readonly: true });
-  try {
-    return db.prepare(`SELECT u.name || ' ' || r.name FROM repositories_users x JOIN users u ON u.id = x.user_id JOIN repositories r ON r.id = x.repository_id
-      UNION ALL SELECT h.uuid || ' ' || r.name FROM hosts_repositories x JOIN hosts h ON h.id = x.host_id JOIN repositories r ON r.id = x.repository_id`).pluck().all() as string[];
-  } finally {
-    db.close();
-  }
+async function accessRows(file: string): Promise<string[]> {
+  const rows = await queryGateway<{ row: string }>(file, `SELECT u.name || ' ' || r.name AS row FROM repositories_users x JOIN users u ON u.id = x.user_id JOIN repositories r ON r.id = x.repository_id
+      UNION ALL SELECT h.uuid || ' ' || r.name AS row FROM hosts_repositories x JOIN hosts h ON h.id = x.host_id JOIN repositories r ON r.id = x.repository_id`);
+  return rows.map((r) => r.row);
 }
 
 t.test('standalone mode: the management routes answer 404 and change nothing; the pushed repositories stay', async (t) => {
@@ -92,7 +88,7 @@ t.test('standalone mode: the management routes answer 404 and change nothing; th
   const image = await buildImage(join(work, 'images'), { name: 'pushed', files: { '/etc/pushed.txt': 'pushed here\n' } });
   const REPOS = ['alice/one', 'alice/two', 'alice/three', 'alice/four'];
   for (const repo of REPOS) await pushImage(image.ref, `${new URL(p.httpUrl).host}/${repo}:v1`, { creds: 'alice:alice-pw' });
-  const before = { rows: databaseRows(db), files: storeFiles(storage) };
+  const before = { rows: await databaseRows(db), files: storeFiles(storage) };
   t.same(missing(image, storage), [], 'the store holds the pushed blobs');
 
   for (const [method, route, body] of managementCalls(REPOS)) {
@@ -106,7 +102,7 @@ t.test('standalone mode: the management routes answer 404 and change nothing; th
       t.same(r.json(), NOT_FOUND, 'the JSON 404 of unknown routes');
     }
   }
-  t.same({ rows: databaseRows(db), files: storeFiles(storage) }, before, 'every row and every file is as it was');
+  t.same({ rows: await databaseRows(db), files: storeFiles(storage) }, before, 'every row and every file is as it was');
   const bearer = await token(p.httpUrl, 'alice:alice-pw', 'alice/one');
   for (const repo of REPOS) {
     const tags = await request(`${p.httpUrl}/v2/${repo}/tags/list`, { headers: { Authorization: `Bearer ${await token(p.httpUrl, 'alice:alice-pw', repo)}` } });
@@ -159,19 +155,19 @@ t.test('smart-proxy mode: repository_list unlists omitted repositories without l
   t.equal((await list(ALL)).status, 200, 'repository_list: all three');
   t.equal((await manage('user_repository_mapping', { users: [{ alice: [{ repository: SECRET, auth_required: true }] }] })).status, 200);
   t.equal((await manage('update_host_repositories', { hosts: [{ [HOST]: [{ repository: SECRET, auth_required: true }] }] })).status, 200);
-  t.same(accessRows(db).sort(), [`${HOST} ${SECRET}`, `alice ${SECRET}`], 'alice and a content host are mapped to the private repository');
+  t.same((await accessRows(db)).sort(), [`${HOST} ${SECRET}`, `alice ${SECRET}`], 'alice and a content host are mapped to the private repository');
   const aliceToken = await token(p.httpUrl, 'alice:alice-pw', SECRET);
   const digest = (repo: string) => layoutManifest(images.get(repo)!.layout).digest;
   for (const repo of [KEEP, GONE]) t.equal(digestOf((await manifest(p.httpUrl, repo)).body), digest(repo), `${repo}: public, served`);
   const secret = await manifest(p.httpUrl, SECRET, aliceToken);
   t.equal(secret.status, 200, 'alice reads the private repository');
-  const content = databaseRows(db, CONTENT_TABLES);
+  const content = await databaseRows(db, CONTENT_TABLES);
   const files = storeFiles(storage);
 
   // Katello omits two repositories.
   const omitted = await list([[KEEP, false]]);
   t.same([omitted.status, omitted.json()], [200, { repositories: 1, unlisted: 2 }], 'repository_list without gone and secret: 2 unlisted');
-  t.same(databaseRows(db, CONTENT_TABLES), content, 'tags, manifests and blob links are all still there');
+  t.same(await databaseRows(db, CONTENT_TABLES), content, 'tags, manifests and blob links are all still there');
   t.same(storeFiles(storage), files, 'and every blob file');
   // As an unknown repository: anonymous clients are asked to log in, users are told it does not exist.
   for (const [repo, bearer, who, status, code] of [
@@ -182,10 +178,10 @@ t.test('smart-proxy mode: repository_list unlists omitted repositories without l
     t.equal(r.status, status, `${repo} for ${who}: ${status}`);
     t.match(r.json(), { errors: [{ code }] }, 'as an unknown repository');
   }
-  t.same(accessRows(db), [], "the user's and the host's mappings to it are gone");
+  t.same(await accessRows(db), [], "the user's and the host's mappings to it are gone");
   const fresh = await token(p.httpUrl, 'alice:alice-pw', SECRET);
   t.equal((await manifest(p.httpUrl, SECRET, fresh)).status, 404, 'a new login of alice does not bring it back');
-  t.same(accessRows(db), [], 'nor her mapping');
+  t.same(await accessRows(db), [], 'nor her mapping');
   const catalog = await request(`${p.httpUrl}/v2/_catalog`, { headers: { Authorization: `Bearer ${fresh}` } });
   t.same(catalog.json(), { repositories: [KEEP] }, "alice's catalog: the listed repository only");
 
@@ -195,7 +191,7 @@ t.test('smart-proxy mode: repository_list unlists omitted repositories without l
     const r = await request(`${p.httpUrl}/container_gateway/${route}`, { method, ...(body ? { headers: JSON_BODY, body: JSON.stringify(body) } : {}) });
     t.equal(r.status, 200, `${method} ${route}: ${r.body}`);
   }
-  t.same(databaseRows(db, CONTENT_TABLES), content, 'content rows unchanged by user and host mappings');
+  t.same(await databaseRows(db, CONTENT_TABLES), content, 'content rows unchanged by user and host mappings');
   t.equal((await manifest(p.httpUrl, SECRET, fresh)).status, 404, 'a mapping to an unlisted repository grants nothing');
 
   // Katello lists them again: served again, same bytes.
@@ -239,7 +235,7 @@ t.test('smart-proxy mode: a push through the proxy lists an unlisted repository 
   const unlist = await request(`${p.httpUrl}/container_gateway/repository_list`, { method: 'PUT', headers: JSON_BODY, body: '{"repositories":[]}' });
   t.same(unlist.json(), { repositories: 0, unlisted: 1 }, 'Katello leaves it out');
   t.equal((await manifest(p.httpUrl, REPO, bearer)).status, 404, 'unlisted: the pusher no longer reads it');
-  t.not(databaseRows(db, ['tags']).tags?.length ?? 0, 0, 'its tag is still stored');
+  t.not((await databaseRows(db, ['tags'])).tags?.length ?? 0, 0, 'its tag is still stored');
   await push();
   const again = await manifest(p.httpUrl, REPO, await token(p.httpUrl, 'pusher:pusher-pw', REPO));
   t.same([again.status, digestOf(again.body)], [200, layoutManifest(image.layout).digest], 'pushed again: listed again, the pusher reads it');

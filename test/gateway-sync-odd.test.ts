@@ -122,7 +122,7 @@ t.test('a repository the catalog lists whose tags/list answers 404 is synced as 
   t.match(named.stderr, /1 of 1 repositories failed: odd\/no-such-repo: .*unknown to the main server \(404\)/);
   const unknown = await request(`${p.httpUrl}/v2/odd/no-such-repo/tags/list`, { headers: anon });
   t.same([unknown.status, unknown.json().errors?.[0]?.code], [401, 'UNAUTHORIZED'], 'anonymous: an unknown repository answers 401, as a private one would');
-  t.notOk(databaseRows(join(work, 'gw.db'), ['repositories']).repositories!.some((row) => row.includes('"odd/no-such-repo"')), 'and nothing of that name was created here');
+  t.notOk((await databaseRows(join(work, 'gw.db'), ['repositories'])).repositories!.some((row) => row.includes('"odd/no-such-repo"')), 'and nothing of that name was created here');
 
   // The main server is left as it was.
   t.same((await request(`${upstream.url}/v2/_catalog`)).json().repositories, catalog, "the main server's catalog is unchanged");

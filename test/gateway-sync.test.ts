@@ -11,13 +11,13 @@ import { createHash } from 'node:crypto';
 import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import t from 'tap';
 import { request } from './helpers/http.ts';
 import { buildImage, layoutBlobs, layoutManifest, pullImage, pushImage, type BuiltImage } from './helpers/images.ts';
 import { KatelloDouble } from './helpers/katello-double.ts';
 import { startMainServer } from './helpers/main-server.ts';
 import { freePort, PROXYCTL, run, startProxyd, type RunningProxyd, lineLogged } from './helpers/proxyd.ts';
+import { queryGateway } from './helpers/test-database.ts';
 import { startRegistry } from './helpers/registry.ts';
 
 type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
@@ -128,9 +128,8 @@ t.test('20 repositories × 5 tags: mirrored, pullable byte for byte; a second sy
 
   // Access as Katello has it: public where its anonymous catalog says so, host mappings fetched again.
   t.equal((await request(`${p.httpUrl}/v2/org/prod/app19/manifests/v1`, { headers: { ...anon, Accept: ACCEPT } })).status, 401, 'private at the main server: private here (no credentials: 401)');
-  const db = new Database(join(work, 'main.db'), { readonly: true });
-  t.same(db.prepare('SELECT r.name FROM hosts_repositories hr JOIN hosts h ON h.id = hr.host_id JOIN repositories r ON r.id = hr.repository_id WHERE h.uuid = ?').pluck().all(HOST), ['org/prod/app19'], "the host's mapping");
-  db.close();
+  const mapped = await queryGateway<{ name: string }>(join(work, 'main.db'), 'SELECT r.name FROM hosts_repositories hr JOIN hosts h ON h.id = hr.host_id JOIN repositories r ON r.id = hr.repository_id WHERE h.uuid = ?', [HOST]);
+  t.same(mapped.map((r) => r.name), ['org/prod/app19'], "the host's mapping");
   // Pullable from the proxy, byte for byte.
   const gw = new URL(p.httpUrl).host;
   for (const [repo, tag] of [['org/prod/app00', 'v1'], ['org/prod/app07', 'v5'], ['org/prod/app13', 'v3'], ['org/prod/app18', 'v5']] as const) {

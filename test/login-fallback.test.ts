@@ -8,12 +8,12 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import t from 'tap';
 import { request, type Reply } from './helpers/http.ts';
 import { buildImage, layoutManifest, pullImage, pushImage, skopeo } from './helpers/images.ts';
 import { KatelloDouble } from './helpers/katello-double.ts';
 import { startProxyd, type RunningProxyd, lineLogged } from './helpers/proxyd.ts';
+import { queryGateway } from './helpers/test-database.ts';
 import { startRegistry } from './helpers/registry.ts';
 
 type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
@@ -75,13 +75,8 @@ function assertUnavailable(tt: Tap, res: Reply, what: string): void {
   tt.ok(Number(res.headers['retry-after']) > 0, `${what}: Retry-After ${res.headers['retry-after']}`);
 }
 
-function tableRows(sql: string): unknown[] {
-  const d = new Database(db, { readonly: true });
-  try {
-    return d.prepare(sql).all();
-  } finally {
-    d.close();
-  }
+function tableRows(sql: string): Promise<unknown[]> {
+  return queryGateway(db, sql);
 }
 
 async function pullPrivate(tt: Tap, creds: string, what: string): Promise<void> {
@@ -102,14 +97,14 @@ async function whileDown(tt: Tap, what: string): Promise<void> {
   });
   tt.equal(manifest.status, 200, `${what}: the local token reads what the lists allow admin`);
 
-  const tokensBefore = tableRows('SELECT token_checksum FROM authentication_tokens').length;
+  const tokensBefore = (await tableRows('SELECT token_checksum FROM authentication_tokens')).length;
   assertUnavailable(tt, await login(basic('admin', 'wrong-password'), 'repository:org/prod/priv:pull'), `${what}: admin with another password`);
   assertUnavailable(tt, await login(basic('bob', PASSWORDS.bob), 'repository:org/prod/priv:pull'), `${what}: bob, never verified here`);
   assertUnavailable(tt, await login(basic('bob', PASSWORDS.bob), 'repository:org/prod/new:pull,push'), `${what}: a push login of bob`);
   const denied = await skopeo(['inspect', '--tls-verify=false', '--creds', `bob:${PASSWORDS.bob}`, `docker://${gw}/org/prod/priv:v1`]);
   tt.not(denied.code, 0, `${what}: skopeo as bob fails`);
   tt.match(denied.stderr, /503|unavailable/i, `${what}: skopeo says the service is unavailable`);
-  tt.equal(tableRows('SELECT token_checksum FROM authentication_tokens').length, tokensBefore, `${what}: the refused logins stored no token`);
+  tt.equal((await tableRows('SELECT token_checksum FROM authentication_tokens')).length, tokensBefore, `${what}: the refused logins stored no token`);
   await pullPrivate(tt, `admin:${PASSWORDS.admin}`, what);
 
   const anonymous = await login(undefined, 'repository:org/prod/app:pull');
@@ -130,7 +125,7 @@ t.test('Katello up: admin logs in; only a salted hash of the credentials is kept
   t.equal(res.status, 200);
   proxyd.secrets.push(res.json().token as string);
   await pullPrivate(t, `admin:${PASSWORDS.admin}`, 'Katello up');
-  const cache = tableRows('SELECT user, credentials_hash FROM login_cache') as Array<{ user: string; credentials_hash: string }>;
+  const cache = (await tableRows('SELECT "user", credentials_hash FROM login_cache')) as Array<{ user: string; credentials_hash: string }>;
   t.same(cache.map((r) => r.user), ['admin'], 'one cached login: admin');
   t.match(cache[0]!.credentials_hash, /^scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$/, 'a salted scrypt hash');
   t.notOk(JSON.stringify(cache).includes(PASSWORDS.admin), 'not the password');
@@ -182,7 +177,7 @@ t.test('Katello back: logins go to it again; nothing was stored for the refused 
   t.equal(katello.requestsTo('/v2/token').length, before + 1, 'through Katello');
   const wrong = await login(basic('admin', 'wrong-password'), 'repository:org/prod/priv:pull');
   t.equal(wrong.status, 401, "Katello's answer to a wrong password: 401");
-  const users = (tableRows('SELECT user FROM login_cache ORDER BY user') as Array<{ user: string }>).map((r) => r.user);
+  const users = ((await tableRows('SELECT "user" FROM login_cache ORDER BY "user"')) as Array<{ user: string }>).map((r) => r.user);
   t.same(users, ['admin', 'bob'], 'only logins Katello accepted are cached');
 });
 
@@ -212,12 +207,8 @@ t.test('a cached login lasts login_cache_ttl; 0 caches nothing', async (t) => {
     t.equal(res.status, 200, 'admin logs in while Katello is up');
     p.secrets.push(String(res.json().token));
   }
-  const d = new Database(join(work, 'ttl-short.db'), { readonly: true });
-  const verifiedAt = d.prepare("SELECT verified_at FROM login_cache WHERE user = 'admin'").pluck().get() as number;
-  d.close();
-  const n = new Database(join(work, 'ttl-none.db'), { readonly: true });
-  t.equal(n.prepare('SELECT count(*) FROM login_cache').pluck().get(), 0, 'login_cache_ttl 0: nothing cached');
-  n.close();
+  const verifiedAt = (await queryGateway<{ verified_at: number }>(join(work, 'ttl-short.db'), `SELECT verified_at FROM login_cache WHERE "user" = 'admin'`))[0]!.verified_at;
+  t.equal((await queryGateway<{ n: number }>(join(work, 'ttl-none.db'), 'SELECT count(*) AS n FROM login_cache'))[0]!.n, 0, 'login_cache_ttl 0: nothing cached');
   katello.override((_req, res) => {
     res.writeHead(503).end();
     return true;

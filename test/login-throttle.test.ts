@@ -8,11 +8,11 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import t from 'tap';
 import { request, type Reply } from './helpers/http.ts';
 import { makePki } from './helpers/pki.ts';
 import { startProxyd, type RunningProxyd } from './helpers/proxyd.ts';
+import { queryGateway } from './helpers/test-database.ts';
 
 type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
 
@@ -56,13 +56,8 @@ function login(p: RunningProxyd, authorization: string, scope = 'repository:alic
   return request(`${p.httpUrl}/v2/token?service=x&scope=${encodeURIComponent(scope)}`, { headers: { Authorization: authorization } });
 }
 
-function tokenCount(db: string): number {
-  const d = new Database(db, { readonly: true });
-  try {
-    return d.prepare('SELECT count(*) FROM authentication_tokens').pluck().get() as number;
-  } finally {
-    d.close();
-  }
+async function tokenCount(db: string): Promise<number> {
+  return (await queryGateway<{ n: number }>(db, 'SELECT count(*) AS n FROM authentication_tokens'))[0]!.n;
 }
 
 function assertThrottled(tt: Tap, res: Reply, windowSeconds: number, what: string): void {
@@ -84,7 +79,7 @@ async function pollUntil(fetchOnce: () => Promise<Reply>, ok: (r: Reply) => bool
 
 t.test('wrong passwords for one account are throttled; the right one works again after the window', async (t) => {
   const p = await daemon(t, 'account', { login_failure_limit: 4, login_failure_window: 3 });
-  const before = tokenCount(p.db);
+  const before = await tokenCount(p.db);
   const wrong = basic('alice', 'wrong-password');
   for (let i = 1; i <= 4; i++) {
     const res = await login(p, wrong);
@@ -93,7 +88,7 @@ t.test('wrong passwords for one account are throttled; the right one works again
   }
   for (let i = 1; i <= 3; i++) assertThrottled(t, await login(p, wrong), 3, `wrong password #${4 + i}, over the limit`);
   assertThrottled(t, await login(p, basic('alice', PASSWORDS.alice)), 3, 'the correct password while throttled');
-  t.equal(tokenCount(p.db), before, 'no token was stored by any of these');
+  t.equal(await tokenCount(p.db), before, 'no token was stored by any of these');
   const line = await p.waitForLog(/logins throttled for account 'alice'/);
   t.match(String(line.msg), /4 failed logins within 3 s/, 'one log line says who and why');
   t.equal(p.lines.filter((l) => l.includes("logins throttled for account 'alice'")).length, 1, 'logged once, not per refused guess');
@@ -103,7 +98,7 @@ t.test('wrong passwords for one account are throttled; the right one works again
   const token = after.json().token as string;
   const catalog = await request(`${p.httpUrl}/v2/_catalog`, { headers: { Authorization: `Bearer ${token}` } });
   t.equal(catalog.status, 200, 'and the token works');
-  t.equal(tokenCount(p.db), before + 1, 'exactly one token stored');
+  t.equal(await tokenCount(p.db), before + 1, 'exactly one token stored');
 });
 
 t.test('wrong passwords from one address are throttled for every account, /v1/search included', async (t) => {

@@ -50,11 +50,11 @@ function errorsLoggedSince(from: number): string[] {
 
 /** Run `attack` twice; the store must be unchanged and nothing logged as an error. */
 async function refusedTwice(t: Tap, attack: () => Promise<void>): Promise<void> {
-  const before = registry.snapshot();
+  const before = await registry.snapshot();
   const logged = proxyd.lines.length;
   await attack();
   await attack();
-  t.equal(registry.snapshot(), before, 'the database and the files of the store are unchanged');
+  t.equal(await registry.snapshot(), before, 'the database and the files of the store are unchanged');
   t.same(errorsLoggedSince(logged), [], 'no error and no stack trace logged');
 }
 

@@ -73,7 +73,7 @@ const auth = { Authorization: `Bearer ${token}` };
 t.test('refused by the proxy, twice; the main server never sees it; nothing changes', async (t) => {
   const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: `sha256:${'a'.repeat(64)}`, size: 2 }, layers: [] }));
   const seenBefore = (await main.flushAccessLog()).length;
-  const before = snapshot();
+  const before = await snapshot();
   for (let round = 1; round <= 2; round++) {
     for (const contentType of ['text/html', 'application/x-evil', 'application/octet-stream']) {
       const res = await call('PUT', `/v2/${REPO}/manifests/v1`, { ...auth, 'Content-Type': contentType }, manifest);
@@ -87,6 +87,6 @@ t.test('refused by the proxy, twice; the main server never sees it; nothing chan
     }
   }
   t.equal((await main.flushAccessLog()).length, seenBefore, 'the main server received none of them');
-  t.equal(snapshot(), before, "the proxy's database and store are unchanged");
+  t.equal(await snapshot(), before, "the proxy's database and store are unchanged");
   t.notOk(proxy.lines.some((line) => /"level":(5|6)\d/.test(line) || line.includes('"stack"')), 'no error and no stack trace logged');
 });

@@ -8,12 +8,12 @@ import { readdirSync, mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import t from 'tap';
 import { request } from './helpers/http.ts';
 import { sha256 } from './helpers/images.ts';
 import { startMainServer, type MainServer } from './helpers/main-server.ts';
 import { startProxyd, type RunningProxyd } from './helpers/proxyd.ts';
+import { gatewayRows } from './helpers/test-database.ts';
 import { startScriptedRegistry, type ScriptedRegistry } from './helpers/scripted-registry.ts';
 
 const NAME = 'acme/web/integrity';
@@ -116,7 +116,7 @@ function manifestOf(config: Buffer, layers: Buffer[], note = ''): Buffer {
 const putManifest = (ref: string, manifest: Buffer) => call('PUT', `/v2/${NAME}/manifests/${ref}`, { 'Content-Type': OCI_MANIFEST }, manifest);
 
 /** What the proxy keeps: blob files and every row about content. */
-function snapshot(): string {
+async function snapshot(): Promise<string> {
   const files: string[] = [];
   const walk = (dir: string) => {
     for (const e of readdirSync(dir, { withFileTypes: true })) {
@@ -126,18 +126,18 @@ function snapshot(): string {
     }
   };
   walk(storage);
-  const db = new Database(dbPath, { readonly: true, fileMustExist: true });
+  const db = await gatewayRows(dbPath);
   try {
-    const rows = (sql: string) => db.prepare(sql).all();
+    const rows = (sql: string) => db.all(sql);
     return JSON.stringify({
       files: files.sort(),
-      blobs: rows('SELECT digest, size FROM blobs ORDER BY digest'),
-      links: rows('SELECT repository_id, digest FROM repository_blobs ORDER BY 1, 2'),
-      manifests: rows('SELECT repository_id, digest FROM manifests ORDER BY 1, 2'),
-      tags: rows('SELECT repository_id, name, digest FROM tags ORDER BY 1, 2'),
+      blobs: await rows('SELECT digest, size FROM blobs ORDER BY digest'),
+      links: await rows('SELECT repository_id, digest FROM repository_blobs ORDER BY 1, 2'),
+      manifests: await rows('SELECT repository_id, digest FROM manifests ORDER BY 1, 2'),
+      tags: await rows('SELECT repository_id, name, digest FROM tags ORDER BY 1, 2'),
     });
   } finally {
-    db.close();
+    await db.close();
   }
 }
 
@@ -169,25 +169,25 @@ for (const c of BLOB_CASES) {
   t.test(`blob PUT, main server ${c.says}; nothing is kept here`, async (t) => {
     const blob = Buffer.alloc(150_000, `blob ${c.how}`);
     const digest = sha256(blob);
-    const before = snapshot();
+    const before = await snapshot();
     front.set((r) => (r.method === 'PUT' && r.path.includes('/blobs/uploads/') ? c.how : undefined));
     const put = await pushBlob(blob).finally(() => front.set(null));
     t.equal(put.status, c.client, `the client sees ${c.client}`);
     if (c.client >= 500) t.equal(JSON.parse(put.text).errors[0].code, c.how === '500' ? 'UNKNOWN' : 'UNAVAILABLE', 'an OCI error body');
     t.equal(await mainHas('blobs', digest), c.mainHolds, `the main server ${c.mainHolds === 200 ? 'holds' : 'does not hold'} the blob`);
-    t.equal(snapshot(), before, 'no blob file, no row changed on the proxy');
+    t.equal(await snapshot(), before, 'no blob file, no row changed on the proxy');
     t.equal((await call('GET', `/v2/${NAME}/blobs/${digest}`, reader)).status, 404, 'the proxy does not serve it');
   });
 }
 
 t.test('monolithic POST ?digest answered 201 then a hang-up: the bytes kept as they passed are dropped', async (t) => {
   const blob = Buffer.alloc(120_000, 'one shot');
-  const before = snapshot();
+  const before = await snapshot();
   front.set((r) => (r.method === 'POST' && r.query.has('digest') ? 'hangup' : undefined));
   const post = await call('POST', `/v2/${NAME}/blobs/uploads/?digest=${sha256(blob)}`, { 'Content-Type': 'application/octet-stream' }, blob).finally(() => front.set(null));
   t.equal(post.status, 502, 'the client hears that the answer broke off');
   t.equal(await mainHas('blobs', sha256(blob)), 404, 'the main server never got it');
-  t.equal(snapshot(), before, 'the blob file written on the way is gone, no row changed');
+  t.equal(await snapshot(), before, 'the blob file written on the way is gone, no row changed');
 });
 
 const MANIFEST_CASES = [
@@ -202,12 +202,12 @@ for (const c of MANIFEST_CASES) {
   t.test(`manifest PUT, main server ${c.says}: the tag is not stored or served here`, async (t) => {
     const manifest = manifestOf(config, [layer], c.how);
     const tag = `t-${c.how}`;
-    const before = snapshot();
+    const before = await snapshot();
     front.set((r) => (r.method === 'PUT' && r.path.includes('/manifests/') ? c.how : undefined));
     const put = await putManifest(tag, manifest).finally(() => front.set(null));
     t.equal(put.status, c.client, `the client sees ${c.client}`);
     t.equal(await mainHas('manifests', tag), c.mainHolds, `the main server ${c.mainHolds === 200 ? 'holds' : 'does not hold'} the tag`);
-    t.equal(snapshot(), before, 'no manifest, tag or blob row changed on the proxy');
+    t.equal(await snapshot(), before, 'no manifest, tag or blob row changed on the proxy');
     const tags = JSON.parse((await call('GET', `/v2/${NAME}/tags/list`, reader)).text).tags as string[];
     t.notOk(tags.includes(tag), 'the proxy lists no such tag');
     t.equal((await call('GET', `/v2/${NAME}/manifests/${sha256(manifest)}`, { ...reader, Accept: ACCEPT })).status, 404, 'nor serves the manifest by digest');

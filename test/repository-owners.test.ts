@@ -15,6 +15,7 @@ import { hashPassword } from '../plugins/container_gateway/auth/passwords.ts';
 import { MIGRATIONS } from '../plugins/container_gateway/db/migrations.ts';
 import { request } from './helpers/http.ts';
 import { PROXYCTL, run, startProxyd } from './helpers/proxyd.ts';
+import { queryGateway } from './helpers/test-database.ts';
 import { answer, manifestOf, OCI_MANIFEST, StandaloneGateway } from './helpers/standalone-gateway.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'gw-owners-'));
@@ -30,7 +31,7 @@ await gw.addUser('bob');
 
 t.test("a bare upload claims no name under another user's namespace or at the top level", async (t) => {
   const bobToken = await gw.tokenOf('bob', 'pull,push', 'alice/claimed', 'claimed', 'bob/own');
-  const before = gw.snapshot();
+  const before = await gw.snapshot();
   for (const name of ['alice/claimed', 'claimed']) {
     for (let i = 0; i < 2; i++) {
       const post = await gw.call('POST', `/v2/${name}/blobs/uploads/`, { token: bobToken });
@@ -39,13 +40,13 @@ t.test("a bare upload claims no name under another user's namespace or at the to
       t.equal(mono.res.status, 404, 'nor with content');
     }
   }
-  t.same(gw.snapshot(), before, 'no repository, upload, blob or file was made');
+  t.same(await gw.snapshot(), before, 'no repository, upload, blob or file was made');
   const admin1 = await gw.admin('GET', '/repositories');
   t.notOk(admin1.json().repositories.some((r: { name: string }) => ['alice/claimed', 'claimed'].includes(r.name)));
   // The name stays alice's to take.
   const aliceClaims = await gw.tokenOf('alice', 'pull,push', 'alice/claimed');
   await gw.pushImage('alice/claimed', aliceClaims, 'v1');
-  t.equal(gw.repositoryRow('alice/claimed')?.owner, 'alice');
+  t.equal((await gw.repositoryRow('alice/claimed'))?.owner, 'alice');
   // And bob's own namespace is his.
   const own = await gw.pushBlob('bob/own', bobToken);
   t.equal(own.res.status, 201, 'bob pushes under bob/');
@@ -56,7 +57,7 @@ t.test('an upload alone lists nothing; its blobs are readable by their pusher; t
   const aliceLook = await gw.tokenOf('alice', 'pull', 'bob/pending');
   const { res, blob } = await gw.pushBlob('bob/pending', bobToken);
   t.equal(res.status, 201);
-  t.same(gw.repositoryRow('bob/pending'), { owner_id: gw.repositoryRow('bob/pending')!.owner_id, pending: 1, owner: 'bob' }, 'stored as pending, owned by bob');
+  t.same(await gw.repositoryRow('bob/pending'), { owner_id: (await gw.repositoryRow('bob/pending'))!.owner_id, pending: 1, owner: 'bob' }, 'stored as pending, owned by bob');
 
   const catalogToken = (await gw.call('GET', `/v2/token?service=${host}&scope=registry:catalog:*`, { headers: gw.basic('bob') })).json().token as string;
   const listed = async () => ({
@@ -79,15 +80,15 @@ t.test('an upload alone lists nothing; its blobs are readable by their pusher; t
   const config = await gw.pushBlob('bob/pending', bobToken, '{"os":"linux"}');
   const manifest = manifestOf(config.blob, [blob]);
   t.equal((await gw.call('PUT', '/v2/bob/pending/manifests/v1', { token: bobToken, body: manifest, headers: { 'Content-Type': OCI_MANIFEST } })).status, 201);
-  t.equal(gw.repositoryRow('bob/pending')?.pending, 0);
+  t.equal((await gw.repositoryRow('bob/pending'))?.pending, 0);
   t.same(await listed(), { catalog: true, search: true, admin: true, proxyctl: true }, 'listed everywhere once its first manifest is stored');
 });
 
 t.test('a granted namespace: bob creates team/... only once an administrator grants it, and no more once taken back', async (t) => {
-  const before = gw.snapshot();
+  const before = await gw.snapshot();
   const early = await gw.tokenOf('bob', 'pull,push', 'team/app');
   t.equal((await gw.pushBlob('team/app', early)).res.status, 404, 'not before the grant');
-  t.same(gw.snapshot(), before);
+  t.same(await gw.snapshot(), before);
 
   const granted = await run([PROXYCTL, '--url', gw.base, 'users', 'grant', 'bob', 'team']);
   t.same([granted.code, granted.stdout.trim()], [0, "user 'bob' may create repositories under team/"], 'proxyctl users grant bob team');
@@ -100,7 +101,7 @@ t.test('a granted namespace: bob creates team/... only once an administrator gra
   const token = await gw.tokenOf('bob', 'pull,push', 'team/app', 'team/sub/tool', 'teams/app');
   await gw.pushImage('team/app', token, 'v1');
   await gw.pushImage('team/sub/tool', token, 'v1');
-  t.equal(gw.repositoryRow('team/app')?.owner, 'bob');
+  t.equal((await gw.repositoryRow('team/app'))?.owner, 'bob');
   t.equal((await gw.pushBlob('teams/app', token)).res.status, 404, 'a namespace is a path prefix, not a string prefix');
 
   for (const [path, status] of [['/users/nobody/namespaces/team', 404], ['/users/bob/namespaces/Bad_NS', 400], ['/users/bad%20name/namespaces/team', 400]] as const) {
@@ -130,19 +131,19 @@ t.test('owners are users, not names: a new user who takes a removed user\'s name
   t.equal(removed.code, 0, removed.stderr);
   t.match(removed.stdout, /^user 'carol' removed; the repositories it owned now have no owner: carol\/app, carol\/public\n/, 'proxyctl says which repositories lost their owner');
   t.match(removed.stdout, /A user added later as 'carol' does not get them/);
-  t.equal(gw.repositoryRow('carol/app')?.owner_id, null, 'ownerless in the database');
+  t.equal((await gw.repositoryRow('carol/app'))?.owner_id, null, 'ownerless in the database');
   t.equal((await gw.call('GET', '/v2/carol/app/manifests/v1', { token: carolToken })).status, 401, "the old carol's token died with her");
 
   await gw.addUser('carol');
   const newCarol = await gw.tokenOf('carol', 'pull,push,delete', 'carol/app', 'carol/public', 'carol/fresh');
-  const before = gw.snapshot();
+  const before = await gw.snapshot();
   t.same(answer(await gw.call('GET', '/v2/carol/app/manifests/v1', { token: newCarol })), { status: 404, code: 'NAME_UNKNOWN', challenge: gw.challenge('repository:carol/app:pull') }, 'the new carol cannot read the old private one');
   t.same(answer(await gw.call('POST', '/v2/carol/app/blobs/uploads/', { token: newCarol })), { status: 404, code: 'NAME_UNKNOWN', challenge: gw.challenge('repository:carol/app:pull,push') }, 'nor push to it');
   t.equal((await gw.call('DELETE', `/v2/carol/app/manifests/${app.digest}`, { token: newCarol })).status, 404, 'nor delete from it');
   const pub = await gw.call('POST', '/v2/carol/public/blobs/uploads/', { token: newCarol });
   t.equal(pub.status, 401, 'the public one: readable, not writable');
   t.match(pub.headers['www-authenticate'], /error="insufficient_scope"/);
-  t.same(gw.snapshot(), before, 'nothing changed');
+  t.same(await gw.snapshot(), before, 'nothing changed');
   t.equal((await gw.call('GET', '/v2/carol/public/manifests/v1')).status, 200, 'public stays public');
   t.equal((await gw.pushBlob('carol/fresh', newCarol)).res.status, 201, 'her own namespace is open for new repositories');
   const listing = (await gw.admin('GET', '/repositories')).json().repositories as Array<{ name: string; owner?: string }>;
@@ -156,14 +157,14 @@ t.test('open_top_level_names: true lets any user create a one-component name, fi
   await open.addUser('erin');
   const dave = await open.tokenOf('dave', 'pull,push', 'tool', 'dave/x');
   const erin = await open.tokenOf('erin', 'pull,push', 'tool', 'dave/x');
-  const before = open.snapshot();
+  const before = await open.snapshot();
   t.equal((await open.pushBlob('dave/x', erin)).res.status, 404, 'user namespaces stay closed to others');
-  t.same(open.snapshot(), before);
+  t.same(await open.snapshot(), before);
   await open.pushImage('tool', dave, 'v1');
-  t.equal(open.repositoryRow('tool')?.owner, 'dave', 'dave created tool');
-  const taken = open.snapshot();
+  t.equal((await open.repositoryRow('tool'))?.owner, 'dave', 'dave created tool');
+  const taken = await open.snapshot();
   t.same(answer((await open.pushBlob('tool', erin)).res), { status: 404, code: 'NAME_UNKNOWN', challenge: open.challenge('repository:tool:pull,push') }, "then it is not erin's");
-  t.same(open.snapshot(), taken, 'nothing changed');
+  t.same(await open.snapshot(), taken, 'nothing changed');
 });
 
 t.test('an existing database: owners by name become owners by id; an owner already removed leaves the repository ownerless', async (t) => {
@@ -187,9 +188,11 @@ t.test('an existing database: owners by name become owners by id; an owner alrea
   t.teardown(() => upgraded.stop());
   const list = await request(`${upgraded.httpUrl}/container_gateway/admin/repositories`);
   t.same(list.json(), { repositories: [{ name: 'alice/old', public: false, owner: 'alice' }, { name: 'gone/old', public: false }, { name: 'katello/repo', public: true }] });
+  const byId = await queryGateway(file, 'SELECT r.name, CASE WHEN r.owner_id = u.id THEN 1 ELSE 0 END AS by_id FROM repositories r JOIN users u ON u.name = ? WHERE r.owner_id IS NOT NULL', ['alice']);
+  t.same(byId, [{ name: 'alice/old', by_id: 1 }], "alice's repository refers to her user id");
+  // The SQLite file itself was migrated (on PostgreSQL: before its rows were copied over at start).
   const db = new Database(file, { readonly: true });
   t.teardown(() => db.close());
-  t.same(db.prepare('SELECT r.name, r.owner_id = u.id AS by_id FROM repositories r JOIN users u ON u.name = ? WHERE r.owner_id IS NOT NULL').all('alice'), [{ name: 'alice/old', by_id: 1 }], "alice's repository refers to her user id");
   t.notOk((db.prepare('PRAGMA table_info(repositories)').all() as Array<{ name: string }>).some((c) => c.name === 'owner'), 'the owner name column is gone');
 
   // A user named "gone" added now does not get gone/old.

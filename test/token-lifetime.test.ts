@@ -13,13 +13,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import Database from 'better-sqlite3';
 import t from 'tap';
 import { request } from './helpers/http.ts';
 import { buildImage, layoutBlobPath, layoutManifest, pushImage } from './helpers/images.ts';
 import { makePki } from './helpers/pki.ts';
 import { KatelloDouble } from './helpers/katello-double.ts';
 import { startProxyd, type RunningProxyd } from './helpers/proxyd.ts';
+import { queryGateway } from './helpers/test-database.ts';
 import { startRegistry } from './helpers/registry.ts';
 
 type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
@@ -69,13 +69,8 @@ async function login(p: RunningProxyd, user: string): Promise<string> {
 }
 
 /** The expiry (epoch ms) the daemon stored for the user's newest token. */
-function storedExpiry(db: string, user: string): number {
-  const d = new Database(db, { readonly: true });
-  try {
-    return d.prepare('SELECT max(t.expire_at) FROM authentication_tokens t JOIN users u ON u.id = t.user_id WHERE u.name = ?').pluck().get(user) as number;
-  } finally {
-    d.close();
-  }
+async function storedExpiry(db: string, user: string): Promise<number> {
+  return (await queryGateway<{ at: number }>(db, 'SELECT max(t.expire_at) AS at FROM authentication_tokens t JOIN users u ON u.id = t.user_id WHERE u.name = ?', [user]))[0]!.at;
 }
 
 const ROUTES: Array<{ method: string; path: string; body?: string; headers?: Record<string, string> }> = [
@@ -122,7 +117,7 @@ t.test('a Katello token past token_max_lifetime is refused on every route', asyn
   const loggedIn = Date.now();
   const token = await login(p, 'capped');
   await assertReads(t, p, token, 'fresh');
-  const expiry = storedExpiry(p.db, 'capped');
+  const expiry = await storedExpiry(p.db, 'capped');
   t.ok(expiry <= Date.now() + 2000 && expiry >= loggedIn, 'stored expiry: within token_max_lifetime (2 s), not Katello\'s 3600 s');
   await waitPast(expiry);
   await assertRefusedEverywhere(t, p, token, 'past token_max_lifetime');
@@ -134,7 +129,7 @@ t.test("a stored token past Katello's own (shorter) expiry is refused on every r
   const token = await login(p, 'short');
   katello.tokenExpiresIn = 3600;
   await assertReads(t, p, token, 'fresh');
-  const expiry = storedExpiry(p.db, 'short');
+  const expiry = await storedExpiry(p.db, 'short');
   t.ok(expiry <= Date.now() + 2000, "stored expiry: Katello's expires_in (2 s), not token_max_lifetime (900 s)");
   await waitPast(expiry);
   await assertRefusedEverywhere(t, p, token, "past Katello's expiry");
@@ -145,7 +140,7 @@ t.test('a user revoked in Katello loses access here within token_max_lifetime', 
   const token = await login(p, 'revoked');
   await assertReads(t, p, token, 'before the revocation');
   katello.revoke('revoked');
-  const expiry = storedExpiry(p.db, 'revoked');
+  const expiry = await storedExpiry(p.db, 'revoked');
   t.ok(expiry <= Date.now() + 3000, 'the stored token expires within token_max_lifetime of now');
   await waitPast(expiry);
   await assertRefusedEverywhere(t, p, token, 'revoked, past token_max_lifetime');
@@ -201,9 +196,7 @@ t.test('standalone: a stored token past its expiry is refused on every route, pu
   const upload = new URL(opened.headers.location!, p.httpUrl).pathname;
 
   // The token's stored expiry moves into the past, as time would move it.
-  const d = new Database(db);
-  d.prepare('UPDATE authentication_tokens SET expire_at = ? WHERE token_checksum = ?').run(Date.now() - 1, createHash('sha256').update(token).digest('hex'));
-  d.close();
+  await queryGateway(db, 'UPDATE authentication_tokens SET expire_at = ? WHERE token_checksum = ?', [Date.now() - 1, createHash('sha256').update(token).digest('hex')]);
 
   const body = manifest.raw.toString('utf8');
   const routes = [

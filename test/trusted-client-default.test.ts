@@ -66,8 +66,8 @@ if (created.status !== 201) throw new Error(`seeding alice from 127.0.0.1: ${cre
 const image = await buildImage(join(work, 'images'), { name: 'private', files: { '/etc/secret.txt': 'alice only\n' } });
 await pushImage(image.ref, `${new URL(LOCAL).host}/alice/app:v1`, { creds: 'alice:alice-pw' });
 
-function snapshot(p: { db: string; storage: string }) {
-  return { rows: databaseRows(p.db), files: storeFiles(p.storage) };
+async function snapshot(p: { db: string; storage: string }) {
+  return { rows: await databaseRows(p.db), files: storeFiles(p.storage) };
 }
 
 async function anonymousManifest(base: string, send: typeof request = request): Promise<Reply> {
@@ -75,7 +75,7 @@ async function anonymousManifest(base: string, send: typeof request = request): 
 }
 
 t.test('plain HTTP from a non-loopback peer: every attack on the admin API is refused and changes nothing', async (t) => {
-  const before = snapshot(standalone);
+  const before = await snapshot(standalone);
   t.equal((await anonymousManifest(LOCAL)).status, 401, 'baseline: alice/app is private (anonymous clients are asked to log in)');
   const ext = from(standalone, HOST);
   const attacks: Array<[string, string, unknown?]> = [
@@ -103,7 +103,7 @@ t.test('plain HTTP from a non-loopback peer: every attack on the admin API is re
     });
     refused(t, spoofed, `${method} ${path} from ${PEER} claiming 127.0.0.1`);
   }
-  t.same(snapshot(standalone), before, 'the database and the store are unchanged');
+  t.same(await snapshot(standalone), before, 'the database and the store are unchanged');
   const login = await request(`${LOCAL}/v2/token?service=x&scope=repository:alice/app:pull`, { headers: { Authorization: `Basic ${Buffer.from('mallory:mallory-pw').toString('base64')}` } });
   t.equal(login.status, 401, 'mallory does not exist: her login is refused');
   t.equal((await anonymousManifest(ext, peer.request)).status, 401, 'alice/app is still private');
@@ -138,7 +138,7 @@ t.test("a dual-stack listener (bind_host '::'): IPv4-mapped loopback is loopback
 });
 
 t.test('HTTPS: only a verified client certificate, even from loopback', async (t) => {
-  const before = snapshot(standalone);
+  const before = await snapshot(standalone);
   const post = (client?: typeof admin) => request(`${standalone.httpsUrl}/container_gateway/admin/users`, {
     method: 'POST', ca: pki.ca, headers: JSON_BODY, body: JSON.stringify({ name: 'mallory', password: 'mallory-pw' }), ...(client ? { client } : {}),
   });
@@ -148,7 +148,7 @@ t.test('HTTPS: only a verified client certificate, even from loopback', async (t
   const self = await post(rogue);
   t.equal(self.status, 403, 'a self-signed certificate with CN=admin: 403');
   t.match(self.json(), { error: /not verified/ });
-  t.same(snapshot(standalone), before, 'nothing changed');
+  t.same(await snapshot(standalone), before, 'nothing changed');
   const list = await request(`${standalone.httpsUrl}/container_gateway/admin/users`, { ca: pki.ca, client: admin });
   t.same([list.status, list.json()], [200, { users: ['alice'] }], 'a verified certificate lists the users');
 });
@@ -163,7 +163,7 @@ t.test("smart-proxy mode: Katello's management routes from a non-loopback peer a
   const put = (base: string, route: string, body: unknown, send: typeof request = request) => send(`${base}/container_gateway/${route}`, { method: 'PUT', headers: JSON_BODY, body: JSON.stringify(body) });
   t.equal((await put(p.httpUrl, 'repository_list', { repositories: [{ repository: PRIV, auth_required: true }] })).status, 200, 'Katello (on loopback) lists a private repository');
   t.equal((await put(p.httpUrl, 'user_repository_mapping', { users: [{ alice: [{ repository: PRIV, auth_required: true }] }] })).status, 200, 'and maps alice to it');
-  const before = snapshot(p);
+  const before = await snapshot(p);
   const ext = from(p, HOST);
   const grant = { users: [{ mallory: [{ repository: PRIV, auth_required: true }] }] };
   refused(t, await put(ext, 'user_repository_mapping', grant, peer.request), 'PUT /container_gateway/user_repository_mapping (mallory grants herself the private repository)');
@@ -172,7 +172,7 @@ t.test("smart-proxy mode: Katello's management routes from a non-loopback peer a
   refused(t, await put(ext, 'host_repository_mapping', { hosts: [] }, peer.request), 'PUT /container_gateway/host_repository_mapping');
   refused(t, await put(ext, 'update_host_repositories', { hosts: [{ 'a-host': [{ repository: PRIV, auth_required: true }] }] }, peer.request), 'PUT /container_gateway/update_host_repositories');
   refused(t, await peer.request(`${ext}/container_gateway/users`), 'GET /container_gateway/users');
-  t.same(snapshot(p), before, 'the database and the store are unchanged');
+  t.same(await snapshot(p), before, 'the database and the store are unchanged');
   const users = await request(`${p.httpUrl}/container_gateway/users`);
   t.same(users.json(), { users: ['alice'] }, 'no mallory');
   const anon = await peer.request(`${ext}/v2/_catalog`, { headers: { Authorization: 'Bearer unauthenticated' } });

@@ -39,9 +39,12 @@ export function rootApi(daemon: DaemonView, trustedClient: RequestHandler): Rout
     res.json({ status: 'alive' });
   });
 
-  router.get('/readyz', (_req, res) => {
+  // Not ready: an enabled plugin is not running, or a running one cannot serve now (its `ready` hook says why).
+  router.get('/readyz', async (_req, res) => {
     const notRunning = daemon.plugins().filter((p) => p.state !== 'running' && p.state !== 'disabled').map((p) => p.name);
-    res.status(notRunning.length === 0 ? 200 : 503).json({ ready: notRunning.length === 0, not_running: notRunning });
+    const unready = await daemon.unready();
+    const ready = notRunning.length === 0 && Object.keys(unready).length === 0;
+    res.status(ready ? 200 : 503).json({ ready, not_running: notRunning, ...(Object.keys(unready).length > 0 ? { not_ready: unready } : {}) });
   });
 
   return router;

@@ -235,6 +235,13 @@ export class PluginManager {
       .map((e) => ({ name: e.name, http: e.http, https: e.https, router: e.ctx!.router, rootRouter: e.ctx!.rootRouter }));
   }
 
+  /** Running plugins whose `ready` hook gives a reason they cannot serve now (a hook that throws: its message). */
+  async unready(): Promise<Record<string, string>> {
+    const asked = [...this.entries.values()].filter((e) => e.state === 'running' && e.ctx && e.def?.ready);
+    const reasons = await Promise.all(asked.map((e) => e.def!.ready!(e.ctx!, e.api).catch((err: unknown) => (err as Error).message)));
+    return Object.fromEntries(asked.flatMap((e, i) => (reasons[i] === undefined ? [] : [[e.name, reasons[i]!]])));
+  }
+
   statuses(): PluginStatus[] {
     return [...this.entries.values()]
       .sort((a, b) => a.name.localeCompare(b.name))

@@ -31,6 +31,8 @@ export interface DaemonView {
   readonly version: string;
   readonly logBuffer: LogBuffer;
   plugins(): PluginStatus[];
+  /** Running plugins that say they cannot serve now, with their reason (their `ready` hooks, asked now). */
+  unready(): Promise<Record<string, string>>;
 }
 
 export interface PluginContext<S extends PluginSettings = PluginSettings> {
@@ -90,6 +92,12 @@ export interface PluginDefinition<S extends PluginSettings = PluginSettings, P =
    * that throws releases what it made itself.
    */
   stop?(ctx: PluginContext<S>, parts: P | undefined): void | Promise<void>;
+  /**
+   * Asked by GET /readyz while the plugin runs: why it cannot serve requests
+   * now (e.g. its database does not answer), or undefined when it can. Keep
+   * it quick: a load balancer's health check waits for it.
+   */
+  ready?(ctx: PluginContext<S>, parts: P): Promise<string | undefined>;
 }
 
 const NAME = /^[a-z][a-z0-9_]*$/;
@@ -104,7 +112,7 @@ export function checkDefinition(value: unknown): string | undefined {
   const def = value as Partial<PluginDefinition>;
   if (typeof def.name !== 'string' || !NAME.test(def.name)) return `has an invalid name ${JSON.stringify(def.name)} (lower case, digits and _)`;
   if (typeof def.version !== 'string' || !/^\d+(\.\d+){0,2}([-+].*)?$/.test(def.version)) return `has an invalid version ${JSON.stringify(def.version)}`;
-  for (const hook of ['setup', 'start', 'stop', 'validate'] as const) {
+  for (const hook of ['setup', 'start', 'stop', 'validate', 'ready'] as const) {
     if (def[hook] !== undefined && typeof def[hook] !== 'function') return `has a ${hook} that is not a function`;
   }
   return undefined;

@@ -1,9 +1,11 @@
 // The container gateway: the registry that podman, skopeo and docker talk to
 // on a smart proxy. Pulls are served from the content backend with access
-// decided from a SQLite cache that Katello keeps current.
+// decided from a database that Katello keeps current (SQLite, or PostgreSQL
+// shared by several nodes).
 import { hostname } from 'node:os';
 import { definePlugin, type Logger } from '../../lib/plugins/api.ts';
 import { DbConnectionError, parseDbConnection } from './db/connection.ts';
+import { PING_TIMEOUT_MS } from './db/open.ts';
 import { setUpGateway, type GatewayParts } from './parts.ts';
 import { SETTINGS_SCHEMA, type DownloadPolicy, type GatewaySettings } from './settings.ts';
 
@@ -56,6 +58,13 @@ export default definePlugin<GatewaySettings & Record<string, unknown>, GatewayPa
   },
   start(_ctx, parts) {
     parts.purger?.start();
+  },
+  // Without its database a node can neither log anyone in nor serve a manifest: /readyz says so, and a
+  // load balancer sends requests to the other nodes until it answers again.
+  async ready(_ctx, parts) {
+    const database = parts.gateway.database;
+    const ping = await database.ping(PING_TIMEOUT_MS);
+    return ping.reachable ? undefined : `database ${database.description} does not answer: ${ping.error}`;
   },
   async stop(ctx, parts) {
     await parts?.closers.closeAll(ctx.logger);

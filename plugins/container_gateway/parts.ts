@@ -5,6 +5,7 @@ import type { PluginContext } from '../../lib/plugins/api.ts';
 import { Closers } from './closers.ts';
 import { Gateway } from './gateway.ts';
 import { adminRouter } from './routes/admin.ts';
+import { databaseAdminRouter } from './routes/admin-database.ts';
 import { grantsAdminRouter } from './routes/admin-grants.ts';
 import { flatpakIndexRouter } from './routes/flatpak-index.ts';
 import { nodeAdminRouter } from './routes/admin-node.ts';
@@ -63,6 +64,7 @@ async function build(ctx: PluginContext, settings: GatewaySettings, closers: Clo
   ctx.router.use(syncAdminRouter(ctx.auth.trustedClient, syncs));
   ctx.router.use(nodeAdminRouter(ctx.auth.trustedClient, settings.node_name));
   ctx.router.use(onDemandAdminRouter(ctx.auth.trustedClient, settings.download_policy, () => gateway.onDemand?.counters.totals()));
+  ctx.router.use(databaseAdminRouter(ctx.auth.trustedClient, gateway.database));
   const db = gateway.db;
   ctx.router.use(
     adminRouter({

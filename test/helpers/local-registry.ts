@@ -3,11 +3,11 @@
 // from /v2/token, blobs pushed as clients push them.
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
-import Database from 'better-sqlite3';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startProxyd, type RunningProxyd } from './proxyd.ts';
+import { gatewayRows } from './test-database.ts';
 
 export interface Answer {
   status: number;
@@ -29,7 +29,7 @@ export interface LocalRegistry {
   /** POST then PUT ?digest with the body; throws unless 202 then 201. */
   pushBlob(repo: string, token: string, bytes: Buffer): Promise<{ digest: string; size: number }>;
   /** What the store holds: the content rows of the database and every file under storage_path with its size. */
-  snapshot(): string;
+  snapshot(): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -45,14 +45,15 @@ function files(dir: string, prefix = ''): string[] {
   return entries.flatMap((e) => (e.isDirectory() ? files(join(dir, e.name), `${prefix}${e.name}/`) : [`${prefix}${e.name} ${statSync(join(dir, e.name)).size}`])).sort();
 }
 
-/** The content rows of a gateway database and every file under a storage path with its size, as text. */
-export function storeSnapshot(dbFile: string, storagePath: string): string {
-  const db = new Database(dbFile, { readonly: true, fileMustExist: true });
+/** The content rows of a gateway database (by its sqlite_db_path) and every file under a storage path with its size, as text. */
+export async function storeSnapshot(dbFile: string, storagePath: string): Promise<string> {
+  const db = await gatewayRows(dbFile);
   try {
-    const rows = CONTENT_TABLES.map((table) => `${table}: ${JSON.stringify(db.prepare(`SELECT * FROM ${table} ORDER BY 1, 2`).raw().all())}`);
+    const rows: string[] = [];
+    for (const table of CONTENT_TABLES) rows.push(`${table}: ${JSON.stringify((await db.all(`SELECT * FROM ${table} ORDER BY 1, 2`)).map((r) => Object.values(r)))}`);
     return [...rows, ...files(storagePath)].join('\n');
   } finally {
-    db.close();
+    await db.close();
   }
 }
 

@@ -9,6 +9,7 @@ import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { freePort } from './proxyd.ts';
+import { NATURAL_COLLATION, POSTGRES_ENV } from './test-database.ts';
 
 export interface PostgresCluster {
   readonly port: number;
@@ -18,6 +19,8 @@ export interface PostgresCluster {
   createDatabase(name: string): Promise<string>;
   /** Stops the server (done by teardown too; safe to call twice). */
   stop(): void;
+  /** Starts it again after stop(), on the same port and data. */
+  start(): void;
 }
 
 interface Teardown {
@@ -75,21 +78,69 @@ export async function startPostgres(t: Teardown): Promise<PostgresCluster> {
   });
   // fsync off: the cluster lives as long as the test file; crash safety is not under test.
   const options = `-p ${port} -k ${socketDir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200`;
-  running = true;
-  runPg(join(bin, 'pg_ctl'), ['-D', data, '-w', '-l', join(data, 'server.log'), '-o', options, 'start']);
+  const start = () => {
+    if (running) return;
+    running = true;
+    runPg(join(bin, 'pg_ctl'), ['-D', data, '-w', '-l', join(data, 'server.log'), '-o', options, 'start']);
+  };
+  start();
   return {
     port,
     socketDir,
     stop,
+    start,
     async createDatabase(name: string) {
       const admin = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres' });
       await admin.connect();
       try {
-        await admin.query(`CREATE DATABASE "${name.replace(/"/g, '""')}"`);
+        await admin.query(`CREATE DATABASE "${name.replace(/"/g, '""')}" ${NATURAL_COLLATION}`);
       } finally {
         await admin.end();
       }
       return `postgresql://postgres@127.0.0.1:${port}/${encodeURIComponent(name)}`;
     },
   };
+}
+
+/**
+ * Starts this file's private cluster and points every gateway the helpers
+ * start at it, each on a database of its own (the test/postgres/ wrappers,
+ * before they import the suite they run).
+ */
+export async function usePostgres(t: Teardown): Promise<PostgresCluster> {
+  const cluster = await startPostgres(t);
+  process.env[POSTGRES_ENV] = `postgresql://postgres@127.0.0.1:${cluster.port}/postgres`;
+  t.teardown(() => {
+    delete process.env[POSTGRES_ENV];
+  });
+  return cluster;
+}
+
+/**
+ * A last test of a test/postgres/ wrapper: the suite's gateways really stored
+ * their rows in this cluster (a database of the gateway schema holding users
+ * or repositories), not in SQLite files beside it.
+ */
+export async function gatewayDatabasesIn(cluster: PostgresCluster): Promise<{ name: string; rows: number }[]> {
+  const admin = new pg.Client({ host: '127.0.0.1', port: cluster.port, user: 'postgres', database: 'postgres' });
+  await admin.connect();
+  let names: string[];
+  try {
+    names = (await admin.query("SELECT datname FROM pg_database WHERE datname LIKE 'gw\\_%' ORDER BY datname")).rows.map((r: { datname: string }) => r.datname);
+  } finally {
+    await admin.end();
+  }
+  const out: { name: string; rows: number }[] = [];
+  for (const name of names) {
+    const db = new pg.Client({ host: '127.0.0.1', port: cluster.port, user: 'postgres', database: name });
+    await db.connect();
+    try {
+      const migrated = (await db.query("SELECT to_regclass('schema_migrations') IS NOT NULL AS yes")).rows[0].yes as boolean;
+      const rows = migrated ? Number((await db.query('SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM repositories) AS n')).rows[0].n) : 0;
+      out.push({ name, rows });
+    } finally {
+      await db.end();
+    }
+  }
+  return out;
 }

@@ -6,6 +6,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import YAML from 'yaml';
+import { gatewayDatabaseSettings } from './test-database.ts';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
 export const PROXYD = join(ROOT, 'bin/proxyd');
@@ -112,7 +113,11 @@ export async function startProxyd(opts: ProxydOptions = {}): Promise<RunningProx
     ...(opts.https ? { https_port: httpsPort } : {}),
     ...opts.settings,
   };
-  for (const [name, values] of Object.entries(opts.plugins ?? {})) writeSettings(join(settingsDir, `${name}.yml`), values);
+  for (const [name, values] of Object.entries(opts.plugins ?? {})) {
+    // On PostgreSQL (PROXYD_TEST_POSTGRES) each gateway gets a database of its own, named after its sqlite_db_path.
+    const database = name === 'container_gateway' && !('db_connection_string' in values) ? await gatewayDatabaseSettings(String(values.sqlite_db_path ?? join(dir, 'container_gateway.db'))) : {};
+    writeSettings(join(settingsDir, `${name}.yml`), { ...values, ...database });
+  }
   const settingsFile = join(dir, 'settings.yml');
   writeSettings(settingsFile, settings);
   return launch([PROXYD, '--settings', settingsFile], { dir, settingsFile, httpPort, httpsPort, env: opts.env });

@@ -7,10 +7,10 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import { request, type Reply } from './http.ts';
 import type { CertPair, TestPki } from './pki.ts';
 import { launch, PROXYD, startProxyd, type RunningProxyd } from './proxyd.ts';
+import { gatewayRows, queryGateway } from './test-database.ts';
 
 export const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 export const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
@@ -84,12 +84,12 @@ export class StandaloneGateway {
   }
 
   /** Start one in `dir` (gw.db, storage/); HTTPS too when given a PKI. */
-  static async start(dir: string, opts: { pki?: TestPki; settings?: Record<string, unknown> } = {}): Promise<StandaloneGateway> {
+  static async start(dir: string, opts: { pki?: TestPki; settings?: Record<string, unknown>; logLevel?: string; global?: Record<string, unknown> } = {}): Promise<StandaloneGateway> {
     const pki = opts.pki;
     const proxyd = await startProxyd({
       fixtures: false,
       https: pki !== undefined,
-      settings: { log_level: 'WARN', ...(pki ? { ssl_certificate: pki.server.cert, ssl_private_key: pki.server.key, ssl_ca_file: pki.ca } : {}) },
+      settings: { log_level: opts.logLevel ?? 'WARN', ...opts.global, ...(pki ? { ssl_certificate: pki.server.cert, ssl_private_key: pki.server.key, ssl_ca_file: pki.ca } : {}) },
       plugins: { container_gateway: { enabled: true, sqlite_db_path: join(dir, 'gw.db'), storage_path: join(dir, 'storage'), ...opts.settings } },
     });
     return new StandaloneGateway(proxyd, join(dir, 'gw.db'), join(dir, 'storage'), pki);
@@ -165,33 +165,29 @@ export class StandaloneGateway {
   }
 
   /** Every row that says what exists and who owns it, and every file of the store. */
-  snapshot(): unknown {
-    const db = new Database(this.dbPath, { readonly: true });
+  async snapshot(): Promise<unknown> {
+    const db = await gatewayRows(this.dbPath);
     try {
-      const all = (sql: string) => db.prepare(sql).all();
+      const all = (sql: string) => db.all(sql);
       return {
-        repositories: all('SELECT id, name, auth_required, owner_id, pending FROM repositories ORDER BY id'),
-        users: all('SELECT id, name FROM users ORDER BY id'),
-        namespaces: all('SELECT user_id, namespace FROM user_namespaces ORDER BY user_id, namespace'),
-        blobs: all('SELECT digest, size FROM blobs ORDER BY digest'),
-        links: all('SELECT repository_id, digest FROM repository_blobs ORDER BY repository_id, digest'),
-        manifests: all('SELECT repository_id, digest FROM manifests ORDER BY repository_id, digest'),
-        tags: all('SELECT repository_id, name, digest FROM tags ORDER BY repository_id, name'),
-        uploads: all('SELECT uuid, repository_id FROM uploads ORDER BY uuid'),
+        repositories: await all('SELECT id, name, auth_required, owner_id, pending FROM repositories ORDER BY id'),
+        users: await all('SELECT id, name FROM users ORDER BY id'),
+        namespaces: await all('SELECT user_id, namespace FROM user_namespaces ORDER BY user_id, namespace'),
+        blobs: await all('SELECT digest, size FROM blobs ORDER BY digest'),
+        links: await all('SELECT repository_id, digest FROM repository_blobs ORDER BY repository_id, digest'),
+        manifests: await all('SELECT repository_id, digest FROM manifests ORDER BY repository_id, digest'),
+        tags: await all('SELECT repository_id, name, digest FROM tags ORDER BY repository_id, name'),
+        uploads: await all('SELECT uuid, repository_id FROM uploads ORDER BY uuid'),
         store: files(this.storage),
       };
     } finally {
-      db.close();
+      await db.close();
     }
   }
 
   /** A repository's owner (id and current name) and whether it is pending. */
-  repositoryRow(name: string): { owner_id: number | null; pending: number; owner: string | null } | undefined {
-    const db = new Database(this.dbPath, { readonly: true });
-    try {
-      return db.prepare('SELECT r.owner_id, r.pending, u.name AS owner FROM repositories r LEFT JOIN users u ON u.id = r.owner_id WHERE r.name = ?').get(name) as never;
-    } finally {
-      db.close();
-    }
+  async repositoryRow(name: string): Promise<{ owner_id: number | null; pending: number; owner: string | null } | undefined> {
+    const rows = await queryGateway<{ owner_id: number | null; pending: number; owner: string | null }>(this.dbPath, 'SELECT r.owner_id, r.pending, u.name AS owner FROM repositories r LEFT JOIN users u ON u.id = r.owner_id WHERE r.name = ?', [name]);
+    return rows[0];
   }
 }

@@ -1,22 +1,27 @@
 // What a gateway holds, for "nothing changed" assertions: every row of its
-// SQLite database and every file of its store, read from outside the daemon.
+// database (SQLite, or its PostgreSQL one: test-database.ts) and every file of
+// its store, read from outside the daemon.
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import Database from 'better-sqlite3';
+import { gatewayRows, testPostgres } from './test-database.ts';
 
-/** Every table's rows (as sorted JSON lines), by table name. */
-export function databaseRows(file: string, tables?: string[]): Record<string, string[]> {
-  const db = new Database(file, { readonly: true, fileMustExist: true });
+/** Every table's rows (as sorted JSON lines), by table name; `file` is the gateway's sqlite_db_path. */
+export async function databaseRows(file: string, tables?: string[]): Promise<Record<string, string[]>> {
+  const db = await gatewayRows(file);
   try {
-    const names = tables ?? (db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").pluck().all() as string[]);
-    return Object.fromEntries(names.map((name) => {
-      const rows = db.prepare(`SELECT * FROM "${name}"`).all() as Array<Record<string, unknown>>;
+    const listed = testPostgres() === undefined
+      ? "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+      : 'SELECT table_name AS name FROM information_schema.tables WHERE table_schema = current_schema() ORDER BY table_name';
+    const names = tables ?? (await db.all<{ name: string }>(listed)).map((r) => r.name);
+    const out: Record<string, string[]> = {};
+    for (const name of names) {
+      const rows = await db.all(`SELECT * FROM "${name}"`);
       // BLOB columns (manifest content) are compared by their bytes.
-      const text = rows.map((r) => JSON.stringify(r, (_k, v: unknown) => (Buffer.isBuffer(v) ? v.toString('base64') : v)));
-      return [name, text.sort()];
-    }));
+      out[name] = rows.map((r) => JSON.stringify(r, (_k, v: unknown) => (v !== null && typeof v === 'object' && (v as { type?: unknown }).type === 'Buffer' ? Buffer.from((v as { data: number[] }).data).toString('base64') : v))).sort();
+    }
+    return out;
   } finally {
-    db.close();
+    await db.close();
   }
 }
 

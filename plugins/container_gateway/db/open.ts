@@ -40,7 +40,31 @@ export interface OpenDatabase {
   readonly kind: DbConnection['kind'];
   /** The connection pool of this process (PostgreSQL only). */
   poolStats(): PoolStats | undefined;
+  /** Is the database answering? One trivial query, given up after `timeoutMs`. */
+  ping(timeoutMs: number): Promise<Reachability>;
   close(): Promise<void>;
+}
+
+/** How long `proxyctl status` and /readyz wait for the database: long enough for a loaded server, short enough for a probe. */
+export const PING_TIMEOUT_MS = 2000;
+
+export type Reachability = { reachable: true; latency_ms: number } | { reachable: false; error: string };
+
+/** `SELECT 1` on `sql`, answered within `timeoutMs` or reported unreachable (the query itself is left to end on its own). */
+async function ping(sql: Sql, timeoutMs: number): Promise<Reachability> {
+  const started = Date.now();
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+  });
+  try {
+    await Promise.race([sql.value('SELECT 1'), late]);
+    return { reachable: true, latency_ms: Date.now() - started };
+  } catch (err) {
+    return { reachable: false, error: (err as Error).message };
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 export async function openDatabase(settings: DatabaseSettings, log: { info(msg: string): void; warn(msg: string): void }): Promise<OpenDatabase> {
@@ -49,7 +73,7 @@ export async function openDatabase(settings: DatabaseSettings, log: { info(msg: 
   if (conn.kind === 'sqlite') {
     const sql = new SqliteSql(conn.path, settings.sqlite_timeout);
     const cluster = new LocalCluster();
-    return { sql, cluster, description, kind: 'sqlite', poolStats: () => undefined, close: async () => { await cluster.close(); await sql.close(); } };
+    return { sql, cluster, description, kind: 'sqlite', poolStats: () => undefined, ping: (ms) => ping(sql, ms), close: async () => { await cluster.close(); await sql.close(); } };
   }
   const pg = await openPostgres(conn, {
     maxConnections: settings.db_max_connections,
@@ -62,7 +86,7 @@ export async function openDatabase(settings: DatabaseSettings, log: { info(msg: 
     await pg.close().catch(() => undefined);
     throw err;
   }
-  return { sql: pg, cluster: pg.cluster, description, kind: 'postgres', poolStats: () => pg.poolStats(), close: () => pg.close() };
+  return { sql: pg, cluster: pg.cluster, description, kind: 'postgres', poolStats: () => pg.poolStats(), ping: (ms) => ping(pg, ms), close: () => pg.close() };
 }
 
 async function moveFromSqlite(pg: PostgresSql, settings: DatabaseSettings, description: string, log: { info(msg: string): void }): Promise<void> {

@@ -2,7 +2,8 @@
 // indexes and ON DELETE rules as the end state of the SQLite migrations
 // (db/migrations.ts), so the one set of queries runs on both. The first
 // migration here is that whole end state; a later change to the schema is
-// one more entry in each list.
+// one more entry in each list (or here only, for what only PostgreSQL needs:
+// byte-order collation).
 //
 // Types: every INTEGER of SQLite is BIGINT here (ids, times in ms, sizes,
 // counters; read back as numbers by db/postgres-sql.ts) except the 0/1 flags,
@@ -154,6 +155,16 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
      bytes_fetched BIGINT NOT NULL DEFAULT 0,
      PRIMARY KEY (node, daemon, worker)
    );`,
+  // Names in byte order, as SQLite compares them: the catalog, tag lists and
+  // their pagination (name > last) agree on both whatever the database's
+  // default collation (en_US would put "B" after "a", and "-" nearly nowhere).
+  `ALTER TABLE users ALTER COLUMN name TYPE TEXT COLLATE "C";
+   ALTER TABLE repositories ALTER COLUMN name TYPE TEXT COLLATE "C";
+   ALTER TABLE tags ALTER COLUMN name TYPE TEXT COLLATE "C";
+   ALTER TABLE tag_order ALTER COLUMN name TYPE TEXT COLLATE "C";
+   ALTER TABLE tag_checks ALTER COLUMN name TYPE TEXT COLLATE "C";
+   ALTER TABLE user_namespaces ALTER COLUMN namespace TYPE TEXT COLLATE "C";
+   ALTER TABLE hosts ALTER COLUMN uuid TYPE TEXT COLLATE "C";`,
 ];
 
 /** The SQLite migration count the PostgreSQL schema above equals (db/copy-sqlite.ts copies from that version only). */
