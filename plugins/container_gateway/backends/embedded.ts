@@ -1,5 +1,5 @@
 // The embedded store as a content backend: blob files by digest and what
-// repositories hold in SQLite, served and written here. It takes writes and
+// repositories hold in the database, served and written here. It takes writes and
 // knows referrers (it indexes every manifest's subject). A request about a
 // repository that does not exist answers NAME_UNKNOWN; only a push creates
 // one (an upload makes it pending, its first manifest makes it listed).

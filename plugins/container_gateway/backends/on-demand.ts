@@ -8,11 +8,11 @@
 // ask at once (one promise per repository and reference), verified, stored
 // (on_demand) and served as the store serves it; an index's children are
 // fetched only when asked for. A stored tag is served without asking upstream
-// for manifest_check_interval after its last check (kept in SQLite: workers
-// share it); then one HEAD decides: same digest, changed (fetched, the tag
-// moves, in the main server's order as for pushes), or gone. Digests never
-// revalidate. Blobs: a hit is the inner backend's, a miss is the shared
-// fetch (on-demand-blobs.ts). streamed: the same, but nothing fetched is kept.
+// for manifest_check_interval after its last check (kept in the database:
+// workers and nodes share it); then one HEAD decides: same digest, changed
+// (fetched, the tag moves, in the main server's order as for pushes), or
+// gone. Digests never revalidate. Blobs: a hit is the inner backend's, a miss
+// is the shared fetch (on-demand-blobs.ts). streamed: the same, but nothing fetched is kept.
 //
 // Main server unreachable: what is stored is served (a warning at most once
 // per interval, and for a few seconds stale tags are served without asking),

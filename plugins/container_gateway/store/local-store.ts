@@ -1,7 +1,7 @@
 import type { BlobStore } from './blob-store.ts';
 import type { ContentIndex } from './content-index.ts';
 
-/** The embedded store: blob files by digest, and what repositories hold in SQLite. */
+/** The embedded store: blob files by digest, and what repositories hold in the database. */
 export interface LocalStore {
   blobs: BlobStore;
   index: ContentIndex;
