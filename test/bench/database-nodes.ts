@@ -43,7 +43,7 @@ function check(cond: unknown, msg: string): asserts cond {
  * start creates the schema first (workers opening a new database at once
  * each run its migrations, as section 2 notes).
  */
-export async function startNode(o: { name: string; workers: number; pki: TestPki; storage: string; database: Record<string, unknown>; createSchema: boolean; keep: Keeper; progress(msg: string): void }): Promise<Node> {
+export async function startNode(o: { name: string; workers: number; pki: TestPki; storage: string; database: Record<string, unknown>; createSchema: boolean; keep: Keeper; progress(msg: string): void; nodeArgs?: string[] }): Promise<Node> {
   const httpsPort = await freePort();
   const settings = { log_level: 'WARN', https_port: httpsPort, ssl_certificate: o.pki.server.cert, ssl_private_key: o.pki.server.key, ssl_ca_file: o.pki.ca };
   const plugins = { container_gateway: { enabled: true, storage_path: o.storage, node_name: o.name, ...o.database } };
@@ -53,7 +53,7 @@ export async function startNode(o: { name: string; workers: number; pki: TestPki
     const code = await init.stop();
     check(code === 0, `the one-worker start of ${o.name} that creates the schema exited with ${code}:\n${init.output()}`);
   }
-  const gw = await startGateway({ settings: { ...settings, workers: o.workers }, plugins, readyTimeoutMs: 60_000 });
+  const gw = await startGateway({ settings: { ...settings, workers: o.workers }, plugins, readyTimeoutMs: 60_000, ...(o.nodeArgs ? { nodeArgs: o.nodeArgs } : {}) });
   o.keep.adopt(`proxyd ${o.name}`, gw.proc, () => gw.stop());
   const deadline = Date.now() + 60_000;
   let workers: number[] = [];

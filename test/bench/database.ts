@@ -22,9 +22,12 @@
 // Runs inside `npm run bench` (after section 4), or alone:
 //
 //   npm run build && tsx test/bench/database.ts [--blob-mib N] [--runs N] [--duration S]
-//                     [--connections C] [--threads T] [--workers W] [--json FILE]
+//                     [--connections C] [--threads T] [--workers W] [--json FILE] [--cpu-prof DIR]
 //
 // Progress goes to stderr; the tables, then one line of JSON, to stdout.
+// --cpu-prof runs the SQLite gateway and the first PostgreSQL node under
+// `node --cpu-prof` and prints, per worker, the top functions by self time
+// during the manifest GET runs.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -34,10 +37,11 @@ import { RunningHaproxy } from '../helpers/haproxy.ts';
 import { request as httpsRequest } from '../helpers/http.ts';
 import { buildImage, layoutManifest, pushImage } from '../helpers/images.ts';
 import { makePki } from '../helpers/pki.ts';
-import { PROXYD } from '../helpers/proxyd.ts';
+import { PROXYD, ROOT } from '../helpers/proxyd.ts';
 import { cpuOf, cpuSince, pidsOf, postgresPids, sessionsByServer, startNode, tableOf, type Keeper, type Node } from './database-nodes.ts';
 import { curlDownload, fetchHashed, median, request, runWrk, ticksPerSecond, type Row, type WrkResult } from './measure.ts';
 import { machineCpu } from './on-demand-tools.ts';
+import { formatProfile, summarizeProfile, type Window } from './profile.ts';
 import { readStatements, resetStatements, startBenchPostgres, type StatementCounts } from './postgres-server.ts';
 
 export { tableOf, type Keeper } from './database-nodes.ts';
@@ -57,6 +61,8 @@ export interface DatabaseInput {
   dataDir: string;
   keep: Keeper;
   progress(msg: string): void;
+  /** When set, the SQLite gateway and node A run under `node --cpu-prof` writing here; their workers' profiles of the manifest runs are summarized. */
+  cpuProfileDir?: string;
 }
 
 export interface DatabaseOutcome {
@@ -66,6 +72,9 @@ export interface DatabaseOutcome {
   allPass: boolean;
   json: Record<string, unknown>;
 }
+
+/** Now, in microseconds of CLOCK_MONOTONIC (the clock of V8's profile samples). */
+const monoUs = () => Number(process.hrtime.bigint() / 1000n);
 
 function check(cond: unknown, msg: string): asserts cond {
   if (!cond) throw new Error(msg);
@@ -95,11 +104,12 @@ export async function databaseSection(o: DatabaseInput): Promise<DatabaseOutcome
   const pgPids = () => postgresPids(postgres.dataDir);
 
   const common = { workers: o.workers, pki, keep: o.keep, progress: o.progress };
-  const sqlite = await startNode({ ...common, name: 'sqlite', storage: join(o.dataDir, 'sqlite-storage'), database: { sqlite_db_path: join(o.dataDir, 'sqlite.db') }, createSchema: true });
+  const profiled = o.cpuProfileDir ? { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', o.cpuProfileDir] } : {};
+  const sqlite = await startNode({ ...common, ...profiled, name: 'sqlite', storage: join(o.dataDir, 'sqlite-storage'), database: { sqlite_db_path: join(o.dataDir, 'sqlite.db') }, createSchema: true });
   // sqlite_db_path names a file that does not exist: nothing is copied into PostgreSQL.
   const pgDb = { db_connection_string: pgUrl, sqlite_db_path: join(o.dataDir, 'none.db') };
   const shared = join(o.dataDir, 'shared-storage');
-  const nodeA = await startNode({ ...common, name: 'A', storage: shared, database: pgDb, createSchema: true });
+  const nodeA = await startNode({ ...common, ...profiled, name: 'A', storage: shared, database: pgDb, createSchema: true });
 
   // A user on each database, the image pushed by it, its pull token.
   const password = `pw-${Math.random().toString(36).slice(2)}`;
@@ -147,6 +157,7 @@ export async function databaseSection(o: DatabaseInput): Promise<DatabaseOutcome
   const warm = { ...o.wrk, seconds: 2 };
   for (const [kind, s] of Object.entries(sides)) await measure(manifestUrl(s.node), s.token, [s.node], warm).catch((err: Error) => { throw new Error(`warm-up ${kind}: ${err.message}`); });
   const manifest: Record<'sqlite' | 'postgres', Measured[]> = { sqlite: [], postgres: [] };
+  const windows: Record<'sqlite' | 'postgres', Window[]> = { sqlite: [], postgres: [] };
   let statements: StatementCounts | undefined;
   let queriesPerRequest = NaN;
   for (let i = 1; i <= o.runs; i++) {
@@ -154,7 +165,9 @@ export async function databaseSection(o: DatabaseInput): Promise<DatabaseOutcome
       const s = sides[kind];
       if (kind === 'postgres') await resetStatements(pgUrl);
       o.progress(`run ${i} ${kind}: wrk -t${o.wrk.threads} -c${o.wrk.connections} -d${o.wrk.seconds}s ${manifestUrl(s.node)}`);
+      const startUs = monoUs();
       const m = await measure(manifestUrl(s.node), s.token, [s.node]);
+      windows[kind].push({ name: `manifest GET ${kind} run ${i}`, startUs, endUs: monoUs() });
       if (kind === 'postgres') {
         statements = await readStatements(pgUrl);
         queriesPerRequest = statements.calls / m.wrk.requests;
@@ -176,6 +189,14 @@ export async function databaseSection(o: DatabaseInput): Promise<DatabaseOutcome
   }
   const sqliteStop = await sqlite.gw.stop();
   if (sqliteStop !== 0) o.progress(`proxyd sqlite exited with code ${sqliteStop}`);
+  const profiles: string[] = [];
+  const profile = (kind: 'sqlite' | 'postgres', n: Node) => {
+    for (const pid of n.workers) {
+      const summary = summarizeProfile(o.cpuProfileDir!, ROOT, pid, windows[kind], 15);
+      if (summary) profiles.push(`[${kind} worker ${pid}] ${formatProfile(summary)}`);
+    }
+  };
+  if (o.cpuProfileDir) profile('sqlite', sqlite);
 
   // b. A second node on the same PostgreSQL and storage, both behind HAProxy.
   const nodeB = await startNode({ ...common, name: 'B', storage: shared, database: pgDb, createSchema: false });
@@ -223,6 +244,7 @@ export async function databaseSection(o: DatabaseInput): Promise<DatabaseOutcome
     const code = await n.gw.stop();
     if (code !== 0) o.progress(`proxyd ${n.name} exited with code ${code}`);
   }
+  if (o.cpuProfileDir) profile('postgres', nodeA);
   postgres.stop();
   rmSync(pki.dir, { recursive: true, force: true });
   const load1 = loadavg();
@@ -257,6 +279,7 @@ export async function databaseSection(o: DatabaseInput): Promise<DatabaseOutcome
     `CPU s per ${o.wrk.seconds} s wrk run (median): SQLite ${cpuText(manifest.sqlite)}; PostgreSQL ${cpuText(manifest.postgres)}`,
     `two nodes / one node behind HAProxy: ${(two / one).toFixed(2)}x; one node behind HAProxy / straight to it: ${(one / direct).toFixed(2)}x. All of it (wrk, HAProxy, ${o.workers} workers per node, PostgreSQL) shares ${cpus().length} cores: a second node adds processes, not CPU, so it cannot be faster here; what this shows is that it works (every request 200, sessions spread over both) and what it costs.`,
     `CPU s per run (median): one node ${cpuText(cluster.one)}; two nodes ${cpuText(cluster.two)}; sessions of the two-node runs: ${cluster.two.map((m) => Object.entries(m.sessions).map(([k, v]) => `${k} ${v}`).join(' ')).join(', ')}`,
+    ...profiles,
     `machine: ${cpus().length} CPUs, load average ${load0[0]!.toFixed(2)} at the start of the section, ${load1[0]!.toFixed(2)} at its end; ${postgres.version}`,
   ];
   const wrkJson = (ms: Measured[]) => ({ req_per_sec: rps(ms), p99_ms: p99(ms), runs: ms.map((m) => ({ req_per_sec: m.wrk.requestsPerSec, requests: m.wrk.requests, p50_ms: m.wrk.p50Ms, p99_ms: m.wrk.p99Ms, cpu_seconds: m.cpu })) });
@@ -303,6 +326,7 @@ async function alone(): Promise<void> {
         threads: { type: 'string', default: '2' },
         workers: { type: 'string', default: '2' },
         json: { type: 'string' },
+        'cpu-prof': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -357,7 +381,9 @@ async function alone(): Promise<void> {
   const wrk = { threads: int('threads', args.threads), connections: int('connections', args.connections), seconds: int('duration', args.duration) };
   const workers = int('workers', args.workers);
   try {
-    const r = await databaseSection({ workers, wrk, runs: int('runs', args.runs), blobBytes: int('blob-mib', args['blob-mib']) * 2 ** 20, dataDir, keep, progress });
+    const cpuProfileDir = args['cpu-prof'] ? resolve(args['cpu-prof']) : undefined;
+    if (cpuProfileDir) mkdirSync(cpuProfileDir, { recursive: true });
+    const r = await databaseSection({ workers, wrk, runs: int('runs', args.runs), blobBytes: int('blob-mib', args['blob-mib']) * 2 ** 20, dataDir, keep, progress, ...(cpuProfileDir ? { cpuProfileDir } : {}) });
     process.stdout.write(`\n${databaseLines(r, { workers, wrk }).join('\n')}\n${JSON.stringify(r.json)}\n`);
     if (args.json) {
       mkdirSync(join(resolve(args.json), '..'), { recursive: true });
