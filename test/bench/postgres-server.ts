@@ -16,6 +16,8 @@ export interface BenchPostgres {
   readonly version: string;
   /** The data directory (postmaster.pid names the server's pid). */
   readonly dataDir: string;
+  /** The directory of its unix socket. */
+  readonly socketDir: string;
   /** A new empty database with pg_stat_statements; its connection string (TCP, user postgres, no password). */
   createDatabase(name: string): Promise<string>;
   /** Stops the server (immediate) and removes its files; safe to call twice. */
@@ -78,6 +80,7 @@ export async function startBenchPostgres(): Promise<BenchPostgres> {
       port,
       version,
       dataDir: data,
+      socketDir,
       stop,
       async createDatabase(name: string) {
         const admin = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres' });
