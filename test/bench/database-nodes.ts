@@ -32,7 +32,7 @@ export interface Node {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function check(cond: unknown, msg: string): asserts cond {
+export function check(cond: unknown, msg: string): asserts cond {
   if (!cond) throw new Error(msg);
 }
 

@@ -38,7 +38,7 @@ import { request as httpsRequest } from '../helpers/http.ts';
 import { buildImage, layoutManifest, pushImage } from '../helpers/images.ts';
 import { makePki } from '../helpers/pki.ts';
 import { PROXYD, ROOT } from '../helpers/proxyd.ts';
-import { cpuOf, cpuSince, pidsOf, postgresPids, sessionsByServer, startNode, tableOf, type Keeper, type Node } from './database-nodes.ts';
+import { check, cpuOf, cpuSince, pidsOf, postgresPids, sessionsByServer, startNode, tableOf, type Keeper, type Node } from './database-nodes.ts';
 import { curlDownload, fetchHashed, median, request, runWrk, ticksPerSecond, type Row, type WrkResult } from './measure.ts';
 import { machineCpu } from './on-demand-tools.ts';
 import { formatProfile, summarizeProfile, type Window } from './profile.ts';
@@ -75,10 +75,6 @@ export interface DatabaseOutcome {
 
 /** Now, in microseconds of CLOCK_MONOTONIC (the clock of V8's profile samples). */
 const monoUs = () => Number(process.hrtime.bigint() / 1000n);
-
-function check(cond: unknown, msg: string): asserts cond {
-  if (!cond) throw new Error(msg);
-}
 
 interface Measured {
   wrk: WrkResult;
