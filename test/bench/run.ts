@@ -1,6 +1,6 @@
 // `npm run bench`: the container gateway against a real docker-registry, in
-// one run, in two sections on the same registry and the same image (one layer
-// of 1 GiB of random bytes):
+// one run, in five sections; 1-4 on the same registry and the same image (one
+// layer of 1 GiB of random bytes), 5 with its own image and servers:
 //
 // 1. pulp backend: the gateway proxies the registry. Manifest GET req/s (wrk,
 //    every gateway request carrying a real Bearer token, so the token check and
@@ -18,12 +18,19 @@
 //    skopeo pushes of the image straight to the registry vs through the proxy
 //    (which streams the layer on and keeps a copy), and the time from a
 //    manifest PUT's 201 to the tag being pullable from the proxy.
+// 4. on-demand pull-through (test/bench/on-demand.ts).
+// 5. the database (test/bench/database.ts): the standalone gateway on SQLite
+//    vs on PostgreSQL (a private server started for the run), manifest GET
+//    req/s with a pull token (target: PostgreSQL >= 0.7x SQLite) and a
+//    --db-blob-mib layer's GET; then two nodes on that PostgreSQL and one
+//    storage_path behind HAProxy (the shipped example) vs one node.
 //
 // A measurement, not a test: exit 0 whatever the numbers; non-zero only when
 // the benchmark itself failed.
 //
 //   npm run bench [-- --json FILE] [--blob-mib N] [--duration S] [--connections C]
 //                 [--threads T] [--runs N] [--push-runs N] [--workers W] [--cpu-prof DIR]
+//                 [--db-blob-mib N]
 //
 // Progress goes to stderr; the tables, then one line of JSON (the last line),
 // go to stdout. MB = 10^6 bytes. --cpu-prof runs the daemons under
@@ -38,6 +45,7 @@ import { KatelloDouble } from '../helpers/katello-double.ts';
 import { PROXYD, ROOT } from '../helpers/proxyd.ts';
 import { startRegistry, type RunningRegistry } from '../helpers/registry.ts';
 import { startGateway, type RunningGateway } from './gateway.ts';
+import { databaseLines, databaseSection } from './database.ts';
 import { onDemandSection } from './on-demand.ts';
 import { pushThroughSection } from './push-through.ts';
 import type { Row } from './measure.ts';
@@ -62,6 +70,7 @@ function parseOptions() {
       options: {
         json: { type: 'string' },
         'blob-mib': { type: 'string', default: '1024' },
+        'db-blob-mib': { type: 'string', default: '64' },
         duration: { type: 'string', default: '10' },
         connections: { type: 'string', default: '32' },
         threads: { type: 'string', default: '2' },
@@ -95,6 +104,7 @@ function positiveInt(name: string, v: string | undefined): number {
 }
 const opt = {
   blobBytes: positiveInt('blob-mib', args['blob-mib']) * 1024 * 1024,
+  dbBlobBytes: positiveInt('db-blob-mib', args['db-blob-mib']) * 1024 * 1024,
   seconds: positiveInt('duration', args.duration),
   connections: positiveInt('connections', args.connections),
   threads: positiveInt('threads', args.threads),
@@ -122,6 +132,8 @@ const tempDirs = new Set<string>();
 const children = new Set<{ kill(signal: NodeJS.Signals): unknown; exitCode: number | null; signalCode: NodeJS.Signals | null }>();
 /** Cluster workers (children of a daemon we spawned): killed on a hard exit if still proxyd. */
 const workerPids = new Set<number>();
+/** Synchronous undo steps for a hard exit (the PostgreSQL server of section 5: pg_ctl stop). */
+const exitHooks: Array<() => void> = [];
 let cleaning: Promise<void> | undefined;
 let interrupted: NodeJS.Signals | undefined;
 
@@ -145,6 +157,13 @@ process.once('exit', () => {
       if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(PROXYD)) process.kill(pid, 'SIGKILL');
     } catch {
       // gone already
+    }
+  }
+  for (const fn of exitHooks.reverse()) {
+    try {
+      fn();
+    } catch {
+      // best effort on the way out
     }
   }
   for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
@@ -461,9 +480,32 @@ async function main(): Promise<void> {
   rmSync(work, { recursive: true, force: true });
   tempDirs.delete(work);
 
+  // Section 5: SQLite vs PostgreSQL, and two nodes vs one behind HAProxy (its own image and servers).
+  const database = await databaseSection({
+    workers: opt.workers,
+    wrk: wrkOpts,
+    runs: opt.runs,
+    blobBytes: opt.dbBlobBytes,
+    dataDir: tempDir('proxyd-bench-database-'),
+    progress,
+    keep: {
+      adopt: (what, proc, stop) => {
+        children.add(proc);
+        cleanups.push({ what, fn: stop });
+      },
+      workers: (pids) => pids.forEach((p) => workerPids.add(p)),
+      atExit: (what, fn) => {
+        exitHooks.push(fn);
+        cleanups.push({ what, fn });
+      },
+    },
+    ...(opt.cpuProf ? { cpuProfileDir: opt.cpuProf } : {}),
+  });
+
   const result = {
     ok: true,
-    all_targets_met: allPass && embedded.allPass && throughPass && onDemandPass,
+    all_targets_met: allPass && embedded.allPass && throughPass && onDemandPass && database.allPass,
+    database_targets_met: database.allPass,
     push_through_targets_met: throughPass,
     on_demand_targets_met: onDemandPass,
     pulp_backend_targets_met: allPass,
@@ -508,6 +550,7 @@ async function main(): Promise<void> {
     embedded: embedded.json,
     push_through: through.json,
     on_demand: onDemand.json,
+    database: database.json,
     seconds: 0,
   };
 
@@ -532,6 +575,7 @@ async function main(): Promise<void> {
   out.push('', ...embedded.lines);
   out.push('', `== 3. pushes through a smart proxy (foreman_url set, embedded store, workers: ${opt.workers}) vs straight to docker-registry`, '', table(through.rows, ['direct', 'proxy']), '', ...through.notes, `targets: ${throughPass ? 'all met' : 'NOT all met'}`);
   out.push('', '== 4. on-demand pull-through (foreman_url set, embedded store, empty, download_policy: on_demand) vs straight from docker-registry', '', table(onDemand.rows, ['direct', 'proxy']), '', ...onDemand.notes, `targets: ${onDemandPass ? 'all met' : 'NOT all met'}`);
+  out.push('', ...databaseLines(database, { workers: opt.workers, wrk: wrkOpts }));
   const json = JSON.stringify(result);
   if (opt.json) {
     writeFileSync(opt.json, `${JSON.stringify(result, null, 2)}\n`);

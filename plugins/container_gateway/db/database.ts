@@ -187,12 +187,12 @@ export class GatewayDb {
   }
 
   /** A repository as standalone access sees it; `owner` is the owning user's current name (none once that user is removed). */
-  async repositoryInfo(name: string): Promise<{ authRequired: boolean; owner?: string; pending: boolean } | undefined> {
-    const row = await this.sql.get<{ auth_required: number; pending: number; owner: string | null }>(
-      'SELECT r.auth_required, r.pending, u.name AS owner FROM repositories r LEFT JOIN users u ON u.id = r.owner_id WHERE r.name = ? AND r.listed = 1',
+  async repositoryInfo(name: string): Promise<{ id: number; authRequired: boolean; owner?: string; pending: boolean } | undefined> {
+    const row = await this.sql.get<{ id: number; auth_required: number; pending: number; owner: string | null }>(
+      'SELECT r.id, r.auth_required, r.pending, u.name AS owner FROM repositories r LEFT JOIN users u ON u.id = r.owner_id WHERE r.name = ? AND r.listed = 1',
       [name],
     );
-    return row && { authRequired: row.auth_required === 1, pending: row.pending === 1, ...(row.owner ? { owner: row.owner } : {}) };
+    return row && { id: row.id, authRequired: row.auth_required === 1, pending: row.pending === 1, ...(row.owner ? { owner: row.owner } : {}) };
   }
 
   /** The namespaces an administrator granted to a user, sorted. */

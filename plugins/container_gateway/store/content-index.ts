@@ -153,9 +153,13 @@ export class ContentIndex {
     return manifestIn(this.sql, repositoryId, digest);
   }
 
+  /** The manifest a tag points at, in one query (a pull by tag reads it on every request). */
   async tagged(repositoryId: number, tag: string): Promise<StoredManifest | undefined> {
-    const digest = await this.sql.value<string>('SELECT digest FROM tags WHERE repository_id = ? AND name = ?', [repositoryId, tag]);
-    return digest === undefined ? undefined : this.manifest(repositoryId, digest);
+    const row = await this.sql.get<{ digest: string; media_type: string; content: Buffer }>(
+      'SELECT m.digest, m.media_type, m.content FROM tags t JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.digest WHERE t.repository_id = ? AND t.name = ?',
+      [repositoryId, tag],
+    );
+    return row && { digest: row.digest, mediaType: row.media_type, content: row.content };
   }
 
   /** Delete a manifest and every tag pointing at it. */
