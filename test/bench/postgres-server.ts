@@ -1,14 +1,13 @@
-// The benchmark's own PostgreSQL server: the recipe of test/helpers/postgres.ts
+// The benchmark's own PostgreSQL server: the cluster of test/helpers/postgres.ts
 // (Debian's binaries, initdb into a temp dir, loopback only, a port picked at
 // run time, run as the `postgres` user when we are root), without tap, and
 // with pg_stat_statements loaded so that the benchmark can count the queries
 // one request makes. stop() is synchronous (pg_ctl), so it can run from a
 // process 'exit' handler when the benchmark is interrupted.
-import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir, userInfo } from 'node:os';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
+import { initCluster, postgresBin, runPg } from '../helpers/postgres.ts';
 import { freePort } from '../helpers/proxyd.ts';
 
 export interface BenchPostgres {
@@ -24,38 +23,9 @@ export interface BenchPostgres {
   stop(): void;
 }
 
-function postgresBin(): string {
-  const root = '/usr/lib/postgresql';
-  const versions = existsSync(root) ? readdirSync(root).filter((v) => existsSync(join(root, v, 'bin', 'initdb'))) : [];
-  versions.sort((a, b) => Number(b) - Number(a));
-  if (!versions[0]) throw new Error('PostgreSQL server binaries not found in /usr/lib/postgresql/*/bin (apt-get install postgresql)');
-  return join(root, versions[0], 'bin');
-}
-
-const asRoot = userInfo().uid === 0;
-
-function runPg(bin: string, args: string[]): string {
-  const r = asRoot
-    ? spawnSync('su', ['postgres', '-s', '/bin/sh', '-c', [bin, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ')], { encoding: 'utf8' })
-    : spawnSync(bin, args, { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${bin} ${args.join(' ')} failed (${r.status}): ${r.stderr}${r.stdout}`);
-  return r.stdout;
-}
-
 export async function startBenchPostgres(): Promise<BenchPostgres> {
   const bin = postgresBin();
-  const dir = mkdtempSync(join(tmpdir(), 'proxyd-bench-pg-'));
-  chmodSync(dir, 0o755);
-  const data = join(dir, 'data');
-  const socketDir = join(dir, 'sock');
-  mkdirSync(data, { mode: 0o700 });
-  mkdirSync(socketDir);
-  if (asRoot) {
-    const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim());
-    const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim());
-    chownSync(data, uid, gid);
-    chownSync(socketDir, uid, gid);
-  }
+  const { dir, data, socketDir } = initCluster(bin, 'proxyd-bench-pg-');
   let running = false;
   const stop = () => {
     if (running) {
@@ -69,7 +39,6 @@ export async function startBenchPostgres(): Promise<BenchPostgres> {
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    runPg(join(bin, 'initdb'), ['-D', data, '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8', '--locale=C']);
     const port = await freePort();
     // Server defaults otherwise (fsync on, shared_buffers 128 MB): as a packaged server runs.
     const options = `-p ${port} -k ${socketDir} -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_preload_libraries=pg_stat_statements`;

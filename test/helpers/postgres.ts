@@ -28,7 +28,7 @@ interface Teardown {
 }
 
 /** The newest installed server's bin directory. */
-function postgresBin(): string {
+export function postgresBin(): string {
   const root = '/usr/lib/postgresql';
   const versions = existsSync(root) ? readdirSync(root).filter((v) => existsSync(join(root, v, 'bin', 'initdb'))) : [];
   versions.sort((a, b) => Number(b) - Number(a));
@@ -38,30 +38,42 @@ function postgresBin(): string {
 
 const asRoot = userInfo().uid === 0;
 
-/** Runs a server program, as the postgres user when we are root. */
-function runPg(bin: string, args: string[]): void {
+/** Runs a server program, as the postgres user when we are root; its standard output. */
+export function runPg(bin: string, args: string[]): string {
   const r = asRoot
     ? spawnSync('su', ['postgres', '-s', '/bin/sh', '-c', [bin, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ')], { encoding: 'utf8' })
     : spawnSync(bin, args, { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`${bin} ${args.join(' ')} failed (${r.status}): ${r.stderr}${r.stdout}`);
+  return r.stdout;
 }
 
-/** Starts a cluster for the calling test file; stopped and removed at `t`'s teardown. */
-export async function startPostgres(t: Teardown): Promise<PostgresCluster> {
-  const bin = postgresBin();
-  const dir = mkdtempSync(join(tmpdir(), 'proxyd-pg-'));
+/** A temp dir with a data directory made by initdb and a socket directory, both owned by the server's user. */
+export function initCluster(bin: string, prefix: string): { dir: string; data: string; socketDir: string } {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
   chmodSync(dir, 0o755);
   const data = join(dir, 'data');
   const socketDir = join(dir, 'sock');
   mkdirSync(data, { mode: 0o700 });
   mkdirSync(socketDir);
   if (asRoot) {
-    const ids = execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim();
+    const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim());
     const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim());
-    chownSync(data, Number(ids), gid);
-    chownSync(socketDir, Number(ids), gid);
+    chownSync(data, uid, gid);
+    chownSync(socketDir, uid, gid);
   }
-  runPg(join(bin, 'initdb'), ['-D', data, '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8', '--locale=C']);
+  try {
+    runPg(join(bin, 'initdb'), ['-D', data, '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8', '--locale=C']);
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+  return { dir, data, socketDir };
+}
+
+/** Starts a cluster for the calling test file; stopped and removed at `t`'s teardown. */
+export async function startPostgres(t: Teardown): Promise<PostgresCluster> {
+  const bin = postgresBin();
+  const { dir, data, socketDir } = initCluster(bin, 'proxyd-pg-');
   const port = await freePort();
   let running = false;
   const stop = () => {
