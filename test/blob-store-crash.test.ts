@@ -6,8 +6,8 @@
 // of what was sent (where a client resumes), the upload can be resumed or
 // done again, leftovers are purged, and verify() reports 0 bad.
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, openSync, readdirSync, readSync, closeSync, rmSync, statSync } from 'node:fs';
-import { randomUUID } from 'node:crypto';
+import { existsSync, mkdtempSync, openSync, readdirSync, readSync, closeSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createHash, randomUUID } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -216,4 +216,22 @@ t.test('SIGKILL during the commit, after the upload was claimed: no blob, the cl
   await store.append(again, Readable.from(pattern(0, TOTAL), { objectMode: false }));
   t.same(await store.commit(again, DIGEST), { size: TOTAL }, 'a new upload completes it');
   await assertVerified(t, store);
+});
+
+t.test('a note write cut by SIGKILL leaves its temporary file: the session that ends (cancel, commit) removes it', async (t) => {
+  const root = tempRoot(t);
+  const store = new BlobStore(root);
+  for (const end of ['cancel', 'commit'] as const) {
+    const uuid = randomUUID();
+    await store.createUpload(uuid);
+    // What a process killed between writing a note and renaming it leaves, whatever its random suffix.
+    writeFileSync(join(root, 'uploads', `.state-${uuid}.0123456789abcdef.tmp`), '{"durable":0}');
+    writeFileSync(join(root, 'uploads', `.state-${uuid}.tmp`), '{"durable":0}');
+    if (end === 'cancel') await store.cancel(uuid);
+    else {
+      await store.append(uuid, Readable.from([Buffer.from('abc')]), { start: 0 });
+      await store.commit(uuid, `sha256:${createHash('sha256').update('abc').digest('hex')}`);
+    }
+    t.same(filesUnder(join(root, 'uploads')), [], `${end}: no temporary file left`);
+  }
 });

@@ -15,7 +15,7 @@
 // session's note at the same time); a note lost or older than the file only
 // ever lowers the count, never raises it.
 import type fs from 'node:fs';
-import { readFile, rename, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomSuffix, unlinkQuiet } from './store-files.ts';
 
@@ -33,7 +33,8 @@ export function sameFile(a: FileId, b: FileId): boolean {
 export const NOTE_NAME = /^[0-9a-f-]{36}\.state$/;
 /**
  * `.state-<uuid>.<random>.tmp` (and `.state-<uuid>.tmp` of earlier versions): a
- * note being written, left over only by a crash; gc removes it once old.
+ * note being written, left over only by a crash; removed when its session
+ * ends, or by gc once old.
  */
 export const NOTE_TMP = /^\.state-[0-9a-f-]{36}(\.[0-9a-f]{16})?\.tmp$/;
 
@@ -100,10 +101,20 @@ export class UploadNotes {
     return whole && note?.hex ? { size, hex: note.hex } : { size };
   }
 
-  /** The note, and the temporary one an earlier version may have left (newer ones go with gc). */
+  /**
+   * The note, and the temporary ones a crash mid-write left. Called as the
+   * session ends, under its lock: no other write of this session's note runs.
+   */
   async remove(uuid: string): Promise<void> {
     await unlinkQuiet(this.path(uuid));
-    await unlinkQuiet(join(this.uploadsDir, `.state-${uuid}.tmp`));
+    const prefix = `.state-${uuid}`;
+    let names: string[];
+    try {
+      names = await readdir(this.uploadsDir);
+    } catch {
+      return; // no uploads directory: nothing was left
+    }
+    for (const name of names) if (name.startsWith(prefix) && NOTE_TMP.test(name)) await unlinkQuiet(join(this.uploadsDir, name));
   }
 
   private tmpPath(uuid: string): string {
