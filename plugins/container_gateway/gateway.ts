@@ -102,10 +102,10 @@ export class Gateway {
   ) {
     const sql = database.sql;
     this.logger = ctx.logger;
-    this.db = new GatewayDb(sql);
+    this.db = new GatewayDb(sql, database.reads);
     // An upload is written by one node at a time: the others answer it is busy (backends/embedded-uploads.ts).
     const uploadLock: UploadLock = (uuid, fn) => database.cluster.withSharedConnectionLock(`container_gateway upload ${uuid}`, fn);
-    const store = settings.content_backend === 'local' ? { blobs: new BlobStore(settings.storage_path, { uploadLock }), index: new ContentIndex(sql) } : undefined;
+    const store = settings.content_backend === 'local' ? { blobs: new BlobStore(settings.storage_path, { uploadLock }), index: new ContentIndex(sql, database.reads) } : undefined;
     const metrics = (this.metrics = new GatewayMetrics(ctx.metrics, store ? 'store' : 'pulp', store ? () => store.index.totals() : undefined));
     this.logins = new LoginGuard(sql, settings, ctx.logger, metrics);
     this.manifests = new ManifestCache(settings.manifest_cache_ttl * 1000, 32 * 1024 * 1024, (hit) => metrics.manifestLookup(hit));

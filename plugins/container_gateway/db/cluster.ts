@@ -34,6 +34,14 @@ export interface Cluster {
   listen(channel: string, listener: NotificationListener): Promise<() => Promise<void>>;
   /** Sends `payload` (at most 7999 bytes) to every listener of `channel` on every node. */
   notify(channel: string, payload: string): Promise<void>;
+  /**
+   * Resolves once every notification sent, by any node, before this call has
+   * reached this process's listeners. The number it resolves to changes
+   * whenever some may have been lost since the previous call (the listening
+   * connection was opened again); undefined when that cannot be known now
+   * (no listening connection): then nothing cached may be trusted.
+   */
+  barrier(): Promise<number | undefined>;
   close(): Promise<void>;
 }
 
@@ -71,6 +79,12 @@ export class LocalCluster implements Cluster {
     queueMicrotask(() => {
       for (const l of targets) l.onPayload(payload);
     });
+  }
+
+  async barrier(): Promise<number | undefined> {
+    // Every notify before this call queued its delivery first.
+    await new Promise<void>((resolve) => queueMicrotask(resolve));
+    return 0;
   }
 
   async close(): Promise<void> {

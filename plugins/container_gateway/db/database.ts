@@ -1,6 +1,7 @@
 // The gateway's cache of the main server's view: repositories, users, token
 // checksums, hosts, and who may read what; and standalone mode's own accounts.
 // Every replacement runs in one transaction so readers never see a gap.
+import type { Reads } from './read-cache.ts';
 import type { Sql, SqlQueries } from './sql.ts';
 export interface RepositoryEntry {
   name: string;
@@ -21,10 +22,18 @@ const WITHOUT_CONTENT = ['tags', 'manifests', 'repository_blobs', 'uploads'].map
 
 
 export class GatewayDb {
-  constructor(readonly sql: Sql) {}
+  /**
+   * `reads` serves what access decides on every request (tokens, repositories
+   * and who may read them, known hosts): a per-process cache on PostgreSQL
+   * (db/read-cache.ts), `sql` itself otherwise. Writes always go to `sql`.
+   */
+  constructor(
+    readonly sql: Sql,
+    private readonly reads: Reads = sql,
+  ) {}
 
   async repository(name: string): Promise<Repository | undefined> {
-    const row = await this.sql.get<{ id: number; name: string; auth_required: number }>('SELECT id, name, auth_required FROM repositories WHERE name = ? AND listed = 1', [name]);
+    const row = await this.reads.get<{ id: number; name: string; auth_required: number }>('SELECT id, name, auth_required FROM repositories WHERE name = ? AND listed = 1', [name]);
     return row && { id: row.id, name: row.name, authRequired: row.auth_required === 1 };
   }
 
@@ -34,11 +43,11 @@ export class GatewayDb {
     if (!repo) return false;
     if (!repo.authRequired) return true;
     if (viewer.kind === 'user') {
-      if ((await this.sql.get('SELECT 1 FROM repositories r JOIN users u ON u.id = r.owner_id WHERE r.id = ? AND u.name = ?', [repo.id, viewer.name])) !== undefined) return true;
-      return (await this.sql.get('SELECT 1 FROM repositories_users ru JOIN users u ON u.id = ru.user_id WHERE ru.repository_id = ? AND u.name = ?', [repo.id, viewer.name])) !== undefined;
+      if ((await this.reads.get('SELECT 1 FROM repositories r JOIN users u ON u.id = r.owner_id WHERE r.id = ? AND u.name = ?', [repo.id, viewer.name])) !== undefined) return true;
+      return (await this.reads.get('SELECT 1 FROM repositories_users ru JOIN users u ON u.id = ru.user_id WHERE ru.repository_id = ? AND u.name = ?', [repo.id, viewer.name])) !== undefined;
     }
     if (viewer.kind === 'host') {
-      return (await this.sql.get('SELECT 1 FROM hosts_repositories hr JOIN hosts h ON h.id = hr.host_id WHERE hr.repository_id = ? AND h.uuid = ?', [repo.id, viewer.uuid])) !== undefined;
+      return (await this.reads.get('SELECT 1 FROM hosts_repositories hr JOIN hosts h ON h.id = hr.host_id WHERE hr.repository_id = ? AND h.uuid = ?', [repo.id, viewer.uuid])) !== undefined;
     }
     return false;
   }
@@ -173,7 +182,7 @@ export class GatewayDb {
   }
 
   async hostKnown(uuid: string): Promise<boolean> {
-    return (await this.sql.get('SELECT 1 FROM hosts WHERE uuid = ?', [uuid])) !== undefined;
+    return (await this.reads.get('SELECT 1 FROM hosts WHERE uuid = ?', [uuid])) !== undefined;
   }
 
   users(): Promise<string[]> {
@@ -188,7 +197,7 @@ export class GatewayDb {
 
   /** A repository as standalone access sees it; `owner` is the owning user's current name (none once that user is removed). */
   async repositoryInfo(name: string): Promise<{ id: number; authRequired: boolean; owner?: string; pending: boolean } | undefined> {
-    const row = await this.sql.get<{ id: number; auth_required: number; pending: number; owner: string | null }>(
+    const row = await this.reads.get<{ id: number; auth_required: number; pending: number; owner: string | null }>(
       'SELECT r.id, r.auth_required, r.pending, u.name AS owner FROM repositories r LEFT JOIN users u ON u.id = r.owner_id WHERE r.name = ? AND r.listed = 1',
       [name],
     );
@@ -216,7 +225,7 @@ export class GatewayDb {
   }
 
   async userMapped(user: string, repo: string): Promise<boolean> {
-    return (await this.sql.get('SELECT 1 FROM repositories_users ru JOIN users u ON u.id = ru.user_id JOIN repositories r ON r.id = ru.repository_id WHERE u.name = ? AND r.name = ?', [user, repo])) !== undefined;
+    return (await this.reads.get('SELECT 1 FROM repositories_users ru JOIN users u ON u.id = ru.user_id JOIN repositories r ON r.id = ru.repository_id WHERE u.name = ? AND r.name = ?', [user, repo])) !== undefined;
   }
 
   /** A user of standalone mode: 'created', or 'exists' (the password is not changed). */
@@ -324,11 +333,13 @@ export class GatewayDb {
 
   /** The owner and grants of an unexpired token. */
   async tokenRecord(checksum: string): Promise<{ user: string; scopes?: unknown } | undefined> {
-    const row = await this.sql.get<{ user: string; scopes: string | null }>(
-      'SELECT u.name AS user, t.scopes FROM authentication_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_checksum = ? AND t.expire_at > ?',
-      [checksum, Date.now()],
+    // Expiry is checked here, not in SQL, so that the same query (and cached row) serves every request of the token's life.
+    const row = await this.reads.get<{ user: string; scopes: string | null; expire_at: number }>(
+      'SELECT u.name AS user, t.scopes, t.expire_at FROM authentication_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_checksum = ?',
+      [checksum],
     );
-    return row && { user: row.user, ...(row.scopes ? { scopes: JSON.parse(row.scopes) as unknown } : {}) };
+    if (!row || Number(row.expire_at) <= Date.now()) return undefined;
+    return { user: row.user, ...(row.scopes ? { scopes: JSON.parse(row.scopes) as unknown } : {}) };
   }
 
   /**

@@ -12,6 +12,7 @@ import { LocalCluster, type Cluster } from './cluster.ts';
 import { describeDbConnection, openPostgres, parseDbConnection, type DbConnection } from './connection.ts';
 import { COPY_ORDER, copySqliteToPostgres, CopyRefused } from './copy-sqlite.ts';
 import type { PostgresSql } from './postgres-sql.ts';
+import { CachedReads, type Reads } from './read-cache.ts';
 import type { Sql } from './sql.ts';
 import { SqliteSql } from './sqlite-sql.ts';
 
@@ -34,6 +35,8 @@ export interface PoolStats {
 
 export interface OpenDatabase {
   readonly sql: Sql;
+  /** What registry requests read on every call (tokens, repositories, tags): cached per process on PostgreSQL, `sql` itself on SQLite. */
+  readonly reads: Reads;
   readonly cluster: Cluster;
   /** Kind and place, never a password (logs, `proxyctl status`). */
   readonly description: string;
@@ -73,20 +76,26 @@ export async function openDatabase(settings: DatabaseSettings, log: { info(msg: 
   if (conn.kind === 'sqlite') {
     const sql = new SqliteSql(conn.path, settings.sqlite_timeout);
     const cluster = new LocalCluster();
-    return { sql, cluster, description, kind: 'sqlite', poolStats: () => undefined, ping: (ms) => ping(sql, ms), close: async () => { await cluster.close(); await sql.close(); } };
+    return { sql, reads: sql, cluster, description, kind: 'sqlite', poolStats: () => undefined, ping: (ms) => ping(sql, ms), close: async () => { await cluster.close(); await sql.close(); } };
   }
   const pg = await openPostgres(conn, {
     maxConnections: settings.db_max_connections,
     poolTimeoutMs: settings.db_pool_timeout * 1000,
     onError: (err) => log.warn(`database connection lost (${description}): ${err.message}`),
   });
+  let reads: CachedReads;
   try {
     await moveFromSqlite(pg, settings, description, log);
+    reads = await CachedReads.open(pg, pg.cluster);
   } catch (err) {
     await pg.close().catch(() => undefined);
     throw err;
   }
-  return { sql: pg, cluster: pg.cluster, description, kind: 'postgres', poolStats: () => pg.poolStats(), ping: (ms) => ping(pg, ms), close: () => pg.close() };
+  const close = async () => {
+    await reads.close();
+    await pg.close();
+  };
+  return { sql: pg, reads, cluster: pg.cluster, description, kind: 'postgres', poolStats: () => pg.poolStats(), ping: (ms) => ping(pg, ms), close };
 }
 
 async function moveFromSqlite(pg: PostgresSql, settings: DatabaseSettings, description: string, log: { info(msg: string): void }): Promise<void> {

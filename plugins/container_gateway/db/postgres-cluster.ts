@@ -34,6 +34,11 @@ export class PostgresCluster implements Cluster {
   private closed = false;
   /** The connection holding this process's withSharedConnectionLock locks. */
   private locking: Promise<pg.Client> | undefined;
+  /** Which listening connection this is (1, 2, ...): notifications may have been lost between two. */
+  private epoch = 0;
+  /** The barrier round trip on the wire, and the next one, shared by every caller that came meanwhile. */
+  private barrierSent: Promise<number | undefined> | undefined;
+  private barrierQueued: Promise<number | undefined> | undefined;
 
   constructor(
     private readonly pool: ConnectionSource,
@@ -151,6 +156,41 @@ export class PostgresCluster implements Cluster {
     }
   }
 
+  /**
+   * One round trip on the listening connection: the server sends a listener
+   * every notification committed before a query began ahead of that query's
+   * answer. Callers that come while one is on the wire share the next one
+   * (it must begin after they called), so under load a whole batch of reads
+   * costs one round trip.
+   */
+  barrier(): Promise<number | undefined> {
+    if (this.barrierQueued) return this.barrierQueued;
+    if (!this.barrierSent) return this.sendBarrier();
+    const queued: Promise<number | undefined> = this.barrierSent.then(() => {
+      this.barrierQueued = undefined;
+      return this.sendBarrier();
+    });
+    this.barrierQueued = queued;
+    return queued;
+  }
+
+  private sendBarrier(): Promise<number | undefined> {
+    const client = this.listening;
+    if (!client) return Promise.resolve(undefined);
+    const epoch = this.epoch;
+    const sent: Promise<number | undefined> = client
+      .query('SELECT 1')
+      .then(
+        () => (this.listening === client ? epoch : undefined),
+        () => undefined,
+      )
+      .finally(() => {
+        if (this.barrierSent === sent) this.barrierSent = undefined;
+      });
+    this.barrierSent = sent;
+    return sent;
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.reconnectTimer);
@@ -187,6 +227,7 @@ export class PostgresCluster implements Cluster {
       await client.end().catch(() => undefined);
       throw new Error('PostgreSQL notifications: closed');
     }
+    this.epoch += 1;
     this.listening = client;
     return client;
   }

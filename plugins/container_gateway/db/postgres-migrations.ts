@@ -165,6 +165,27 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
    ALTER TABLE tag_checks ALTER COLUMN name TYPE TEXT COLLATE "C";
    ALTER TABLE user_namespaces ALTER COLUMN namespace TYPE TEXT COLLATE "C";
    ALTER TABLE hosts ALTER COLUMN uuid TYPE TEXT COLLATE "C";`,
+  // Each process caches the rows a registry request reads (db/read-cache.ts):
+  // every change to the tables it reads is announced on commit, whoever makes
+  // it, on the channel container_gateway_rows (ROW_CHANGES there).
+  // Per statement, not per row: one notification however many rows a
+  // statement changed (PostgreSQL folds repeats within a transaction).
+  `CREATE FUNCTION container_gateway_rows_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+   BEGIN
+     PERFORM pg_notify('container_gateway_rows', TG_TABLE_NAME);
+     RETURN NULL;
+   END $$;
+   CREATE TRIGGER users_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON users FOR EACH STATEMENT EXECUTE FUNCTION container_gateway_rows_changed();
+   CREATE TRIGGER repositories_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON repositories FOR EACH STATEMENT EXECUTE FUNCTION container_gateway_rows_changed();
+   CREATE TRIGGER authentication_tokens_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON authentication_tokens FOR EACH STATEMENT EXECUTE FUNCTION container_gateway_rows_changed();
+   CREATE TRIGGER repositories_users_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON repositories_users FOR EACH STATEMENT EXECUTE FUNCTION container_gateway_rows_changed();
+   CREATE TRIGGER hosts_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON hosts FOR EACH STATEMENT EXECUTE FUNCTION container_gateway_rows_changed();
+   CREATE TRIGGER hosts_repositories_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON hosts_repositories FOR EACH STATEMENT EXECUTE FUNCTION container_gateway_rows_changed();
+   CREATE TRIGGER user_namespaces_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON user_namespaces FOR EACH STATEMENT EXECUTE FUNCTION container_gateway_rows_changed();
+   CREATE TRIGGER blobs_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON blobs FOR EACH STATEMENT EXECUTE FUNCTION container_gateway_rows_changed();
+   CREATE TRIGGER repository_blobs_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON repository_blobs FOR EACH STATEMENT EXECUTE FUNCTION container_gateway_rows_changed();
+   CREATE TRIGGER manifests_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON manifests FOR EACH STATEMENT EXECUTE FUNCTION container_gateway_rows_changed();
+   CREATE TRIGGER tags_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tags FOR EACH STATEMENT EXECUTE FUNCTION container_gateway_rows_changed();`,
 ];
 
 /** The SQLite migration count the PostgreSQL schema above equals (db/copy-sqlite.ts copies from that version only). */

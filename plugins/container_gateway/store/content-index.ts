@@ -3,6 +3,7 @@
 // the referrers API, tags, and open upload sessions. Blob bytes live in
 // BlobStore; this index is what makes them visible to a repository.
 import { randomUUID } from 'node:crypto';
+import type { Reads } from '../db/read-cache.ts';
 import type { Sql, SqlQueries } from '../db/sql.ts';
 import type { ParsedManifest } from '../oci/manifest.ts';
 
@@ -42,10 +43,14 @@ export interface Referrer {
 }
 
 export class ContentIndex {
-  constructor(private readonly sql: Sql) {}
+  /** `reads` serves what every pull reads (repository ids, tags, manifests, blob links): see GatewayDb. */
+  constructor(
+    private readonly sql: Sql,
+    private readonly reads: Reads = sql,
+  ) {}
 
   repositoryId(name: string): Promise<number | undefined> {
-    return this.sql.value<number>('SELECT id FROM repositories WHERE name = ?', [name]);
+    return this.reads.value<number>('SELECT id FROM repositories WHERE name = ?', [name]);
   }
 
   /**
@@ -62,7 +67,7 @@ export class ContentIndex {
   }
 
   blobInRepository(repositoryId: number, digest: string): Promise<{ size: number } | undefined> {
-    return blobIn(this.sql, repositoryId, digest);
+    return blobIn(this.reads, repositoryId, digest);
   }
 
   /** Any repository's link to the blob (for mounts without `from`). */
@@ -150,12 +155,12 @@ export class ContentIndex {
   }
 
   manifest(repositoryId: number, digest: string): Promise<StoredManifest | undefined> {
-    return manifestIn(this.sql, repositoryId, digest);
+    return manifestIn(this.reads, repositoryId, digest);
   }
 
   /** The manifest a tag points at, in one query (a pull by tag reads it on every request). */
   async tagged(repositoryId: number, tag: string): Promise<StoredManifest | undefined> {
-    const row = await this.sql.get<{ digest: string; media_type: string; content: Buffer }>(
+    const row = await this.reads.get<{ digest: string; media_type: string; content: Buffer }>(
       'SELECT m.digest, m.media_type, m.content FROM tags t JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.digest WHERE t.repository_id = ? AND t.name = ?',
       [repositoryId, tag],
     );
@@ -217,11 +222,11 @@ async function insertManifest(tx: SqlQueries, repositoryId: number, m: ManifestR
   if (tag) await setTag(tx, repositoryId, tag, m.digest);
 }
 
-async function blobIn(q: SqlQueries, repositoryId: number, digest: string): Promise<{ size: number } | undefined> {
+async function blobIn(q: Reads, repositoryId: number, digest: string): Promise<{ size: number } | undefined> {
   return q.get<{ size: number }>('SELECT b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest WHERE rb.repository_id = ? AND rb.digest = ?', [repositoryId, digest]);
 }
 
-export async function manifestIn(q: SqlQueries, repositoryId: number, digest: string): Promise<StoredManifest | undefined> {
+export async function manifestIn(q: Reads, repositoryId: number, digest: string): Promise<StoredManifest | undefined> {
   const row = await q.get<{ digest: string; media_type: string; content: Buffer }>('SELECT digest, media_type, content FROM manifests WHERE repository_id = ? AND digest = ?', [repositoryId, digest]);
   return row && { digest: row.digest, mediaType: row.media_type, content: row.content };
 }
