@@ -1,6 +1,8 @@
 // What proxyd nodes sharing one PostgreSQL database (a private cluster of
 // Debian's server) and one storage coordinate through it, seen from outside:
 // - a push through node A is visible on B at once (manifest, tag list);
+// - tokens revoked and a repository made private on A: refused on B by the
+//   next request, though B answered (and cached) them a moment before;
 // - two requests on one upload via A and B at once: the second is told the
 //   upload is busy (416, the Range held), the first's bytes are untouched and
 //   the upload completes correct;
@@ -92,6 +94,22 @@ t.test('a push through A is visible on B at once: manifest and tag list', async 
   t.equal(sha256(again.body), moved.digest, 'v1 moved on A: B serves the new manifest at once');
   const tags = await B.call('GET', '/v2/alice/visible/tags/list', { token });
   t.same(tags.json<{ tags: string[] }>().tags, ['v1', 'v2'], "B's tag list has the tag A just pushed");
+});
+
+t.test("tokens revoked and a repository made private on A: B's next request says no, although it just said yes", async (t) => {
+  const token = await A.tokenOf('alice', 'pull,push', 'alice/revoked');
+  const accept = { Accept: OCI_MANIFEST };
+  await A.pushImage('alice/revoked', token, 'v1');
+  t.equal((await A.admin('PUT', '/repositories/alice/revoked/visibility', { public: true })).status, 200);
+  // B has answered (and keeps in its cache) the token, the repository and the tag.
+  for (let i = 0; i < 3; i++) t.equal((await B.call('GET', '/v2/alice/revoked/manifests/v1', { token, headers: accept })).status, 200);
+  t.equal((await B.call('GET', '/v2/alice/revoked/manifests/v1', { headers: accept })).status, 200, 'public: anonymous reads it on B');
+  t.equal((await A.admin('PUT', '/repositories/alice/revoked/visibility', { public: false })).status, 200);
+  const anonymous = await B.call('GET', '/v2/alice/revoked/manifests/v1', { headers: accept });
+  t.equal(anonymous.status, 401, 'made private on A: B challenges the anonymous reader at once');
+  t.equal((await A.admin('DELETE', '/users/alice/tokens')).status, 200);
+  const revoked = await B.call('GET', '/v2/alice/revoked/manifests/v1', { token, headers: accept });
+  t.equal(revoked.status, 401, "alice's tokens revoked on A: B refuses the one it accepted a moment ago");
 });
 
 t.test('two requests on one upload via A and B at once: one writes, the other is told it is busy, the upload ends correct', async (t) => {
