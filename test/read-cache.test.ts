@@ -61,9 +61,9 @@ t.test('a repeated read is answered from the cache; a change on another node is 
   const { nodes: [a, b] } = await nodes(t, 2);
   const id = await tagged(b!.sql, 'library/app', 'v1', 'body 0');
   t.equal((await a!.index.tagged(id, 'v1'))?.content.toString(), 'body 0');
-  const before = a!.reads.hits;
+  const before = a!.reads.stats().hits;
   for (let i = 0; i < 10; i++) t.equal((await a!.index.tagged(id, 'v1'))?.content.toString(), 'body 0');
-  t.equal(a!.reads.hits - before, 10, 'ten reads, ten answers from the cache');
+  t.equal(a!.reads.stats().hits - before, 10, 'ten reads, ten answers from the cache');
 
   // Moving the tag on B and reading it on A at once, many times: never the old manifest.
   let stale = 0;
@@ -123,14 +123,14 @@ t.test('with its listening connection cut, a node reads through to the database,
   }
   // Listening again: the cache serves again, and is told of changes again.
   const end = Date.now() + 10_000;
-  let hits = a!.reads.hits;
+  let hits = a!.reads.stats().hits;
   while (Date.now() < end) {
     await a!.index.tagged(id, 'v1');
-    if (a!.reads.hits > hits) break;
-    hits = a!.reads.hits;
+    if (a!.reads.stats().hits > hits) break;
+    hits = a!.reads.stats().hits;
     await sleep(50);
   }
-  t.ok(a!.reads.hits > hits, 'answered from the cache again');
+  t.ok(a!.reads.stats().hits > hits, 'answered from the cache again');
   await tagged(b!.sql, 'library/cut', 'v1', 'three');
   t.equal((await a!.index.tagged(id, 'v1'))?.content.toString(), 'three');
 });
@@ -141,10 +141,10 @@ t.test('the cache keeps at most its limits, least recently used out first', asyn
   for (const name of ['r1', 'r2', 'r3']) await a!.db.repository(name);
   await a!.db.repository('r1');
   await a!.db.repository('r4');
-  t.equal(a!.reads.size().entries, 3);
-  const hits = a!.reads.hits;
+  t.equal(a!.reads.stats().entries, 3);
+  const hits = a!.reads.stats().hits;
   await a!.db.repository('r1');
-  t.equal(a!.reads.hits - hits, 1, 'the recently used one was kept');
+  t.equal(a!.reads.stats().hits - hits, 1, 'the recently used one was kept');
   await a!.db.repository('r2');
-  t.equal(a!.reads.hits - hits, 1, 'the least recently used one was dropped');
+  t.equal(a!.reads.stats().hits - hits, 1, 'the least recently used one was dropped');
 });

@@ -69,7 +69,7 @@ t.test('a gateway moved from SQLite to an empty PostgreSQL database: everything 
 
   const status = await run([PROXYCTL, '--url', onPg.base, 'status']);
   t.equal(status.code, 0, status.stderr);
-  t.match(status.stdout, /container_gateway[^\n]*\n(\s+[^\n]*\n)*\s+database: postgresql postgres@127\.0\.0\.1:\d+\/moved, reachable \(\d+ ms\), pool \d\/4 in use/, 'status: kind, place, reachable, pool');
+  t.match(status.stdout, /container_gateway[^\n]*\n(\s+[^\n]*\n)*\s+database: postgresql postgres@127\.0\.0\.1:\d+\/moved, reachable \(\d+ ms\), pool \d\/4 in use, read cache \d+% of \d+ reads/, 'status: kind, place, reachable, pool, read cache');
   const json = JSON.parse((await run([PROXYCTL, '--url', onPg.base, 'status', '--json'])).stdout);
   t.match(json.plugins.find((p: { name: string }) => p.name === 'container_gateway').details.database, { kind: 'postgres', reachable: true, pool: { max: 4 } });
   t.notMatch(status.stdout + JSON.stringify(json), PASSWORD, 'the password is never shown');

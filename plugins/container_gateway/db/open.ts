@@ -12,7 +12,7 @@ import { LocalCluster, type Cluster } from './cluster.ts';
 import { describeDbConnection, openPostgres, parseDbConnection, type DbConnection } from './connection.ts';
 import { COPY_ORDER, copySqliteToPostgres, CopyRefused } from './copy-sqlite.ts';
 import type { PostgresSql } from './postgres-sql.ts';
-import { CachedReads, type Reads } from './read-cache.ts';
+import { CachedReads, type Reads, type ReadCacheStats } from './read-cache.ts';
 import type { Sql } from './sql.ts';
 import { SqliteSql } from './sqlite-sql.ts';
 
@@ -43,6 +43,8 @@ export interface OpenDatabase {
   readonly kind: DbConnection['kind'];
   /** The connection pool of this process (PostgreSQL only). */
   poolStats(): PoolStats | undefined;
+  /** The read cache of this process (PostgreSQL only): answers it gave, reads it passed on, what it holds. */
+  readCacheStats(): ReadCacheStats | undefined;
   /** Is the database answering? One trivial query, given up after `timeoutMs`. */
   ping(timeoutMs: number): Promise<Reachability>;
   close(): Promise<void>;
@@ -76,7 +78,7 @@ export async function openDatabase(settings: DatabaseSettings, log: { info(msg: 
   if (conn.kind === 'sqlite') {
     const sql = new SqliteSql(conn.path, settings.sqlite_timeout);
     const cluster = new LocalCluster();
-    return { sql, reads: sql, cluster, description, kind: 'sqlite', poolStats: () => undefined, ping: (ms) => ping(sql, ms), close: async () => { await cluster.close(); await sql.close(); } };
+    return { sql, reads: sql, cluster, description, kind: 'sqlite', poolStats: () => undefined, readCacheStats: () => undefined, ping: (ms) => ping(sql, ms), close: async () => { await cluster.close(); await sql.close(); } };
   }
   const pg = await openPostgres(conn, {
     maxConnections: settings.db_max_connections,
@@ -95,7 +97,7 @@ export async function openDatabase(settings: DatabaseSettings, log: { info(msg: 
     await reads.close();
     await pg.close();
   };
-  return { sql: pg, reads, cluster: pg.cluster, description, kind: 'postgres', poolStats: () => pg.poolStats(), ping: (ms) => ping(pg, ms), close };
+  return { sql: pg, reads, cluster: pg.cluster, description, kind: 'postgres', poolStats: () => pg.poolStats(), readCacheStats: () => reads.stats(), ping: (ms) => ping(pg, ms), close };
 }
 
 async function moveFromSqlite(pg: PostgresSql, settings: DatabaseSettings, description: string, log: { info(msg: string): void }): Promise<void> {

@@ -37,6 +37,13 @@ export interface ReadCacheLimits {
 /** A token, repository and tag row is well under 1 KiB; a manifest a few KiB: ~10k entries stay within 16 MiB. */
 export const DEFAULT_READ_CACHE_LIMITS: ReadCacheLimits = { entries: 10_000, bytes: 16 * 1024 * 1024 };
 
+export interface ReadCacheStats {
+  hits: number;
+  misses: number;
+  entries: number;
+  bytes: number;
+}
+
 interface Entry {
   readonly value: unknown;
   readonly bytes: number;
@@ -66,8 +73,8 @@ export class CachedReads implements Reads {
   /** The listening connection the entries were checked against. */
   private epoch: number | undefined;
   private stopListening: (() => Promise<void>) | undefined;
-  hits = 0;
-  misses = 0;
+  private hits = 0;
+  private misses = 0;
 
   private constructor(
     private readonly sql: Sql,
@@ -95,9 +102,9 @@ export class CachedReads implements Reads {
     return this.read('c', text, params, () => this.sql.column<T>(text, params));
   }
 
-  /** Entries and bytes kept now. */
-  size(): { entries: number; bytes: number } {
-    return { entries: this.entries.size, bytes: this.bytes };
+  /** Reads answered from the cache and passed to the database since start; entries and bytes kept now. */
+  stats(): ReadCacheStats {
+    return { hits: this.hits, misses: this.misses, entries: this.entries.size, bytes: this.bytes };
   }
 
   clear(): void {
