@@ -30,3 +30,14 @@ t.test('notifications reach the listeners of their channel until they unlisten',
   t.same(seen, ['a', 'other:c']);
   await cluster.close();
 });
+
+t.test('the barrier resolves after every notification sent before it was asked for has been delivered', async (t) => {
+  const cluster = new LocalCluster();
+  const seen: string[] = [];
+  await cluster.listen('cache', { onPayload: (p) => seen.push(p), onMissed: () => undefined });
+  void cluster.notify('cache', 'a');
+  void cluster.notify('cache', 'b');
+  t.equal(await cluster.barrier(), 0, 'one process: nothing is ever missed');
+  t.same(seen, ['a', 'b']);
+  await cluster.close();
+});

@@ -148,3 +148,30 @@ t.test('the cache keeps at most its limits, least recently used out first', asyn
   await a!.db.repository('r2');
   t.equal(a!.reads.stats().hits - hits, 1, 'the least recently used one was dropped');
 });
+
+t.test('a listening connection that stops answering holds reads for a few seconds at most, then they go to the pool', async (t) => {
+  const { url, nodes: [a] } = await nodes(t, 1);
+  const id = await tagged(a!.sql, 'library/silent', 'v1', 'one');
+  t.equal((await a!.index.tagged(id, 'v1'))?.content.toString(), 'one');
+  // The listening connection's backend is the one whose last query is the barrier's.
+  const raw = new pg.Client({ connectionString: url });
+  await raw.connect();
+  t.teardown(() => raw.end());
+  const pids = (await raw.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query = 'SELECT 1' AND pid <> pg_backend_pid()")).rows.map((r) => r.pid);
+  t.equal(pids.length, 1, 'one listening connection');
+  process.kill(pids[0]!, 'SIGSTOP');
+  let resumed = false;
+  const resume = () => {
+    if (!resumed) process.kill(pids[0]!, 'SIGCONT');
+    resumed = true;
+  };
+  t.teardown(resume);
+  await raw.query("UPDATE manifests SET content = 'two'::bytea WHERE repository_id = $1", [id]);
+  const started = Date.now();
+  t.equal((await a!.index.tagged(id, 'v1'))?.content.toString(), 'two', 'the read is current');
+  const waited = Date.now() - started;
+  t.ok(waited < 15_000, `answered after ${waited} ms, not held`);
+  resume();
+  await raw.query("UPDATE manifests SET content = 'three'::bytea WHERE repository_id = $1", [id]);
+  t.equal((await a!.index.tagged(id, 'v1'))?.content.toString(), 'three');
+});

@@ -16,6 +16,8 @@ export interface ConnectionSource {
 
 const RECONNECT_FIRST_MS = 100;
 const RECONNECT_MAX_MS = 5_000;
+/** The longest a read waits for the barrier round trip before reading from the pool instead. */
+const BARRIER_TIMEOUT_MS = 5_000;
 
 /** The 64-bit advisory lock key of a name: the first 8 bytes of its SHA-256, the same on every node and server version. */
 export function advisoryLockKey(name: string): string {
@@ -178,15 +180,24 @@ export class PostgresCluster implements Cluster {
     const client = this.listening;
     if (!client) return Promise.resolve(undefined);
     const epoch = this.epoch;
-    const sent: Promise<number | undefined> = client
-      .query('SELECT 1')
-      .then(
-        () => (this.listening === client ? epoch : undefined),
-        () => undefined,
-      )
-      .finally(() => {
-        if (this.barrierSent === sent) this.barrierSent = undefined;
-      });
+    let timer: NodeJS.Timeout | undefined;
+    // A connection that stopped answering (a network gone silent) must not hold every read: after
+    // BARRIER_TIMEOUT_MS the reads go to the pool, and the connection is dropped and opened again.
+    const silent = new Promise<undefined>((resolve) => {
+      timer = setTimeout(() => {
+        this.lost(client, new Error(`PostgreSQL notifications: the listening connection did not answer within ${BARRIER_TIMEOUT_MS} ms`));
+        client.end().catch(() => undefined);
+        resolve(undefined);
+      }, BARRIER_TIMEOUT_MS);
+    });
+    const answered = client.query('SELECT 1').then(
+      () => (this.listening === client ? epoch : undefined),
+      () => undefined,
+    );
+    const sent: Promise<number | undefined> = Promise.race([answered, silent]).finally(() => {
+      clearTimeout(timer);
+      if (this.barrierSent === sent) this.barrierSent = undefined;
+    });
     this.barrierSent = sent;
     return sent;
   }
