@@ -21,8 +21,8 @@
 import type { Cluster } from './cluster.ts';
 import type { Sql, SqlQueries, SqlValue } from './sql.ts';
 
-/** The read forms of the data-access contract: what a cached reader offers. */
-export type Reads = Pick<SqlQueries, 'all' | 'get' | 'value' | 'column'>;
+/** The read forms the cached call sites use (one row, one value): what a cached reader offers. */
+export type Reads = Pick<SqlQueries, 'get' | 'value'>;
 
 /** Where changes to cached tables are announced (migration 4's triggers; payload: the table). */
 export const ROW_CHANGES = 'container_gateway_rows';
@@ -54,7 +54,6 @@ function sizeOf(value: unknown): number {
   if (value === null || value === undefined) return 8;
   if (typeof value === 'string') return 2 * value.length;
   if (Buffer.isBuffer(value)) return value.length;
-  if (Array.isArray(value)) return value.reduce<number>((n, v) => n + sizeOf(v), 16);
   if (typeof value === 'object') return Object.values(value).reduce<number>((n, v) => n + sizeOf(v), 32);
   return 8;
 }
@@ -89,17 +88,11 @@ export class CachedReads implements Reads {
     return cache;
   }
 
-  all<T>(text: string, params?: readonly SqlValue[]): Promise<T[]> {
-    return this.read('a', text, params, () => this.sql.all<T>(text, params));
-  }
   get<T>(text: string, params?: readonly SqlValue[]): Promise<T | undefined> {
     return this.read('g', text, params, () => this.sql.get<T>(text, params));
   }
   value<T>(text: string, params?: readonly SqlValue[]): Promise<T | undefined> {
     return this.read('v', text, params, () => this.sql.value<T>(text, params));
-  }
-  column<T>(text: string, params?: readonly SqlValue[]): Promise<T[]> {
-    return this.read('c', text, params, () => this.sql.column<T>(text, params));
   }
 
   /** Reads answered from the cache and passed to the database since start; entries and bytes kept now. */
