@@ -29,6 +29,7 @@ import { RegistryError } from './oci/errors.ts';
 import type { GatewaySettings } from './settings.ts';
 import type { KatelloClient } from './upstream/katello.ts';
 import type { MainRegistry } from './upstream/main-registry.ts';
+import { lendBody } from './upstream/lent-body.ts';
 import { MainServer } from './upstream/main-server.ts';
 import { ManifestCache } from './upstream/manifest-cache.ts';
 import { BlobFetches } from './store/blob-fetches.ts';
@@ -122,7 +123,7 @@ export class Gateway {
       logger: ctx.logger,
     });
     let inner: ContentBackend = store ? new EmbeddedBackend(store) : new PulpBackend({ settings, timeouts: this.timeouts(), tls: this.tls(), manifests: this.manifests, logger: ctx.logger });
-    this.fetches = store ? new BlobFetches(store.blobs, settings.on_demand_concurrency) : undefined;
+    this.fetches = store ? new BlobFetches(store.blobs, settings.on_demand_concurrency, lendBody) : undefined;
     // Sync and on-demand reads share the downloads in flight: a blob is fetched once, whoever asks.
     this.mirror = store ? new StoreMirror(store, this.fetches) : undefined;
     const policy = settings.download_policy;

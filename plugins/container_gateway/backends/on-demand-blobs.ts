@@ -20,7 +20,7 @@ import { MainRegistryError, MainRegistryUnavailable } from '../upstream/main-reg
 import type { Exchange } from './content-backend.ts';
 import type { OnDemandStats } from './on-demand-stats.ts';
 import { answerBlobRange, type ByteRange } from './range.ts';
-import { sendFile } from './stream-file.ts';
+import { sendArriving, sendFile } from './stream-file.ts';
 
 export interface OnDemandBlobDeps {
   store: LocalStore;
@@ -95,7 +95,7 @@ export async function serveBlobOnDemand(x: Exchange, digest: string, deps: OnDem
   }
   const range = answerHead(res, digest, size, req.get('range'));
   if (size === 0) return void res.end();
-  await pipeline(blob.read(range), res).catch(() => undefined); // a failed fetch or a client gone: the connection is closed
+  await sendArriving(blob, range, res); // a failed fetch or a client gone: the connection is closed
 }
 
 /** HEAD: the size from the fetch in flight, else from an upstream HEAD (no body fetched). */

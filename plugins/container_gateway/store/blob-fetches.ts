@@ -3,8 +3,9 @@
 // the store as they arrive, hashed in the same pass (BlobStore.fill), and
 // every requester reads them as they come (blob-follow.ts):
 // - the fetch keeps the upstream's own chunks of the last WINDOW bytes it
-//   received (no copies), and a reader within them is handed those: a client
-//   that keeps up never costs a read of the file;
+//   received (no copies; lent memory when the body is lent, given back as
+//   they leave the window), and a reader within them copies from those: a
+//   client that keeps up never costs a read of the file;
 // - a reader behind the window (a late joiner, a Range far back, a slow
 //   client) reads the file by position, up to what has landed, then catches
 //   up with the window.
@@ -24,11 +25,20 @@ import type http from 'node:http';
 import { open as openFile, type FileHandle } from 'node:fs/promises';
 import { pipeline, Transform, type Readable, type TransformCallback } from 'node:stream';
 import type { BlobStore } from './blob-store.ts';
-import { BlobFollower, type GrowingBlob } from './blob-follow.ts';
+import { BlobCursor, BlobFollower, type GrowingBlob } from './blob-follow.ts';
+import { settled, Slots } from './fetch-slots.ts';
 import { errno, hexOf } from './store-files.ts';
 
 /** Starts the upstream request of a blob: resolves with the response head (body not read). */
 export type OpenBlob = () => Promise<http.IncomingMessage>;
+
+/** A body whose chunks are lent memory: each is given back once the fetch no longer holds it. */
+export interface LentChunks extends Readable {
+  release(chunk: Buffer): void;
+}
+
+/** Takes a response's body in lent chunks, when it can (else undefined: the response is read as it is). */
+export type LendBody = (res: http.IncomingMessage) => LentChunks | undefined;
 
 /** The upstream did not give the blob: `status` is its answer when it answered something other than 200. */
 export class BlobFetchError extends Error {
@@ -50,37 +60,7 @@ const TAP_BYTES = 1024 * 1024;
 /** Upstream downloads at once, unless told otherwise. */
 export const DEFAULT_FETCH_LIMIT = 8;
 
-/** At most `limit` holders at once; the others wait in order. */
-class Slots {
-  private active = 0;
-  private readonly waiting: Array<() => void> = [];
-
-  constructor(private readonly limit: number) {}
-
-  async acquire(): Promise<void> {
-    if (this.active < this.limit) {
-      this.active++;
-      return;
-    }
-    await new Promise<void>((resolve) => this.waiting.push(resolve));
-  }
-
-  release(): void {
-    const next = this.waiting.shift();
-    if (next) next();
-    else this.active--;
-  }
-}
-
 type State = 'waiting' | 'running' | 'done' | 'failed';
-
-function settled<T>(): { promise: Promise<T>; resolve: (v: T) => void; reject: (e: unknown) => void } {
-  let resolve!: (v: T) => void;
-  let reject!: (e: unknown) => void;
-  const promise = new Promise<T>((res, rej) => ((resolve = res), (reject = rej)));
-  promise.catch(() => undefined); // nobody may be listening: not an unhandled rejection
-  return { promise, resolve, reject };
-}
 
 /** One blob coming from upstream (or found in the store), shared by whoever reads it. */
 export class BlobFetch implements GrowingBlob {
@@ -102,12 +82,14 @@ export class BlobFetch implements GrowingBlob {
   /** Holders of `fh`: the writer and each reader on it; closed at 0. */
   private refs = 0;
   /** Holders of `fh` among the readers. */
-  private readonly followers = new Set<BlobFollower>();
+  private readonly followers = new Set<object>();
   /** Every reader not yet closed (destroyed with the error at a failure). */
   private readonly readers = new Set<BlobFollower>();
   private readonly watchers = new Set<(landed: number) => void>();
   private wake = settled<void>();
-  private body: http.IncomingMessage | undefined;
+  private body: Readable | undefined;
+  /** The body, when its chunks are lent: each is given back once it leaves the window. */
+  private lent: LentChunks | undefined;
   /** The latest upstream chunks, in order, contiguous, ending at `received` (see WINDOW). */
   private window: Buffer[] = [];
   /** Offset of window[0]'s first byte. */
@@ -117,6 +99,7 @@ export class BlobFetch implements GrowingBlob {
   constructor(
     readonly digest: string,
     private readonly blobs: BlobStore,
+    private readonly lend?: LendBody,
   ) {
     this.ready = this.readyP.promise;
     this.done = this.doneP.promise;
@@ -137,6 +120,15 @@ export class BlobFetch implements GrowingBlob {
     return reader;
   }
 
+  /**
+   * The same bytes as read() gives, into buffers of the caller's (no memory
+   * per chunk): for a sender that reuses its buffers. It fails at its next
+   * read after the fetch failed; `done` rejects at once.
+   */
+  cursor(range?: { start: number; end: number }): BlobCursor {
+    return new BlobCursor(this, range);
+  }
+
   /** Hear the bytes landed so far after each write; returns the unsubscribe. */
   watch(fn: (landed: number) => void): () => void {
     this.watchers.add(fn);
@@ -152,7 +144,8 @@ export class BlobFetch implements GrowingBlob {
 
   /**
    * The received bytes from `position` on, as far as one upstream chunk goes
-   * (a view, not a copy), or undefined when `position` is before the window
+   * (a view, not a copy, valid until control returns to the event loop: it
+   * may be lent memory), or undefined when `position` is before the window
    * (then it is in the file: the window never starts after the landed end).
    */
   windowAt(position: number): Buffer | undefined {
@@ -176,14 +169,14 @@ export class BlobFetch implements GrowingBlob {
   // --- for BlobFollower ---
 
   /** The shared file handle, counted, or undefined once it is closed (the blob is then at its final path). */
-  acquire(follower: BlobFollower): FileHandle | undefined {
+  acquire(follower: object): FileHandle | undefined {
     if (!this.fh || this.state === 'failed') return undefined;
     this.refs++;
     this.followers.add(follower);
     return this.fh;
   }
 
-  release(follower: BlobFollower): void {
+  release(follower: object): void {
     if (this.followers.delete(follower)) this.unref();
   }
 
@@ -254,7 +247,14 @@ export class BlobFetch implements GrowingBlob {
       res.destroy();
       throw new BlobFetchError(`the upstream sends ${header} bytes of ${this.digest}, ${expected ?? 'a number'} expected`);
     }
-    this.body = res;
+    const lent = this.lend?.(res);
+    const body: Readable = lent ?? res;
+    const cut = () => {
+      lent?.destroy();
+      res.destroy();
+    };
+    this.body = body;
+    this.lent = lent;
     // Every chunk passes through here on its way to the file: readers within the window get it from memory.
     const tap = new Transform({
       readableHighWaterMark: TAP_BYTES,
@@ -264,9 +264,9 @@ export class BlobFetch implements GrowingBlob {
         done(null, chunk);
       },
     });
-    pipeline(res, tap, () => undefined); // an upstream failure destroys the tap with it: fill() rethrows it
+    pipeline(body, tap, () => undefined); // an upstream failure destroys the tap with it: fill() rethrows it
     const temp = await this.blobs.tempFile().catch((err: unknown) => {
-      res.destroy();
+      cut();
       throw err;
     });
     this.fh = temp.fh;
@@ -291,7 +291,7 @@ export class BlobFetch implements GrowingBlob {
       this.doneP.resolve({ size: got, downloaded: got });
       this.notify();
     } catch (err) {
-      res.destroy();
+      cut();
       throw err;
     } finally {
       this.body = undefined;
@@ -316,6 +316,8 @@ export class BlobFetch implements GrowingBlob {
       if (end > this.landed || this.received - end < WINDOW) return;
       this.window.shift();
       this.windowStart = end;
+      // Landed (the writer is done with it) and out of the window: nobody holds it now.
+      this.lent?.release(first);
     }
   }
 
@@ -352,9 +354,11 @@ export class BlobFetches {
   private readonly slots: Slots;
   private closed = false;
 
+  /** `lend`: how a download may take its body in lent chunks (plain upstream connections); without it, bodies are read as they are. */
   constructor(
     readonly blobs: BlobStore,
     readonly limit = DEFAULT_FETCH_LIMIT,
+    private readonly lend?: LendBody,
   ) {
     if (!Number.isSafeInteger(limit) || limit < 1) throw new RangeError(`fetch limit must be a positive integer, not ${limit}`);
     this.slots = new Slots(limit);
@@ -370,7 +374,7 @@ export class BlobFetches {
     hexOf(digest);
     const running = this.inflight.get(digest);
     if (running) return { blob: running, started: false };
-    const blob = new BlobFetch(digest, this.blobs);
+    const blob = new BlobFetch(digest, this.blobs, this.lend);
     if (this.closed) {
       void blob.run(() => Promise.reject(new BlobFetchError('the daemon is stopping')), this.slots, undefined);
       return { blob, started: true };

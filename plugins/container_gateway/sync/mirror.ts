@@ -15,6 +15,7 @@ import { MANIFEST_ACCEPT, MANIFEST_LIMIT, parseManifest } from '../oci/manifest.
 import { isSha256Digest, sha256Digest, TAG } from '../oci/grammar.ts';
 import { manifestRecord } from '../store/content-index.ts';
 import { readBounded } from '../upstream/http-upstream.ts';
+import { lendBody } from '../upstream/lent-body.ts';
 import { mapLimit } from './pool.ts';
 import { BlobFetches, BlobFetchError } from '../store/blob-fetches.ts';
 
@@ -90,7 +91,7 @@ export class StoreMirror {
   constructor(
     readonly store: LocalStore,
     /** The store's downloads, shared with on-demand reads (one made here when the store has none yet). */
-    readonly fetches: BlobFetches = new BlobFetches(store.blobs),
+    readonly fetches: BlobFetches = new BlobFetches(store.blobs, undefined, lendBody),
   ) {}
 
   /**
