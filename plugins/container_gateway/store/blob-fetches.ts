@@ -25,7 +25,7 @@ import type http from 'node:http';
 import { open as openFile, type FileHandle } from 'node:fs/promises';
 import { pipeline, Transform, type Readable, type TransformCallback } from 'node:stream';
 import type { BlobStore } from './blob-store.ts';
-import { BlobCursor, BlobFollower, type GrowingBlob } from './blob-follow.ts';
+import { BlobCursor, BlobFollower, type FetchState, type GrowingBlob } from './blob-follow.ts';
 import { settled, Slots } from './fetch-slots.ts';
 import { errno, hexOf } from './store-files.ts';
 
@@ -56,15 +56,15 @@ export const WINDOW = 8 * 1024 * 1024;
 
 /** Buffering of the tap between the upstream response and the file writer. */
 const TAP_BYTES = 1024 * 1024;
+/** Its reading side, in chunks: one at a time to the writer (a byte stream joins all it holds into a new buffer: 7% of a cold pull's CPU). */
+const TAP_CHUNKS = 4;
 
 /** Upstream downloads at once, unless told otherwise. */
 export const DEFAULT_FETCH_LIMIT = 8;
 
-type State = 'waiting' | 'running' | 'done' | 'failed';
-
 /** One blob coming from upstream (or found in the store), shared by whoever reads it. */
 export class BlobFetch implements GrowingBlob {
-  state: State = 'waiting';
+  state: FetchState = 'waiting';
   /** The blob's size once known (Content-Length, or at the end). */
   size: number | undefined;
   /** Bytes the file holds from offset 0. */
@@ -257,7 +257,8 @@ export class BlobFetch implements GrowingBlob {
     this.lent = lent;
     // Every chunk passes through here on its way to the file: readers within the window get it from memory.
     const tap = new Transform({
-      readableHighWaterMark: TAP_BYTES,
+      readableObjectMode: true,
+      readableHighWaterMark: TAP_CHUNKS,
       writableHighWaterMark: TAP_BYTES,
       transform: (chunk: Buffer, _enc: BufferEncoding, done: TransformCallback) => {
         this.take(chunk);

@@ -10,10 +10,12 @@
 import type { FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 
+export type FetchState = 'waiting' | 'running' | 'done' | 'failed';
+
 /** What a cursor reads of a fetch in flight (BlobFetch in blob-fetches.ts). */
 export interface GrowingBlob {
   readonly digest: string;
-  readonly state: 'waiting' | 'running' | 'done' | 'failed';
+  readonly state: FetchState;
   readonly error: unknown;
   /** Bytes the file holds from offset 0 (all of them once the fetch is done). */
   readonly landed: number;
