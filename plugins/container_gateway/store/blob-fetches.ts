@@ -83,8 +83,6 @@ export class BlobFetch implements GrowingBlob {
   private refs = 0;
   /** Holders of `fh` among the readers. */
   private readonly followers = new Set<object>();
-  /** Every reader not yet closed (destroyed with the error at a failure). */
-  private readonly readers = new Set<BlobFollower>();
   private readonly watchers = new Set<(landed: number) => void>();
   private wake = settled<void>();
   private body: Readable | undefined;
@@ -113,10 +111,8 @@ export class BlobFetch implements GrowingBlob {
    */
   read(range?: { start: number; end: number }): Readable {
     const reader = new BlobFollower(this, range);
-    if (this.state === 'failed') return reader; // it errors on its first read
-    // Known from the start, not only once it holds the file: a reader fed from memory is cut at a failure too.
-    this.readers.add(reader);
-    reader.once('close', () => this.readers.delete(reader));
+    // At the failure, not at its next read: a reader whose consumer stopped reading is cut too.
+    this.done.catch((err: unknown) => reader.destroy(err instanceof Error ? err : new Error(String(err))));
     return reader;
   }
 
@@ -330,8 +326,6 @@ export class BlobFetch implements GrowingBlob {
     this.windowStart = this.received;
     this.readyP.reject(err);
     this.doneP.reject(err);
-    const error = err instanceof Error ? err : new Error(String(err));
-    for (const r of [...this.readers]) r.destroy(error);
     this.notify();
   }
 

@@ -57,7 +57,7 @@ export class LentBody extends Readable implements ReadSink {
   private reason: Error | undefined;
 
   constructor(
-    private readonly res: http.IncomingMessage,
+    res: http.IncomingMessage,
     private readonly socket: SinkSocket,
     length: number,
     already: Buffer[],
