@@ -42,7 +42,7 @@ export function blobFetchesSuite(mode: { lent: boolean }): void {
     t.equal(up.requests.length, 1, 'still one upstream request');
   });
 
-  t.test('a late joiner gets what arrived at once, then follows', async (t) => {
+  t.test('a late joiner gets what landed at once, then follows', async (t) => {
     const store = storeIn(t);
     const body = content(2 * MiB, 2);
     const g = gate();
@@ -50,7 +50,7 @@ export function blobFetchesSuite(mode: { lent: boolean }): void {
     const fetches = downloads(store);
     const first = fetches.fetch(sha(body), up.open());
     const early = collect(first.blob.read());
-    await until(() => first.blob.received >= body.length / 2);
+    await until(() => first.blob.landed >= body.length / 2);
     const late = fetches.fetch(sha(body), up.open());
     t.equal(late.started, false);
     const r = late.blob.read();
@@ -71,13 +71,13 @@ export function blobFetchesSuite(mode: { lent: boolean }): void {
     const up = await scripted(t, halves(body, g.wait));
     const fetches = downloads(store);
     const { blob } = fetches.fetch(sha(body), up.open());
-    await until(() => blob.received >= body.length / 2);
+    await until(() => blob.landed >= body.length / 2);
     const head = await collect(blob.read({ start: 10, end: 1000 }));
-    t.ok(head.body.equals(body.subarray(10, 1001)), 'a range within the half that arrived, before the rest came');
+    t.ok(head.body.equals(body.subarray(10, 1001)), 'a range within the landed half, before the rest came');
     let tailDone = false;
     const tail = collect(blob.read({ start: body.length - 100, end: body.length - 1 })).finally(() => (tailDone = true));
     await new Promise((r) => setTimeout(r, 100));
-    t.notOk(tailDone, 'a range past what arrived waits');
+    t.notOk(tailDone, 'a range past what landed waits');
     g.open();
     t.ok((await tail).body.equals(body.subarray(body.length - 100)), 'then comes');
   });
@@ -148,7 +148,7 @@ export function blobFetchesSuite(mode: { lent: boolean }): void {
       const joins = Array.from({ length: 5 }, () => fetches.fetch(sha(body), up.open()));
       await joins[0]!.blob.ready;
       const reads = joins.map((j) => collect(j.blob.read()));
-      await until(() => joins[0]!.blob.received >= body.length / 2);
+      await until(() => joins[0]!.blob.landed >= body.length / 2);
       g.open();
       const results = await Promise.all(reads);
       for (const r of results) {
@@ -231,7 +231,7 @@ export function blobFetchesSuite(mode: { lent: boolean }): void {
     const up = await scripted(t, halves(body, g.wait));
     const ja = downloads(a).fetch(sha(body), up.open());
     const jb = downloads(b).fetch(sha(body), up.open());
-    await until(() => ja.blob.state === 'running' && jb.blob.state === 'running');
+    await until(() => ja.blob.landed > 0 && jb.blob.landed > 0);
     t.equal(leftovers(a).length, 2, 'two temporary files');
     g.open();
     const [ra, rb] = await Promise.all([collect(ja.blob.read()), collect(jb.blob.read())]);
@@ -248,7 +248,7 @@ export function blobFetchesSuite(mode: { lent: boolean }): void {
     const up = await scripted(t, halves(body, g.wait));
     const fetches = downloads(store);
     const { blob } = fetches.fetch(sha(body), up.open());
-    await until(() => blob.received > 0);
+    await until(() => blob.landed > 0);
     const r = collect(blob.read());
     fetches.close();
     t.ok((await r).error);

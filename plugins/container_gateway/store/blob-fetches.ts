@@ -3,11 +3,12 @@
 // the store as they arrive, hashed in the same pass (BlobStore.fill), and
 // every requester reads them as they come (blob-follow.ts):
 // - the fetch keeps the upstream's own chunks of the last WINDOW bytes it
-//   received (lent memory when the body is lent, given back as they leave
-//   the window), a reader within them copies from those, and the download
-//   keeps within half of it of its fastest reader (fetch-pace.ts);
+//   received (no copies; lent memory when the body is lent, given back as
+//   they leave the window), and a reader within them copies from those: a
+//   client that keeps up never costs a read of the file;
 // - a reader behind the window (a late joiner, a Range far back, a slow
-//   client) reads the file by position up to what has landed.
+//   client) reads the file by position, up to what has landed, then catches
+//   up with the window.
 // Invariants: the window always starts at or before the landed end of the
 // file (so any byte before the window can be read from the file), and holds
 // at most WINDOW bytes beyond what the write pipeline itself still holds;
@@ -25,7 +26,6 @@ import { open as openFile, type FileHandle } from 'node:fs/promises';
 import { pipeline, Transform, type Readable, type TransformCallback } from 'node:stream';
 import type { BlobStore } from './blob-store.ts';
 import { BlobCursor, BlobFollower, type FetchState, type GrowingBlob } from './blob-follow.ts';
-import { FetchPace } from './fetch-pace.ts';
 import { settled, Slots } from './fetch-slots.ts';
 import { errno, hexOf } from './store-files.ts';
 
@@ -76,8 +76,6 @@ export class BlobFetch implements GrowingBlob {
   readonly ready: Promise<{ size: number | undefined }>;
   /** Resolves once verified and placed in the store (`downloaded`: 0 when the store had it); rejects on any failure. */
   readonly done: Promise<{ size: number; downloaded: number }>;
-  /** Keeps the download within reach of its fastest reader (fetch-pace.ts). */
-  readonly pace = new FetchPace(() => this.received, WINDOW);
   private readonly readyP = settled<{ size: number | undefined }>();
   private readonly doneP = settled<{ size: number; downloaded: number }>();
   private fh: FileHandle | undefined;
@@ -260,8 +258,7 @@ export class BlobFetch implements GrowingBlob {
       writableHighWaterMark: TAP_BYTES,
       transform: (chunk: Buffer, _enc: BufferEncoding, done: TransformCallback) => {
         this.take(chunk);
-        tap.push(chunk);
-        void this.pace.turn().then(() => done());
+        done(null, chunk);
       },
     });
     pipeline(body, tap, () => undefined); // an upstream failure destroys the tap with it: fill() rethrows it
@@ -288,7 +285,6 @@ export class BlobFetch implements GrowingBlob {
       this.size = got;
       this.landed = got;
       this.state = 'done';
-      this.pace.stop();
       this.doneP.resolve({ size: got, downloaded: got });
       this.notify();
     } catch (err) {
@@ -326,7 +322,6 @@ export class BlobFetch implements GrowingBlob {
     if (this.state === 'done' || this.state === 'failed') return;
     this.state = 'failed';
     this.error = err;
-    this.pace.stop();
     this.window = [];
     this.windowStart = this.received;
     this.readyP.reject(err);

@@ -31,8 +31,6 @@ export interface GrowingBlob {
   release(holder: object): void;
   /** A handle on the placed blob, once done. */
   openPlaced(): Promise<FileHandle>;
-  /** Hears where each reader is (the download keeps within reach of the fastest). */
-  readonly pace: { progress(reader: object, position: number): void; leave(reader: object): void };
 }
 
 function asError(err: unknown): Error {
@@ -59,7 +57,6 @@ export class BlobCursor {
     }
     this.position = range?.start ?? 0;
     this.last = range?.end;
-    fetch.pace.progress(this, this.position);
   }
 
   /**
@@ -90,7 +87,6 @@ export class BlobCursor {
         }
         if (n > 0) {
           this.position += n;
-          f.pace.progress(this, this.position);
           return n;
         }
         const fh = await this.handle();
@@ -100,7 +96,6 @@ export class BlobCursor {
         if (this.closed) throw new Error('the reader was closed');
         if (bytesRead === 0) throw new Error(`${f.digest}: the file ended at ${this.position}, before the ${available} bytes landed`);
         this.position += bytesRead;
-        f.pace.progress(this, this.position);
         return bytesRead;
       }
     } finally {
@@ -112,7 +107,6 @@ export class BlobCursor {
   /** Let go of the file (a read in flight does when it returns). */
   close(): void {
     this.closed = true;
-    this.fetch.pace.leave(this);
     if (!this.busy) this.letGo();
   }
 

@@ -19,7 +19,6 @@ import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { collectBlobs, purgeUploads, staleTemps, verifyBlobs, type BlobInfo, type PurgeResult, type StoreLayout, type VerifyResult } from './blob-gc.ts';
 import { DigestMismatchError, SizeMismatchError } from './blob-errors.ts';
-import { DIRECT_STAGE, DirectStages } from './direct-io.ts';
 import { errno, fsyncDir, hexOf, MiB, seal, unlinkQuiet } from './store-files.ts';
 import { UPLOAD_ID, UploadSessions, type UploadLock } from './upload-sessions.ts';
 import { writeBody } from './write-pipeline.ts';
@@ -45,8 +44,6 @@ export class BlobStore implements StoreLayout {
   private readonly sessions: UploadSessions;
   /** One-shot temporary files (ingests) this process is writing. */
   private readonly temps = new Set<string>();
-  /** Staging buffers of the writes around the page cache (fill). */
-  private readonly direct = new DirectStages();
 
   /** `uploadLock`: makes each upload's operations exclusive across the processes sharing `root` (see UploadSessions). */
   constructor(
@@ -162,23 +159,18 @@ export class BlobStore implements StoreLayout {
 
   /**
    * Write `body` into a fresh temporary file, verify size and digest, fsync
-   * and place it as the blob `digest`, written around the page cache where
-   * the filesystem allows (direct-io.ts). `onLanded` hears how many bytes the
+   * and place it as the blob `digest`. `onLanded` hears how many bytes the
    * file holds after each write (readers may follow through `fh`). On any
    * failure the temporary file is removed; either way the purge may take it
    * once this settles. `fh` stays open.
    */
   async fill(temp: TempFile, digest: string, body: Readable, opts: { size?: number; onLanded?: (bytes: number) => void } = {}): Promise<{ size: number }> {
     const { size } = opts;
-    let direct;
     try {
       const hex = hexOf(digest);
       const hash = createHash('sha256');
-      // A body shorter than one direct write would only go through the page cache anyway.
-      direct = size === undefined || size >= DIRECT_STAGE ? await this.direct.open(temp.path) : undefined;
       const written = await writeBody(temp.fh, body, 0, {
         hash,
-        ...(direct ? { direct } : {}),
         ...(size !== undefined ? { limit: size } : {}),
         ...(opts.onLanded ? { onLanded: opts.onLanded } : {}),
         tooLarge: () => new SizeMismatchError(size ?? 0, (size ?? 0) + 1),
@@ -193,7 +185,6 @@ export class BlobStore implements StoreLayout {
       await unlinkQuiet(temp.path);
       throw err;
     } finally {
-      if (direct) await this.direct.close(direct);
       this.temps.delete(temp.name);
     }
   }

@@ -4,13 +4,10 @@
 // interrupts, the file is a prefix of the body: never a later chunk written
 // before an earlier one, which would leave a hole counted in the file's size.
 // Write-behind flushes make what has landed durable while the rest arrives,
-// and report how far that is. Given a direct handle (direct-io.ts), the body
-// is copied into its staging buffers and written around the page cache, a
-// full buffer at a time, still one write at a time and in order.
+// and report how far that is.
 import { createHash, type Hash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
-import { DIRECT_ALIGN, DIRECT_STAGE, type DirectWrite } from './direct-io.ts';
 import { MiB } from './store-files.ts';
 
 /** Bytes landed between two write-behind flushes. */
@@ -28,8 +25,6 @@ export interface WriteOptions {
   onDurable?: (bytes: number) => Promise<void>;
   /** Bytes from `position` on that are written (readable by others through the file), after each write completes. */
   onLanded?: (bytes: number) => void;
-  /** The same file opened with O_DIRECT, and its staging buffers: used when `position` is aligned. */
-  direct?: DirectWrite;
 }
 
 /** Write `bufs` at `at`, whatever the kernel takes per call. */
@@ -69,22 +64,6 @@ export async function writeBody(fh: FileHandle, body: Readable, position: number
   let failure: unknown;
   let flushing: Promise<void> | undefined;
   let flushedUpTo = 0;
-  // Direct writes: free staging buffers, the one being filled and its bytes.
-  const stages = opts.direct && position % DIRECT_ALIGN === 0 ? [...opts.direct.stages] : undefined;
-  let direct = stages ? opts.direct?.fh : undefined;
-  let stage: Buffer | undefined;
-  let staged = 0;
-  let stageFreed: (() => void) | undefined;
-  const writeOut = async (bufs: Buffer[], at: number) => {
-    if (direct && bufs.every((b) => b.length % DIRECT_ALIGN === 0)) {
-      try {
-        return await writevFully(direct, bufs, at);
-      } catch {
-        direct = undefined; // refused: through the page cache from now on (a real failure fails there too)
-      }
-    }
-    await writevFully(fh, bufs, at);
-  };
 
   const flushIfDue = () => {
     if (flushing || failure !== undefined || landed - flushedUpTo < WRITE_BEHIND_BYTES) return;
@@ -105,12 +84,10 @@ export async function writeBody(fh: FileHandle, body: Readable, position: number
     const bytes = queued;
     queue = [];
     queued = 0;
-    writing = writeOut(bufs, position + landed).then(
+    writing = writevFully(fh, bufs, position + landed).then(
       () => {
         landed += bytes;
         writing = undefined;
-        if (stages) for (const b of bufs) if (b.length === DIRECT_STAGE) stages.push(b);
-        stageFreed?.();
         opts.onLanded?.(landed);
         flushIfDue();
         pump();
@@ -118,48 +95,24 @@ export async function writeBody(fh: FileHandle, body: Readable, position: number
       (err: unknown) => {
         failure ??= err;
         writing = undefined;
-        stageFreed?.();
       },
     );
   };
 
-  const enqueue = (buf: Buffer) => {
-    queue.push(buf);
-    queued += buf.length;
-    pump();
-  };
-  /** Copy `buf` into staging buffers, each queued once full (waiting for a free one when none is). */
-  const stageInto = async (buf: Buffer) => {
-    for (let at = 0; at < buf.length; ) {
-      while (!stage && !(stage = stages!.pop())) {
-        await new Promise<void>((resolve) => (stageFreed = resolve));
-        stageFreed = undefined;
-        if (failure !== undefined) return;
-      }
-      const n = buf.copy(stage, staged, at);
-      at += n;
-      staged += n;
-      if (staged === DIRECT_STAGE) {
-        enqueue(stage);
-        stage = undefined;
-        staged = 0;
-      }
-    }
-  };
   const chunks: AsyncIterable<Buffer | string> = typeof body.iterator === 'function' ? body.iterator({ destroyOnReturn: false }) : body;
   try {
     for await (const chunk of chunks) {
       if (failure !== undefined) break;
       const buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
       if (opts.limit !== undefined && received + buf.length > opts.limit) throw opts.tooLarge();
+      queue.push(buf);
+      queued += buf.length;
       received += buf.length;
-      if (stages) await stageInto(buf);
-      else enqueue(buf);
+      pump();
       // Hashed here while the thread pool writes.
       opts.hash?.update(buf);
       while (queued > QUEUED_BYTES && writing) await writing;
     }
-    if (stage && staged > 0 && failure === undefined) enqueue(stage.subarray(0, staged)); // the tail: through the page cache
     while ((writing || queue.length > 0) && failure === undefined) {
       pump();
       await writing;
